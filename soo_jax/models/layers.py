@@ -1,0 +1,197 @@
+"""Layers shared by every decoder family: RMSNorm, RoPE, linear projections, attention, MLP.
+
+Shapes: B batch, T query tokens, S key slots (T without a cache, the cache length with one),
+D model width, H query heads, K key/value heads, G = H // K query heads per KV head, E head dim.
+
+Parameters carry `logical_axes` metadata (e.g. ('embed', 'mlp')); `soo_jax.sharding` maps those
+names to mesh axes, so sharding is data rather than code in the layers.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from soo_jax.models.config import ModelConfig
+
+Array = jax.Array
+
+# Every site a decoder layer can sow: the outputs of its linear maps and the residual stream
+# after the block. "o_proj" is the SOO site of the paper.
+LINEAR_SITES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LAYER_SITES = LINEAR_SITES + ("residual",)
+
+_INIT_STDDEV = 0.02
+
+
+def param(value: Array, axes: tuple[str | None, ...]) -> nnx.Param:
+    if value.ndim != len(axes):
+        raise ValueError(f"logical axes {axes} do not match a parameter of shape {value.shape}")
+    return nnx.Param(value, logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    """y = x / rms(x) * w (Llama) or * (1 + w) (Gemma), normalised in float32 as transformers does."""
+
+    def __init__(self, dim: int, eps: float, *, unit_offset: bool, param_dtype):
+        init = jnp.zeros if unit_offset else jnp.ones
+        self.scale = param(init((dim,), param_dtype), ("norm",))
+        self.eps = eps
+        self.unit_offset = unit_offset
+
+    def __call__(self, x: Array) -> Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.unit_offset:
+            # Gemma multiplies in float32 before casting back; Llama casts first.
+            return (normed * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
+        return (self.scale[...] * normed.astype(x.dtype)).astype(x.dtype)
+
+
+class Linear(nnx.Module):
+    """y = x W (+ b) (+ LoRA delta). Kernels are stored (in, out): PyTorch weights transposed."""
+
+    def __init__(self, in_features: int, out_features: int, *, use_bias: bool,
+                 axes: tuple[str | None, str | None], site: str, dtype, param_dtype, rngs: nnx.Rngs):
+        kernel = _INIT_STDDEV * jax.random.normal(rngs.params(), (in_features, out_features), param_dtype)
+        self.kernel = param(kernel, axes)
+        self.bias = param(jnp.zeros((out_features,), param_dtype), (axes[1],)) if use_bias else None
+        self.site = site
+        self.dtype = dtype
+        # A LoRA adapter (soo_jax.lora) is attached here by graph surgery; None means plain linear.
+        self.lora = None
+
+    @property
+    def in_features(self) -> int:
+        return self.kernel.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.kernel.shape[1]
+
+    def __call__(self, x: Array, *, sow: bool = False) -> Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        if self.lora is not None:
+            y = y + self.lora(x).astype(self.dtype)
+        if sow:
+            self.sow(nnx.Intermediate, "activation", y)
+        return y
+
+
+class Embedding(nnx.Module):
+    def __init__(self, vocab_size: int, dim: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+        table = _INIT_STDDEV * jax.random.normal(rngs.params(), (vocab_size, dim), param_dtype)
+        self.embedding = param(table, ("vocab", "embed"))
+        self.dtype = dtype
+
+    def __call__(self, tokens: Array) -> Array:
+        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.dtype)
+
+    def attend(self, x: Array) -> Array:
+        """Tied output head: logits = x E^T."""
+        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+
+
+# --- Rotary position embedding -------------------------------------------------------------
+
+def rope_cos_sin(positions: Array, inv_freq: Array, scaling: float, dtype) -> tuple[Array, Array]:
+    """cos/sin tables [B, T, E] for integer positions [B, T], computed in float32."""
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq[None, None, :]
+    angles = jnp.concatenate([freqs, freqs], axis=-1)
+    return (jnp.cos(angles) * scaling).astype(dtype), (jnp.sin(angles) * scaling).astype(dtype)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotates x [B, T, heads, E] by the half-split convention transformers uses."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+# --- Attention -----------------------------------------------------------------------------
+
+def make_attention_mask(query_slots: Array, key_valid: Array, window: int | None) -> Array:
+    """Boolean mask [B, T, S]: causal over cache slots, key padding, optional sliding window.
+
+    Slots are indices into the key sequence (the KV cache when decoding). With left padding the
+    real tokens are contiguous, so slot distances equal position distances and the window test
+    matches transformers' `q - k < window`.
+    """
+    key_slots = jnp.arange(key_valid.shape[-1])
+    allowed = key_slots[None, :] <= query_slots[:, None]
+    if window is not None:
+        allowed &= (query_slots[:, None] - key_slots[None, :]) < window
+    return allowed[None, :, :] & key_valid[:, None, :].astype(bool)
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *, scale: float,
+                          softcap: float | None) -> Array:
+    """softmax(q k^T * scale [softcapped]) v with grouped KV heads.
+
+    q [B, T, H, E], k/v [B, S, K, E], mask [B, T, S] -> [B, T, H, E]. Scores and softmax in
+    float32, probabilities cast back to the compute dtype (as transformers' eager attention).
+    """
+    batch, q_len, num_heads, head_dim = q.shape
+    num_kv = k.shape[2]
+    q = q.reshape(batch, q_len, num_kv, num_heads // num_kv, head_dim)
+    scores = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32) * scale
+    if softcap is not None:
+        scores = jnp.tanh(scores / softcap) * softcap
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bske->btkge", probs, v)
+    return out.reshape(batch, q_len, num_heads, head_dim)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        d, h, k, e = config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim
+        common = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = Linear(d, h * e, use_bias=config.qkv_bias, axes=("embed", "q_heads"), site="q_proj", **common)
+        self.k_proj = Linear(d, k * e, use_bias=config.qkv_bias, axes=("embed", "kv_heads"), site="k_proj", **common)
+        self.v_proj = Linear(d, k * e, use_bias=config.qkv_bias, axes=("embed", "kv_heads"), site="v_proj", **common)
+        self.o_proj = Linear(h * e, d, use_bias=config.o_bias, axes=("q_heads", "embed"), site="o_proj", **common)
+        self.num_heads, self.num_kv_heads, self.head_dim = h, k, e
+        self.scale = config.query_scale
+        self.softcap = config.attn_logit_softcap
+
+    def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, cache: dict | None,
+                 cache_index: Array | None, sites: frozenset[str]) -> tuple[Array, dict | None]:
+        batch, q_len, _ = x.shape
+        q = self.q_proj(x, sow="q_proj" in sites).reshape(batch, q_len, self.num_heads, self.head_dim)
+        k = self.k_proj(x, sow="k_proj" in sites).reshape(batch, q_len, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x, sow="v_proj" in sites).reshape(batch, q_len, self.num_kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            start = (0, cache_index, 0, 0)
+            keys = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
+            values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
+            cache = {"k": keys, "v": values}
+            k, v = keys.astype(q.dtype), values.astype(q.dtype)
+        out = dot_product_attention(q, k, v, mask, scale=self.scale, softcap=self.softcap)
+        out = self.o_proj(out.reshape(batch, q_len, self.num_heads * self.head_dim), sow="o_proj" in sites)
+        return out, cache
+
+
+class GatedMLP(nnx.Module):
+    """down(act(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
+        d, f = config.hidden_size, config.intermediate_size
+        common = dict(use_bias=config.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = Linear(d, f, axes=("embed", "mlp"), site="gate_proj", **common)
+        self.up_proj = Linear(d, f, axes=("embed", "mlp"), site="up_proj", **common)
+        self.down_proj = Linear(f, d, axes=("mlp", "embed"), site="down_proj", **common)
+        self.activation = config.hidden_act
+
+    def __call__(self, x: Array, sites: frozenset[str]) -> Array:
+        gate = self.gate_proj(x, sow="gate_proj" in sites)
+        if self.activation == "silu":
+            gate = jax.nn.silu(gate)
+        else:  # gelu_pytorch_tanh
+            gate = jax.nn.gelu(gate, approximate=True)
+        hidden = gate * self.up_proj(x, sow="up_proj" in sites)
+        return self.down_proj(hidden, sow="down_proj" in sites)

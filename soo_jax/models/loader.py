@@ -1,0 +1,183 @@
+"""Loading Hugging Face checkpoints into our Flax ports.
+
+`from_pretrained(path)` reads `config.json` through transformers' AutoConfig, builds the model
+abstractly (no memory), then streams the safetensors tensor by tensor: each one is read from a
+memory map, transposed to our layout, cast, and placed on its sharding before the next is read.
+Our parameter paths mirror transformers' module names, so the key map is a rule, not a table.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from soo_jax.models import build_model
+from soo_jax.models.config import ModelConfig, from_hf_config
+from soo_jax.models.safetensors_io import SafetensorsFile
+from soo_jax.models.transformer import CausalLM
+from soo_jax.sharding import DEFAULT_RULES, Rules, state_shardings
+
+# Checkpoint entries that carry no parameters of ours.
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def as_dtype(dtype: Any):
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        return _DTYPES[dtype]
+    return jnp.dtype(dtype).type if dtype is not None else None
+
+
+def hf_parameter_name(path: tuple) -> tuple[str, bool]:
+    """Our state path -> (transformers tensor name, whether the tensor is transposed).
+
+    ('layers', 3, 'self_attn', 'q_proj', 'kernel') -> ('model.layers.3.self_attn.q_proj.weight', True)
+    """
+    *modules, leaf = (str(p) for p in path)
+    prefix = "lm_head" if modules == ["lm_head"] else "model." + ".".join(modules)
+    if leaf == "kernel":
+        return prefix + ".weight", True
+    if leaf in ("scale", "embedding"):
+        return prefix + ".weight", False
+    if leaf == "bias":
+        return prefix + ".bias", False
+    raise ValueError(f"no transformers name for parameter {'/'.join(map(str, path))}")
+
+
+def load_config(path: str | pathlib.Path) -> ModelConfig:
+    from transformers import AutoConfig
+
+    path = pathlib.Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in {path}: not a Hugging Face model directory")
+    return from_hf_config(AutoConfig.from_pretrained(str(path)))
+
+
+class CheckpointIndex:
+    """Which file holds which tensor, for single-file and sharded (index.json) checkpoints."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        index_file = path / "model.safetensors.index.json"
+        if index_file.is_file():
+            weight_map = json.loads(index_file.read_text())["weight_map"]
+            missing = sorted({f for f in weight_map.values() if not (path / f).is_file()})
+            if missing:
+                raise FileNotFoundError(
+                    f"checkpoint shard(s) listed in {index_file.name} are missing from {path}: {', '.join(missing)}")
+            self.file_of = dict(weight_map)
+        else:
+            files = sorted(path.glob("*.safetensors"))
+            if not files:
+                raise FileNotFoundError(f"no *.safetensors weights in {path}")
+            self.file_of = {}
+            for f in files:
+                for key in SafetensorsFile(f).keys():
+                    self.file_of[key] = f.name
+        self._open: dict[str, SafetensorsFile] = {}
+        # Checkpoints saved from the bare decoder (no LM head) have no "model." prefix.
+        self.bare = not any(k.startswith("model.") for k in self.file_of)
+
+    def resolve(self, name: str) -> str | None:
+        if self.bare and name.startswith("model."):
+            name = name[len("model."):]
+        return name if name in self.file_of else None
+
+    def read(self, name: str) -> np.ndarray:
+        file_name = self.file_of[name]
+        if file_name not in self._open:
+            self._open[file_name] = SafetensorsFile(self.path / file_name)
+        return self._open[file_name].get(name)
+
+
+def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_dtype: Any = None,
+                    mesh: jax.sharding.Mesh | None = None, rules: Rules = DEFAULT_RULES,
+                    progress: bool = False) -> CausalLM:
+    """Loads a Hugging Face model directory (or a GGUF file) into our Flax port.
+
+    dtype: compute dtype; param_dtype: storage dtype (defaults to dtype). With a mesh, every
+    parameter is placed on the sharding its logical axes map to under `rules`.
+    """
+    path = resolve_model_path(path)
+    config = load_config(path)
+    dtype = as_dtype(dtype)
+    param_dtype = as_dtype(param_dtype) or dtype
+    abstract = nnx.eval_shape(lambda: build_model(config, dtype=dtype, param_dtype=param_dtype,
+                                                  rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = state_shardings(abstract_state, mesh, rules) if mesh is not None else None
+    index = CheckpointIndex(path)
+
+    flat = nnx.to_flat_state(abstract_state)
+    flat_shardings = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
+    used: set[str] = set()
+    loaded = []
+    for i, (state_path, variable) in enumerate(flat):
+        name, transposed = hf_parameter_name(state_path)
+        key = index.resolve(name)
+        if key is None:
+            raise KeyError(f"tensor {name!r} (for {'/'.join(map(str, state_path))}) is missing from the "
+                           f"checkpoint in {path}")
+        host = index.read(key)
+        if transposed:
+            host = host.T
+        if tuple(host.shape) != tuple(variable.shape):
+            raise ValueError(f"tensor {name!r} has shape {tuple(host.shape)} in the checkpoint but the model "
+                             f"config expects {tuple(variable.shape)} (after transposing: {transposed})")
+        host = np.asarray(host, dtype=variable.dtype)
+        sharding = flat_shardings.get(state_path)
+        value = jax.device_put(host, sharding) if sharding is not None else jnp.asarray(host)
+        loaded.append((state_path, variable.replace(value)))
+        used.add(key)
+        if progress:
+            print(f"\rloading weights {i + 1}/{len(flat)}", end="", file=sys.stderr, flush=True)
+    if progress:
+        print(file=sys.stderr)
+    _check_unused(index, used, config, path)
+    state = nnx.from_flat_state(loaded)
+    return nnx.merge(graphdef, state)
+
+
+def _check_unused(index: CheckpointIndex, used: set[str], config: ModelConfig, path) -> None:
+    unused = [k for k in index.file_of if k not in used and not k.endswith(_IGNORED_SUFFIXES)]
+    if config.tie_word_embeddings:
+        unused = [k for k in unused if k != "lm_head.weight"]
+    if unused:
+        shown = ", ".join(sorted(unused)[:5]) + (" ..." if len(unused) > 5 else "")
+        raise ValueError(f"{len(unused)} checkpoint tensor(s) in {path} do not belong to a "
+                         f"{config.model_type} model of this config: {shown}")
+
+
+def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
+    """A model directory for `path`: a directory as is; a .gguf file imported (and cached) first."""
+    path = pathlib.Path(path).expanduser()
+    if path.suffix == ".gguf":
+        from soo_jax.models.embedded import cached_gguf_import
+
+        return cached_gguf_import(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model path not found: {path}")
+    if not path.is_dir():
+        raise ValueError(f"{path} is neither a model directory nor a .gguf file")
+    return path
+
+
+def load_tokenizer(path: str | pathlib.Path):
+    """The tokenizer (with its chat template) from the same path, padding on the left."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(path)))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
