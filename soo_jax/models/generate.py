@@ -1,0 +1,171 @@
+"""Batched KV-cache generation: one jitted prefill, then a jitted `lax.while_loop` of decode steps.
+
+Prompts are left-padded so every row's next token lands in the same cache slot. Decoding stops
+when every row has produced an end-of-sequence token or `max_new_tokens` is reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from soo_jax.models.transformer import CausalLM, init_cache
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    """temperature 0 means greedy; otherwise softmax(logits / temperature) truncated to top_p."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    eos_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+def sample_token(logits: Array, key: Array, temperature: float, top_p: float) -> Array:
+    """Next token ids [B] from last-position logits [B, V]."""
+    logits = logits.astype(jnp.float32)
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
+        cutoff_index = jnp.sum(cumulative < top_p, axis=-1, keepdims=True)
+        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "cache_dtype", "pad_id"))
+def _generate(graphdef, state, tokens: Array, mask: Array, key: Array, *, sampling: SamplingConfig,
+              cache_dtype, pad_id: int) -> tuple[Array, Array]:
+    model: CausalLM = nnx.merge(graphdef, state)
+    batch, prompt_len = tokens.shape
+    steps = sampling.max_new_tokens
+    eos = jnp.asarray(sampling.eos_token_ids or (-1,), jnp.int32)
+
+    cache = init_cache(model.config, batch, prompt_len + steps, cache_dtype)
+    logits, cache = model(tokens, mask, cache=cache, logits="last")
+    key, step_key = jax.random.split(key)
+    token = sample_token(logits[:, -1], step_key, sampling.temperature, sampling.top_p)
+    out = jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token)
+    done = jnp.isin(token, eos)
+
+    def keep_going(carry):
+        step, _, _, done, _, _ = carry
+        return (step < steps) & ~jnp.all(done)
+
+    def decode_step(carry):
+        step, cache, token, done, out, key = carry
+        logits, cache = model(token[:, None], jnp.ones((batch, 1), bool), cache=cache, logits="last")
+        key, step_key = jax.random.split(key)
+        token = sample_token(logits[:, -1], step_key, sampling.temperature, sampling.top_p)
+        token = jnp.where(done, pad_id, token)
+        out = out.at[:, step].set(token)
+        return step + 1, cache, token, done | jnp.isin(token, eos), out, key
+
+    carry = (jnp.int32(1), cache, token, done, out, key)
+    _, _, _, _, out, _ = jax.lax.while_loop(keep_going, decode_step, carry)
+    # Tokens up to and including the first EOS are the completion.
+    is_eos = jnp.isin(out, eos)
+    first_eos = jnp.where(is_eos.any(axis=1), jnp.argmax(is_eos, axis=1) + 1, steps)
+    return out, first_eos
+
+
+def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, key: Array | None = None,
+                    pad_id: int = 0, cache_dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Completions [B, max_new_tokens] (padded after EOS with pad_id) and their lengths [B]."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    mask = jnp.asarray(mask, bool)
+    if tokens.ndim != 2 or tokens.shape != mask.shape:
+        raise ValueError(f"tokens {tokens.shape} and mask {mask.shape} must both be [batch, length]")
+    if not bool(jnp.all(mask[:, -1])):
+        raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
+    graphdef, state = nnx.split(model)
+    key = jax.random.key(0) if key is None else key
+    out, lengths = _generate(graphdef, state, tokens, mask, key, sampling=sampling,
+                             cache_dtype=cache_dtype or model.dtype, pad_id=pad_id)
+    return np.asarray(out), np.asarray(lengths)
+
+
+def chat_prompts(tokenizer, prompts: Sequence[str], *, system: str | None = None) -> list[str]:
+    """Renders user prompts with the tokenizer's chat template, ready for generation."""
+    rendered = []
+    for prompt in prompts:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}]
+        rendered.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return rendered
+
+
+def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: int = 16,
+                       add_special_tokens: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and mask [B, T], left-padded to a multiple of `pad_to_multiple_of` (fewer recompiles).
+
+    Chat-rendered text already holds its special tokens, so by default nothing is added to it.
+    """
+    if not texts:
+        raise ValueError("no prompts to encode")
+    encoded = [tokenizer(t, add_special_tokens=bool(add_special_tokens))["input_ids"] for t in texts]
+    width = max(len(e) for e in encoded)
+    width = int(math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = np.full((len(texts), width), pad_id, np.int32)
+    mask = np.zeros((len(texts), width), np.int32)
+    for row, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {row} encodes to no tokens")
+        tokens[row, width - len(ids):] = ids
+        mask[row, width - len(ids):] = 1
+    return tokens, mask
+
+
+def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, sampling: SamplingConfig,
+                  chat: bool = True, system: str | None = None, batch_size: int = 32,
+                  key: Array | None = None, progress=None) -> list[str]:
+    """Completions for raw prompts; with `chat`, rendered through the tokenizer's chat template."""
+    if not prompts:
+        raise ValueError("no prompts to generate from")
+    texts = chat_prompts(tokenizer, prompts, system=system) if chat else list(prompts)
+    eos = set(sampling.eos_token_ids) | _tokenizer_eos_ids(tokenizer)
+    sampling = dataclasses.replace(sampling, eos_token_ids=tuple(sorted(eos)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    key = jax.random.key(0) if key is None else key
+    completions = []
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
+        tokens, mask = encode_left_padded(tokenizer, chunk, add_special_tokens=not chat)
+        key, chunk_key = jax.random.split(key)
+        out, lengths = generate_tokens(model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id)
+        for row in range(len(chunk)):
+            completions.append(tokenizer.decode(out[row, :lengths[row]], skip_special_tokens=True))
+        if progress is not None:
+            progress(len(completions), len(texts))
+    return completions
+
+
+def _tokenizer_eos_ids(tokenizer) -> set[int]:
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
