@@ -64,7 +64,7 @@ def torch_forward(model, tokens: np.ndarray, mask: np.ndarray, o_proj_layers=())
     for layer in o_proj_layers:
         module = model.model.layers[layer].self_attn.o_proj
         hooks.append(module.register_forward_hook(
-            lambda _m, _i, out, layer=layer: captured.__setitem__(layer, out.detach().numpy().copy())))
+            lambda _m, _i, out, layer=layer: captured.__setitem__(layer, out.detach().float().numpy().copy())))
     positions = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
     try:
         with torch.no_grad():
@@ -74,4 +74,4 @@ def torch_forward(model, tokens: np.ndarray, mask: np.ndarray, o_proj_layers=())
     finally:
         for h in hooks:
             h.remove()
-    return out.logits.numpy(), captured
+    return out.logits.float().numpy(), captured
