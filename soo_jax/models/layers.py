@@ -60,7 +60,7 @@ class Linear(nnx.Module):
         self.site = site
         self.dtype = dtype
         # A LoRA adapter (soo_jax.lora) is attached here by graph surgery; None means plain linear.
-        self.lora = None
+        self.lora = nnx.data(None)
 
     @property
     def in_features(self) -> int:
