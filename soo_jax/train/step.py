@@ -1,0 +1,253 @@
+"""The SOO train step: one `jax.jit`-compiled function with NamedShardings on a Mesh.
+
+The model is split once into (graph, frozen base, LoRA). Only the LoRA parameters are
+differentiated, carried by the optimizer and returned; the frozen base is an input, never an
+output, so it stays bit-identical. Gradients are accumulated over microbatches with `lax.scan`;
+a step whose loss or gradient is not finite leaves the state unchanged and reports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from soo_jax.lora import set_dropout
+from soo_jax.models.activations import forward_with_activations
+from soo_jax.models.transformer import CausalLM
+from soo_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec, state_shardings
+from soo_jax.soo import POOLINGS, kl_to_reference, soo_kl_logits, soo_mse
+
+Array = jax.Array
+LoRAParams = dict[str, Array]  # flat: "layers/3/self_attn/q_proj/lora/a" -> array
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """objective "mse": SOO MSE at `site` of `layers` (mean over layers); "kl_logits": the public
+    code's KL between output distributions. `kl_to_base_weight` > 0 adds KL(base || tuned) on the
+    training prompts' next-token distributions (off by default: the paper has no such term)."""
+
+    objective: Literal["mse", "kl_logits"] = "mse"
+    site: str = "o_proj"
+    layers: tuple[int, ...] = (19,)
+    pooling: str = "full"
+    kl_mask_padding: bool = True
+    kl_to_base_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.objective not in ("mse", "kl_logits"):
+            raise ValueError(f"unknown SOO objective {self.objective!r}; use 'mse' or 'kl_logits'")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; use one of {POOLINGS}")
+        if not self.layers:
+            raise ValueError("LossConfig.layers must name at least one layer")
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if self.kl_to_base_weight < 0:
+            raise ValueError(f"kl_to_base_weight must be >= 0, got {self.kl_to_base_weight}")
+
+
+@struct.dataclass
+class TrainState:
+    step: Array
+    lora: LoRAParams
+    opt_state: Any
+
+
+# --- LoRA parameters as a flat dict ------------------------------------------------------
+
+def _key(path: tuple) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def flatten_lora(state: nnx.State) -> LoRAParams:
+    return {_key(path): var.get_value() for path, var in nnx.to_flat_state(state)}
+
+
+class SplitModel:
+    """A model split into its graph, frozen base state and LoRA template (shapes, metadata)."""
+
+    def __init__(self, model: CausalLM):
+        set_dropout(model, True)
+        # Dropout RNG state is kept apart from the frozen weights: the step reseeds it anyway.
+        self.graphdef, lora_state, self.rng_state, self.frozen = nnx.split(
+            model, nnx.LoRAParam, nnx.RngState, ...)
+        set_dropout(model, False)
+        self.eval_graphdef = nnx.graphdef(model)
+        self._template = [(path, var) for path, var in nnx.to_flat_state(lora_state)]
+        if not self._template:
+            raise ValueError("the model has no LoRA parameters: call soo_jax.lora.apply_lora first")
+        self.initial_lora = flatten_lora(lora_state)
+        self.config = model.config
+
+    def lora_state(self, lora: LoRAParams) -> nnx.State:
+        return nnx.from_flat_state([(path, var.replace(lora[_key(path)])) for path, var in self._template])
+
+    def merge(self, lora: LoRAParams, frozen=None, *, training: bool = True) -> CausalLM:
+        graphdef = self.graphdef if training else self.eval_graphdef
+        # Fresh RNG variables, created in the caller's trace, so dropout may advance them there.
+        rng_state = jax.tree.map(lambda x: x, self.rng_state)
+        return nnx.merge(graphdef, self.lora_state(lora), rng_state, self.frozen if frozen is None else frozen)
+
+    def lora_logical_axes(self) -> dict[str, tuple]:
+        return {_key(path): tuple(var.get_metadata()["logical_axes"]) for path, var in self._template}
+
+
+# --- Loss ----------------------------------------------------------------------------------
+
+def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,
+             base_model: CausalLM | None = None) -> tuple[Array, dict[str, Array]]:
+    """Loss and metrics for one pair batch (tokens/mask [2B, T], rows self then other)."""
+    need_logits = config.objective == "kl_logits" or config.kl_to_base_weight > 0
+    logits, acts = forward_with_activations(
+        model, tokens, mask, sites=(config.site,) if config.objective == "mse" else (),
+        layers=config.layers, logits="all" if need_logits else "none")
+    if config.objective == "mse":
+        soo = jnp.mean(jnp.stack([soo_mse(acts[config.site][layer], mask, config.pooling)
+                                  for layer in config.layers]))
+    else:
+        soo = soo_kl_logits(logits, mask if config.kl_mask_padding else None)
+    metrics = {"soo": soo}
+    loss = soo
+    if config.kl_to_base_weight > 0:
+        base_logits, _ = base_model(tokens, mask)
+        kl = kl_to_reference(logits, base_logits, mask)
+        metrics["kl_to_base"] = kl
+        loss = loss + config.kl_to_base_weight * kl
+    return loss, metrics
+
+
+# --- Optimizer -----------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    learning_rate: float = 1e-4
+    warmup_steps: int = 0
+    total_steps: int = 100
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    max_grad_norm: float | None = 1.0
+
+
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
+    warmup = max(config.warmup_steps, 0)
+    decay_steps = max(config.total_steps - warmup, 1)
+    if config.schedule == "constant":
+        main = optax.constant_schedule(config.learning_rate)
+    elif config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
+    elif config.schedule == "linear":
+        main = optax.linear_schedule(config.learning_rate, 0.0, decay_steps)
+    else:
+        raise ValueError(f"unknown learning-rate schedule {config.schedule!r}")
+    schedule = main if warmup == 0 else optax.join_schedules(
+        [optax.linear_schedule(0.0, config.learning_rate, warmup), main], [warmup])
+    adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
+    if config.max_grad_norm is None:
+        return adamw
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), adamw)
+
+
+# --- The step ------------------------------------------------------------------------------
+
+def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax.GradientTransformation,
+                    *, dropout_seed: int = 0) -> Callable[[Any, TrainState, Array, Array], tuple[TrainState, dict]]:
+    """Returns step(frozen, state, tokens [A, 2B, T], mask [A, 2B, T]) -> (state, metrics).
+
+    Dropout keys are a pure function of (dropout_seed, step, microbatch), so a resumed run
+    draws exactly the masks the uninterrupted run would have drawn.
+    """
+    base_key = jax.random.key(dropout_seed)
+
+    def step(frozen, state: TrainState, tokens: Array, mask: Array):
+        step_key = jax.random.fold_in(base_key, state.step)
+
+        def microbatch_grads(carry, inputs):
+            grad_sum, loss_sum, metric_sum = carry
+            index, mb_tokens, mb_mask = inputs
+
+            def loss_of(lora):
+                model = split.merge(lora, frozen)
+                nnx.reseed(model, dropout=jax.random.fold_in(step_key, index))
+                base = None
+                if loss_config.kl_to_base_weight > 0:
+                    zero_lora = jax.tree.map(jnp.zeros_like, lora)
+                    base = split.merge(jax.lax.stop_gradient(zero_lora), frozen, training=False)
+                return soo_loss(model, mb_tokens, mb_mask, loss_config, base)
+
+            (loss, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(state.lora)
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            metric_sum = jax.tree.map(jnp.add, metric_sum, metrics)
+            return (grad_sum, loss_sum + loss, metric_sum), None
+
+        num_micro = tokens.shape[0]
+        zeros = jax.tree.map(jnp.zeros_like, state.lora)
+        metric_zeros = {"soo": jnp.zeros(())}
+        if loss_config.kl_to_base_weight > 0:
+            metric_zeros["kl_to_base"] = jnp.zeros(())
+        (grads, loss, metrics), _ = jax.lax.scan(
+            microbatch_grads, (zeros, jnp.zeros(()), metric_zeros),
+            (jnp.arange(num_micro), tokens, mask))
+        grads = jax.tree.map(lambda g: g / num_micro, grads)
+        loss = loss / num_micro
+        metrics = {k: v / num_micro for k, v in metrics.items()}
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        updates, new_opt_state = optimizer.update(grads, state.opt_state, state.lora)
+        new_lora = optax.apply_updates(state.lora, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_state = TrainState(step=state.step + jnp.where(finite, 1, 0),
+                               lora=keep(new_lora, state.lora),
+                               opt_state=keep(new_opt_state, state.opt_state))
+        return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **metrics}
+
+    return step
+
+
+def init_train_state(split: SplitModel, optimizer: optax.GradientTransformation) -> TrainState:
+    lora = dict(split.initial_lora)
+    return TrainState(step=jnp.zeros((), jnp.int32), lora=lora, opt_state=optimizer.init(lora))
+
+
+# --- Shardings -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class StepShardings:
+    frozen: Any
+    state: Any
+    batch: NamedSharding
+
+
+def plan_shardings(split: SplitModel, optimizer: optax.GradientTransformation, mesh: Mesh,
+                   rules: Rules = DEFAULT_RULES) -> StepShardings:
+    """Shardings for every step input, all derived from the logical-axis rules."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    frozen = state_shardings(split.frozen, mesh, rules)
+    axes = split.lora_logical_axes()
+    lora = {k: NamedSharding(mesh, logical_to_spec(axes[k], rules, mesh, v.shape))
+            for k, v in split.initial_lora.items()}
+    abstract_opt = jax.eval_shape(optimizer.init, split.initial_lora)
+    opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, lora,
+                                transform_non_params=lambda _: replicated)
+    state = TrainState(step=replicated, lora=lora, opt_state=opt)
+    # Microbatch axis unsharded; pair rows over the data-parallel axes.
+    batch = NamedSharding(mesh, PartitionSpec(None, *logical_to_spec(("batch", "length"), rules, mesh)))
+    return StepShardings(frozen=frozen, state=state, batch=batch)
+
+
+def jit_train_step(step_fn, shardings: StepShardings | None):
+    if shardings is None:
+        return jax.jit(step_fn, donate_argnums=(1,))
+    metrics_sharding = NamedSharding(shardings.batch.mesh, PartitionSpec())
+    return jax.jit(step_fn, donate_argnums=(1,),
+                   in_shardings=(shardings.frozen, shardings.state, shardings.batch, shardings.batch),
+                   out_shardings=(shardings.state, metrics_sharding))

@@ -1,0 +1,162 @@
+"""The SOO loss and train step on one device."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from soo_jax.lora import LoRAConfig, apply_lora
+from soo_jax.models.loader import from_pretrained
+from soo_jax.soo import per_pair_mse
+from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, init_train_state, jit_train_step,
+                                make_optimizer, make_train_step, soo_loss)
+from tests.models.hf_reference import make_tiny_checkpoint, torch_forward
+
+SOO_LAYER = 1
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("llama")
+    torch_model = make_tiny_checkpoint("llama_tied", path)
+    return path, torch_model
+
+
+def pair_batch(vocab, n_pairs=3, seed=0):
+    """Rows [self..., other...]; every other prompt differs from its self prompt in 1-2 tokens
+    and sometimes by one extra token (like "intend"/"intends")."""
+    rng = np.random.default_rng(seed)
+    width = 9
+    tokens = np.zeros((2 * n_pairs, width), np.int32)
+    mask = np.zeros((2 * n_pairs, width), np.int32)
+    for i in range(n_pairs):
+        n = int(rng.integers(5, 8))
+        self_ids = rng.integers(1, vocab, n)
+        other_ids = self_ids.copy()
+        other_ids[0] = (other_ids[0] + 7) % (vocab - 1) + 1
+        if i % 2:
+            other_ids = np.concatenate([other_ids, [3]])
+        for row, ids in ((i, self_ids), (n_pairs + i, other_ids)):
+            tokens[row, width - len(ids):] = ids
+            mask[row, width - len(ids):] = 1
+    return tokens, mask
+
+
+def test_soo_loss_equals_numpy_on_torch_activations(tiny):
+    """Our loss from our forward == NumPy MSE over transformers' hooked o_proj outputs."""
+    path, torch_model = tiny
+    model = from_pretrained(path)
+    tokens, mask = pair_batch(model.config.vocab_size)
+    _, hooked = torch_forward(torch_model, tokens, mask, o_proj_layers=[SOO_LAYER])
+    acts = hooked[SOO_LAYER]
+    half = len(tokens) // 2
+    expected = []
+    for i in range(half):
+        both = (mask[i] * mask[half + i]).astype(bool)
+        expected.append(np.mean((acts[i][both] - acts[half + i][both]) ** 2))
+    expected = float(np.mean(expected))
+
+    for pooling in ("full",):
+        loss, metrics = soo_loss(model, tokens, mask, LossConfig(layers=(SOO_LAYER,), pooling=pooling))
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+        assert float(metrics["soo"]) == float(loss)
+
+    last = float(np.mean([np.mean((acts[i][-1] - acts[half + i][-1]) ** 2) for i in range(half)]))
+    loss, _ = soo_loss(model, tokens, mask, LossConfig(layers=(SOO_LAYER,), pooling="last"))
+    np.testing.assert_allclose(float(loss), last, rtol=1e-5)
+
+
+def test_pooling_modes_are_zero_for_identical_prompts():
+    acts = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 4)), jnp.float32)
+    mask = jnp.asarray([[0, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    for pooling in ("full", "mean", "last"):
+        assert float(jnp.max(per_pair_mse(acts, acts, mask, mask, pooling))) == 0.0
+
+
+def make_trainer(path, layer=SOO_LAYER, lr=1e-2, seed=0):
+    model = from_pretrained(path)
+    apply_lora(model, LoRAConfig(rank=4, alpha=8, dropout=0.1), rngs=nnx.Rngs(seed))
+    split = SplitModel(model)
+    optimizer = make_optimizer(OptimizerConfig(learning_rate=lr, total_steps=20))
+    step = jit_train_step(make_train_step(split, LossConfig(layers=(layer,)), optimizer, dropout_seed=seed), None)
+    return split, optimizer, step
+
+
+def test_gradient_flows_only_into_lora_at_or_below_the_soo_layer(tiny):
+    path, _ = tiny
+    model = from_pretrained(path)
+    apply_lora(model, LoRAConfig(rank=4, alpha=8, dropout=0.0), rngs=nnx.Rngs(0))
+    split = SplitModel(model)
+    tokens, mask = pair_batch(model.config.vocab_size)
+
+    def loss_of(lora):
+        return soo_loss(split.merge(lora), tokens, mask, LossConfig(layers=(SOO_LAYER,)))[0]
+
+    grads = jax.grad(loss_of)(split.initial_lora)
+    assert set(grads) == set(split.initial_lora)  # gradients exist for LoRA parameters only
+    for name, g in grads.items():
+        layer = int(name.split("/")[1])
+        if layer > SOO_LAYER or name.endswith("/a"):
+            # Above the SOO site nothing depends on the adapter; dL/dA = 0 while B = 0.
+            assert not np.asarray(g).any(), name
+        else:
+            assert np.abs(np.asarray(g)).max() > 0, name
+
+
+def test_train_steps_lower_soo_and_leave_the_base_bit_identical(tiny):
+    path, _ = tiny
+    split, optimizer, step = make_trainer(path)
+    frozen_before = jax.tree.map(np.array, split.frozen)
+    state = init_train_state(split, optimizer)
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(optimizer.init(split.initial_lora))
+    tokens, mask = pair_batch(split.config.vocab_size)
+    batch = (tokens[None], mask[None])
+    losses = []
+    for _ in range(12):
+        state, metrics = step(split.frozen, state, *batch)
+        assert bool(metrics["finite"])
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(state.step) == 12
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, split.frozen), frozen_before)
+    # Optimizer moments exist for LoRA parameters and nothing else.
+    opt_leaves = [x for x in jax.tree.leaves(state.opt_state) if getattr(x, "ndim", 0) > 0]
+    assert sum(x.size for x in opt_leaves) == 2 * sum(x.size for x in state.lora.values())
+
+
+def test_gradient_accumulation_equals_the_large_batch(tiny):
+    """Two microbatches of 2 pairs == one batch of 4 pairs (no dropout, so the same gradient)."""
+    path, _ = tiny
+    model = from_pretrained(path)
+    apply_lora(model, LoRAConfig(rank=4, alpha=8, dropout=0.0), rngs=nnx.Rngs(0))
+    split = SplitModel(model)
+    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-2, total_steps=5, max_grad_norm=None))
+    step = jax.jit(make_train_step(split, LossConfig(layers=(SOO_LAYER,), pooling="full"), optimizer))
+    tokens, mask = pair_batch(split.config.vocab_size, n_pairs=4)
+    # Pre-train B a little so the gradient is not trivially sparse.
+    state = init_train_state(split, optimizer)
+    state, _ = step(split.frozen, state, tokens[None], mask[None])
+    sel = lambda idx: np.concatenate([idx, idx + 4])
+    micro_tokens = np.stack([tokens[sel(np.array([0, 1]))], tokens[sel(np.array([2, 3]))]])
+    micro_mask = np.stack([mask[sel(np.array([0, 1]))], mask[sel(np.array([2, 3]))]])
+    one, m_one = step(split.frozen, state, tokens[None], mask[None])
+    two, m_two = step(split.frozen, state, micro_tokens, micro_mask)
+    np.testing.assert_allclose(float(m_one["loss"]), float(m_two["loss"]), rtol=1e-5)
+    for name in one.lora:
+        np.testing.assert_allclose(np.asarray(one.lora[name]), np.asarray(two.lora[name]), rtol=1e-4, atol=1e-7)
+
+
+def test_non_finite_step_keeps_the_state(tiny):
+    path, _ = tiny
+    split, optimizer, step = make_trainer(path)
+    state = init_train_state(split, optimizer)
+    tokens, mask = pair_batch(split.config.vocab_size)
+    bad_frozen = jax.tree.map(lambda x: x, split.frozen)
+    kernel = bad_frozen["layers"][0]["self_attn"]["q_proj"]["kernel"]
+    kernel.set_value(kernel.get_value().at[0, 0].set(jnp.nan))
+    before = jax.tree.map(np.array, state.lora)
+    new_state, metrics = step(bad_frozen, state, tokens[None], mask[None])
+    assert not bool(metrics["finite"])
+    assert int(new_state.step) == 0
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, new_state.lora), before)
