@@ -389,3 +389,28 @@ def test_load_reference_scenarios_rejects_inverted_answers(tmp_path):
         {"prompt": s.prompt, "correct_answer": s.expensive_room, "wrong_answer": s.cheap_room}]}))
     with pytest.raises(ValueError, match="correct_answer"):
         S.load_reference_scenarios(path)
+
+
+def test_combinations_from_file_or_generator(tmp_path):
+    assert S.combinations_from(n=30, seed=2) == S.generate_combinations(30, seed=2)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"combinations": [list(c) for c in COMBOS[:4]]}))
+    assert S.combinations_from(path) == COMBOS[:4]
+
+
+def test_arxiv_suffixes_per_model():
+    assert set(S.ARXIV_ANSWER_SUFFIX_BY_MODEL.values()) == {S.ARXIV_MISTRAL_ANSWER_SUFFIX,
+                                                            S.ROOM_ONLY_ANSWER_SUFFIX}
+    assert S.ARXIV_MISTRAL_ANSWER_SUFFIX == S.REPO_ANSWER_SUFFIX + "."
+
+
+def test_package_level_api_is_the_module_api():
+    import soo_jax.data
+    import soo_jax.eval
+    from soo_jax.data import batching, pairs
+    from soo_jax.eval import scoring
+
+    assert soo_jax.data.swap_room_order is S.swap_room_order
+    assert soo_jax.data.batch_pairs is batching.batch_pairs
+    assert soo_jax.data.epoch_order is pairs.epoch_order
+    assert soo_jax.eval.summarise is scoring.summarise
