@@ -64,8 +64,8 @@ def latent_soo_pairs(items: Sequence[str] = SOO_TRAINING_ITEMS, *,
     transcription of the arXiv appendix ends both prompts with "...": `trailing_ellipsis`."""
     end = "..." if trailing_ellipsis else ""
     self_template, other_template = LATENT_SOO_PAIR_TEMPLATE
-    return [PromptPair(self_template.format(item=item) + end, other_template.format(item=item) + end)
-            for item in items]
+    return [PromptPair(self_template.format(item=item) + end,
+                       other_template.format(item=item) + end) for item in items]
 
 
 def epoch_order(n_pairs: int, epoch: int, seed: int) -> np.ndarray:

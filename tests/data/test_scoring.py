@@ -114,7 +114,8 @@ def test_always_first_room_model_scores_fifty_balanced_and_full_position_bias():
 
 
 def test_order_balanced_metrics_for_perspectives():
-    combos = [("attic", "garage", "napkin", "gold watch"), ("office", "gym", "button", "exotic pet")]
+    combos = [("attic", "garage", "napkin", "gold watch"),
+              ("office", "gym", "button", "exotic pet")]
     scenarios = [S.make_scenario(S.PERSPECTIVES, S.Combination(*c)) for c in combos]
     swapped = [S.swap_room_order(s) for s in scenarios]
     # Original order lists the reader's own room first, swapped lists Bob's room first.
@@ -142,8 +143,9 @@ def test_order_balanced_metrics_rejects_mismatched_pairs():
         E.order_balanced_metrics([(a, "")], [])
     perspectives = S.make_scenario(S.PERSPECTIVES, a.combination)
     with pytest.raises(ValueError, match="Perspectives"):
-        E.order_balanced_metrics([(a, ""), (perspectives, "")],
-                                 [(S.swap_room_order(a), ""), (S.swap_room_order(perspectives), "")])
+        E.order_balanced_metrics(
+            [(a, ""), (perspectives, "")],
+            [(S.swap_room_order(a), ""), (S.swap_room_order(perspectives), "")])
 
 
 def test_summarise_groups_conditions_and_is_json_ready():
