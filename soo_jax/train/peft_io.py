@@ -1,0 +1,144 @@
+"""Hugging Face PEFT adapter files: export our trained LoRA, import a PEFT LoRA back.
+
+PEFT stores, for a causal LM, `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`
+[r, in] and `...lora_B.weight` [out, r]; ours are A [in, r] and B [r, out], so both transpose.
+The directory (`adapter_model.safetensors` + `adapter_config.json`) loads with
+`peft.PeftModel.from_pretrained(transformers_model, dir)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+import numpy as np
+from flax import nnx
+
+from soo_jax.lora import LoRAConfig, apply_lora, lora_linears
+from soo_jax.models.safetensors_io import SafetensorsFile
+from soo_jax.models.transformer import CausalLM
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _peft_prefix(path: tuple) -> str:
+    *modules, = (str(p) for p in path)
+    if modules == ["lm_head"]:
+        return "base_model.model.lm_head"
+    return "base_model.model.model." + ".".join(modules)
+
+
+def peft_tensors(model: CausalLM) -> dict[str, np.ndarray]:
+    """Every attached adapter as PEFT-named float32 arrays."""
+    tensors = {}
+    for path, linear in lora_linears(model):
+        if linear.lora is None:
+            continue
+        prefix = _peft_prefix(path)
+        tensors[prefix + ".lora_A.weight"] = np.ascontiguousarray(np.asarray(linear.lora.a[...], np.float32).T)
+        tensors[prefix + ".lora_B.weight"] = np.ascontiguousarray(np.asarray(linear.lora.b[...], np.float32).T)
+    if not tensors:
+        raise ValueError("the model has no LoRA adapters to export")
+    return tensors
+
+
+def peft_adapter_config(config: LoRAConfig, base_model: str | None) -> dict:
+    return {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+        "r": config.rank, "lora_alpha": config.alpha, "lora_dropout": config.dropout,
+        "target_modules": list(config.targets), "layers_to_transform": (
+            list(config.layers) if config.layers is not None else None),
+        "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
+        "use_rslora": False, "use_dora": False, "modules_to_save": None, "rank_pattern": {}, "alpha_pattern": {},
+    }
+
+
+def write_directory_atomically(out_dir: str | pathlib.Path, files: dict[str, bytes]) -> pathlib.Path:
+    """Writes files into a temp dir beside `out_dir`, then swaps it in: never a half-written dir."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def export_peft_adapter(model: CausalLM, config: LoRAConfig, out_dir: str | pathlib.Path,
+                        *, base_model: str | None = None) -> pathlib.Path:
+    from safetensors.numpy import save
+
+    files = {
+        ADAPTER_WEIGHTS: save(peft_tensors(model), metadata={"format": "pt"}),
+        ADAPTER_CONFIG: json.dumps(peft_adapter_config(config, base_model), indent=2).encode(),
+    }
+    return write_directory_atomically(out_dir, files)
+
+
+def read_peft_config(adapter_dir: str | pathlib.Path) -> LoRAConfig:
+    adapter_dir = pathlib.Path(adapter_dir)
+    config_file = adapter_dir / ADAPTER_CONFIG
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {adapter_dir}: not a PEFT adapter directory")
+    raw = json.loads(config_file.read_text())
+    if raw.get("peft_type") != "LORA":
+        raise ValueError(f"{config_file}: only LoRA adapters are supported, got peft_type={raw.get('peft_type')!r}")
+    for flag in ("use_dora", "use_rslora", "fan_in_fan_out"):
+        if raw.get(flag):
+            raise ValueError(f"{config_file}: {flag}=true is not supported")
+    if raw.get("rank_pattern") or raw.get("alpha_pattern"):
+        raise ValueError(f"{config_file}: per-module rank/alpha patterns are not supported")
+    targets = raw.get("target_modules")
+    if not isinstance(targets, list):
+        raise ValueError(f"{config_file}: target_modules must be a list of module names, got {targets!r}")
+    layers = raw.get("layers_to_transform")
+    if isinstance(layers, int):
+        layers = [layers]
+    return LoRAConfig(rank=int(raw["r"]), alpha=float(raw["lora_alpha"]), dropout=float(raw.get("lora_dropout", 0.0)),
+                      targets=tuple(targets), layers=tuple(layers) if layers is not None else None)
+
+
+def load_peft_adapter(model: CausalLM, adapter_dir: str | pathlib.Path, *, rngs: nnx.Rngs | None = None) -> CausalLM:
+    """Attaches the adapter in `adapter_dir` (PEFT format) to `model`, in place; returns the model."""
+    adapter_dir = pathlib.Path(adapter_dir)
+    config = read_peft_config(adapter_dir)
+    weights = SafetensorsFile(adapter_dir / ADAPTER_WEIGHTS)
+    # PEFT may save the adapter name inside the key ("lora_A.default.weight"); normalise it.
+    names = {k.replace(".default.weight", ".weight"): k for k in weights.keys()}
+    apply_lora(model, config, rngs=rngs or nnx.Rngs(0))
+    used = set()
+    for path, linear in lora_linears(model):
+        if linear.lora is None:
+            continue
+        prefix = _peft_prefix(path)
+        for ours, suffix in ((linear.lora.a, ".lora_A.weight"), (linear.lora.b, ".lora_B.weight")):
+            name = prefix + suffix
+            if name not in names:
+                raise KeyError(f"adapter tensor {name!r} is missing from {adapter_dir / ADAPTER_WEIGHTS}")
+            value = np.asarray(weights.get(names[name]), np.float32).T
+            if value.shape != tuple(ours.shape):
+                raise ValueError(f"adapter tensor {name!r} has shape {value.T.shape}, expected {tuple(ours.shape)[::-1]}")
+            ours[...] = value.astype(ours.dtype)
+            used.add(names[name])
+    unused = sorted(set(weights.keys()) - used)
+    if unused:
+        raise ValueError(f"{len(unused)} adapter tensor(s) match no adapted module of this model: {unused[:5]}")
+    return model

@@ -1,0 +1,74 @@
+"""PEFT adapter export/import: our adapter loaded with peft on transformers gives our logits."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from soo_jax.lora import LoRAConfig, apply_lora, lora_linears, set_dropout
+from soo_jax.models.loader import from_pretrained
+from soo_jax.train.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter
+from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint, torch_forward
+
+LORA = LoRAConfig(rank=4, alpha=16, dropout=0.2, targets=("q_proj", "v_proj", "o_proj"), layers=(0, 2))
+
+
+def trained_looking(model, seed=3):
+    key = jax.random.key(seed)
+    for _, linear in lora_linears(model):
+        if linear.lora is not None:
+            key, sub = jax.random.split(key)
+            linear.lora.b[...] = 0.2 * jax.random.normal(sub, linear.lora.b.shape)
+    return model
+
+
+@pytest.mark.parametrize("name", ["qwen2", "gemma2_27b_style"])
+def test_exported_adapter_loads_in_peft_and_matches_our_logits(name, tmp_path):
+    from peft import PeftModel
+
+    torch_model = make_tiny_checkpoint(name, tmp_path / "base")
+    model = trained_looking(apply_lora(from_pretrained(tmp_path / "base"), LORA, rngs=nnx.Rngs(0)))
+    set_dropout(model, False)
+    export_peft_adapter(model, LORA, tmp_path / "adapter", base_model=str(tmp_path / "base"))
+
+    peft_model = PeftModel.from_pretrained(torch_model, str(tmp_path / "adapter")).eval()
+    tokens, mask = left_padded_batch(model.config.vocab_size, [9, 6])
+    with torch.no_grad():
+        positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
+        ref = peft_model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                         attention_mask=torch.tensor(mask, dtype=torch.long),
+                         position_ids=torch.tensor(positions, dtype=torch.long)).logits.numpy()
+    base_ref, _ = torch_forward(make_tiny_checkpoint(name, tmp_path / "again"), tokens, mask)
+    ours, _ = model(tokens, mask)
+    real = mask.astype(bool)
+    assert np.abs(ref[real] - base_ref[real]).max() > 1e-3  # the adapter changes the torch model
+    # fp32 tolerance 1e-5 of the logit scale.
+    np.testing.assert_allclose(np.asarray(ours)[real], ref[real], rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_import_restores_the_same_adapter(tmp_path):
+    make_tiny_checkpoint("llama_tied", tmp_path / "base")
+    model = trained_looking(apply_lora(from_pretrained(tmp_path / "base"), LORA, rngs=nnx.Rngs(0)))
+    set_dropout(model, False)
+    export_peft_adapter(model, LORA, tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / ADAPTER_CONFIG).read_text())
+    assert saved["r"] == 4 and saved["lora_alpha"] == 16 and saved["layers_to_transform"] == [0, 2]
+
+    restored = load_peft_adapter(from_pretrained(tmp_path / "base"), tmp_path / "adapter", rngs=nnx.Rngs(9))
+    set_dropout(restored, False)
+    tokens, mask = left_padded_batch(model.config.vocab_size, [7, 4])
+    np.testing.assert_array_equal(np.asarray(restored(tokens, mask)[0]), np.asarray(model(tokens, mask)[0]))
+
+
+def test_bad_adapters_are_rejected(tmp_path):
+    make_tiny_checkpoint("llama_tied", tmp_path / "base")
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_peft_adapter(from_pretrained(tmp_path / "base"), tmp_path)
+    (tmp_path / "dora").mkdir()
+    (tmp_path / "dora" / ADAPTER_CONFIG).write_text(json.dumps(
+        {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "use_dora": True}))
+    with pytest.raises(ValueError, match="use_dora"):
+        load_peft_adapter(from_pretrained(tmp_path / "base"), tmp_path / "dora")
