@@ -27,11 +27,14 @@ POOLINGS = ("full", "mean", "last")
 
 
 def split_pairs(x: Array) -> tuple[Array, Array]:
-    """Rows [self_0..self_{B-1}, other_0..other_{B-1}] -> (self [B, ...], other [B, ...])."""
+    """Interleaved rows [self_0, other_0, self_1, other_1, ...] -> (self [B, ...], other [B, ...]).
+
+    Interleaving keeps each pair inside any even-sized contiguous slice of the batch, so a data
+    shard or a host's slice always holds whole pairs.
+    """
     if x.shape[0] % 2:
         raise ValueError(f"a pair batch needs an even number of rows, got {x.shape[0]}")
-    half = x.shape[0] // 2
-    return x[:half], x[half:]
+    return x[0::2], x[1::2]
 
 
 def per_pair_mse(acts_self: Array, acts_other: Array, mask_self: Array, mask_other: Array,
@@ -57,7 +60,7 @@ def per_pair_mse(acts_self: Array, acts_other: Array, mask_self: Array, mask_oth
 
 
 def soo_mse(acts: Array, mask: Array, pooling: Pooling = "full") -> Array:
-    """Mean SOO value over the pairs of one batched forward ([2B, T, D], rows self then other)."""
+    """Mean SOO value over the pairs of one batched forward ([2B, T, D], interleaved rows)."""
     acts_self, acts_other = split_pairs(acts)
     mask_self, mask_other = split_pairs(mask)
     return jnp.mean(per_pair_mse(acts_self, acts_other, mask_self, mask_other, pooling))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from soo_jax.models import build_model
 from soo_jax.models.config import ModelConfig, from_hf_config
@@ -122,7 +123,8 @@ def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_d
     flat_shardings = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
     used: set[str] = set()
     loaded = []
-    for i, (state_path, variable) in enumerate(flat):
+    for state_path, variable in tqdm(flat, desc="loading weights", unit="tensor", disable=not progress,
+                                     file=sys.stderr, leave=False):
         name, transposed = hf_parameter_name(state_path)
         key = index.resolve(name)
         if key is None:
@@ -139,10 +141,6 @@ def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_d
         value = jax.device_put(host, sharding) if sharding is not None else jnp.asarray(host)
         loaded.append((state_path, variable.replace(value)))
         used.add(key)
-        if progress:
-            print(f"\rloading weights {i + 1}/{len(flat)}", end="", file=sys.stderr, flush=True)
-    if progress:
-        print(file=sys.stderr)
     _check_unused(index, used, config, path)
     state = nnx.from_flat_state(loaded)
     return nnx.merge(graphdef, state)

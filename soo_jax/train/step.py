@@ -102,7 +102,7 @@ class SplitModel:
 
 def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,
              base_model: CausalLM | None = None) -> tuple[Array, dict[str, Array]]:
-    """Loss and metrics for one pair batch (tokens/mask [2B, T], rows self then other)."""
+    """Loss and metrics for one pair batch (tokens/mask [2B, T], rows self_0, other_0, self_1, ...)."""
     need_logits = config.objective == "kl_logits" or config.kl_to_base_weight > 0
     logits, acts = forward_with_activations(
         model, tokens, mask, sites=(config.site,) if config.objective == "mse" else (),

@@ -31,10 +31,12 @@ TINY_CONFIGS = {
 }
 
 
-def make_tiny_checkpoint(name: str, directory, seed: int = 0) -> torch.nn.Module:
+def make_tiny_checkpoint(name: str, directory, seed: int = 0, vocab_size: int | None = None) -> torch.nn.Module:
     """Writes a randomly initialised tiny model to `directory`; returns the eager fp32 torch model."""
     torch.manual_seed(seed)
     config = TINY_CONFIGS[name]()
+    if vocab_size is not None:
+        config.vocab_size = vocab_size
     config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     with torch.no_grad():

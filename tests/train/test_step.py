@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
 
 
 def pair_batch(vocab, n_pairs=3, seed=0):
-    """Rows [self..., other...]; every other prompt differs from its self prompt in 1-2 tokens
+    """Interleaved rows [self_0, other_0, ...]; every other prompt differs from its self prompt in 1-2 tokens
     and sometimes by one extra token (like "intend"/"intends")."""
     rng = np.random.default_rng(seed)
     width = 9
@@ -37,7 +37,7 @@ def pair_batch(vocab, n_pairs=3, seed=0):
         other_ids[0] = (other_ids[0] + 7) % (vocab - 1) + 1
         if i % 2:
             other_ids = np.concatenate([other_ids, [3]])
-        for row, ids in ((i, self_ids), (n_pairs + i, other_ids)):
+        for row, ids in ((2 * i, self_ids), (2 * i + 1, other_ids)):
             tokens[row, width - len(ids):] = ids
             mask[row, width - len(ids):] = 1
     return tokens, mask
@@ -53,8 +53,8 @@ def test_soo_loss_equals_numpy_on_torch_activations(tiny):
     half = len(tokens) // 2
     expected = []
     for i in range(half):
-        both = (mask[i] * mask[half + i]).astype(bool)
-        expected.append(np.mean((acts[i][both] - acts[half + i][both]) ** 2))
+        both = (mask[2 * i] * mask[2 * i + 1]).astype(bool)
+        expected.append(np.mean((acts[2 * i][both] - acts[2 * i + 1][both]) ** 2))
     expected = float(np.mean(expected))
 
     for pooling in ("full",):
@@ -62,7 +62,7 @@ def test_soo_loss_equals_numpy_on_torch_activations(tiny):
         np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
         assert float(metrics["soo"]) == float(loss)
 
-    last = float(np.mean([np.mean((acts[i][-1] - acts[half + i][-1]) ** 2) for i in range(half)]))
+    last = float(np.mean([np.mean((acts[2 * i][-1] - acts[2 * i + 1][-1]) ** 2) for i in range(half)]))
     loss, _ = soo_loss(model, tokens, mask, LossConfig(layers=(SOO_LAYER,), pooling="last"))
     np.testing.assert_allclose(float(loss), last, rtol=1e-5)
 
@@ -137,9 +137,7 @@ def test_gradient_accumulation_equals_the_large_batch(tiny):
     # Pre-train B a little so the gradient is not trivially sparse.
     state = init_train_state(split, optimizer)
     state, _ = step(split.frozen, state, tokens[None], mask[None])
-    sel = lambda idx: np.concatenate([idx, idx + 4])
-    micro_tokens = np.stack([tokens[sel(np.array([0, 1]))], tokens[sel(np.array([2, 3]))]])
-    micro_mask = np.stack([mask[sel(np.array([0, 1]))], mask[sel(np.array([2, 3]))]])
+    micro_tokens, micro_mask = tokens.reshape(2, 4, -1), mask.reshape(2, 4, -1)  # pairs (0, 1) and (2, 3)
     one, m_one = step(split.frozen, state, tokens[None], mask[None])
     two, m_two = step(split.frozen, state, micro_tokens, micro_mask)
     np.testing.assert_allclose(float(m_one["loss"]), float(m_two["loss"]), rtol=1e-5)

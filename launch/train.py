@@ -1,0 +1,38 @@
+"""SOO fine-tuning: `python launch/train.py --config configs/smollm2.py [--config.key=value ...]`.
+
+Resumes automatically from the latest checkpoint in `train.out_dir`. On a TPU pod slice or a
+multi-host GPU cluster every host runs this same command (see launch/tpu_pod.sh, launch/slurm.sbatch).
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import app  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration file (configs/*.py).",
+                                          lock_config=True)
+
+
+def main(argv):
+    del argv
+    from soo_jax.train.loop import run_training
+
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/smollm2.py")
+    run_training(config, evaluate=_evaluator())
+
+
+def _evaluator():
+    try:
+        from soo_jax.eval.quick import quick_before_after
+    except ImportError:
+        return None
+    return quick_before_after
+
+
+if __name__ == "__main__":
+    app.run(main)

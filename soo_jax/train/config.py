@@ -1,0 +1,124 @@
+"""The run configuration (ml-collections), its defaults, validation, and typed views.
+
+Config files in `configs/` call `base_config()` and override what differs; the result is locked,
+so a misspelt key in a config file or on the command line (`--config.lora.rnak=4`) is an error
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from soo_jax.lora import LoRAConfig
+from soo_jax.models.layers import LAYER_SITES
+from soo_jax.soo import POOLINGS
+from soo_jax.train.step import LossConfig, OptimizerConfig
+
+DTYPES = ("float32", "bfloat16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict(dict(
+        path="embedded",       # HF model directory, a .gguf file, or "embedded" (SmolLM2-135M-Instruct)
+        dtype="float32",       # compute dtype
+        param_dtype="",        # storage dtype of the frozen base; "" = same as dtype
+    ))
+    c.lora = ml_collections.ConfigDict(dict(
+        rank=8, alpha=32.0, dropout=0.2,
+        targets=("q_proj", "v_proj"),  # PEFT's defaults for these architectures, as in the paper
+        layers=(),                     # () = every layer
+    ))
+    c.loss = ml_collections.ConfigDict(dict(
+        objective="mse",        # "mse" (paper) or "kl_logits" (the authors' public code)
+        site="o_proj",
+        layers=(19,),
+        pooling="full",         # "full" | "mean" | "last" (paper_spec.md 1.3)
+        kl_mask_padding=True,   # kl_logits only: False reproduces the public code (pads included)
+        kl_to_base_weight=0.0,  # optional capability term; the paper has none
+    ))
+    c.data = ml_collections.ConfigDict(dict(
+        chat_template=False,    # wrap each training prompt as a user turn of the chat template
+        pad_to_multiple_of=8,
+        max_length=256,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        epochs=15,
+        batch_size=4,           # prompt pairs per optimizer step (global, all microbatches)
+        grad_accum=1,           # microbatches per step
+        seed=0,                 # LoRA init, dropout and data order
+        log_every=1,
+        checkpoint_every=50,
+        max_to_keep=3,
+        out_dir="runs/default",
+        export_adapter=True,
+        evaluate=True,          # short before/after evaluation at the end
+    ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
+        b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0,
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    return c
+
+
+def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Validates and locks a config built from `base_config()`; config files return this."""
+    validate(config)
+    config.lock()
+    return config
+
+
+def _fail(key: str, message: str):
+    raise ValueError(f"config.{key}: {message}")
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    if c.model.dtype not in DTYPES:
+        _fail("model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
+    if c.model.param_dtype not in DTYPES + ("",):
+        _fail("model.param_dtype", f"{c.model.param_dtype!r} is not one of {DTYPES} or ''")
+    if c.loss.objective not in ("mse", "kl_logits"):
+        _fail("loss.objective", f"{c.loss.objective!r} is not 'mse' or 'kl_logits'")
+    if c.loss.pooling not in POOLINGS:
+        _fail("loss.pooling", f"{c.loss.pooling!r} is not one of {POOLINGS}")
+    if c.loss.site not in LAYER_SITES:
+        _fail("loss.site", f"{c.loss.site!r} is not one of {LAYER_SITES}")
+    if not c.loss.layers or any(int(i) < 0 for i in c.loss.layers):
+        _fail("loss.layers", f"must name one or more layer indices >= 0, got {c.loss.layers!r}")
+    for key in ("epochs", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_to_keep"):
+        if int(c.train[key]) < 1:
+            _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
+    if c.train.batch_size % c.train.grad_accum:
+        _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches")
+    if c.optimizer.learning_rate <= 0:
+        _fail("optimizer.learning_rate", f"must be > 0, got {c.optimizer.learning_rate}")
+    for axis in ("data", "fsdp", "tensor"):
+        if c.mesh[axis] == 0 or c.mesh[axis] < -1:
+            _fail(f"mesh.{axis}", f"must be a positive size or -1 (the remaining devices), got {c.mesh[axis]}")
+    if [c.mesh[a] for a in ("data", "fsdp", "tensor")].count(-1) > 1:
+        _fail("mesh", "at most one axis may be -1")
+    lora_config(c)
+    loss_config(c)
+
+
+def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
+    try:
+        return LoRAConfig(rank=int(c.lora.rank), alpha=float(c.lora.alpha), dropout=float(c.lora.dropout),
+                          targets=tuple(c.lora.targets), layers=tuple(c.lora.layers) or None)
+    except ValueError as e:
+        _fail("lora", str(e))
+
+
+def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
+    return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=tuple(int(i) for i in c.loss.layers),
+                      pooling=c.loss.pooling, kl_mask_padding=bool(c.loss.kl_mask_padding),
+                      kl_to_base_weight=float(c.loss.kl_to_base_weight))
+
+
+def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:
+    o = c.optimizer
+    return OptimizerConfig(learning_rate=float(o.learning_rate), warmup_steps=int(o.warmup_steps),
+                           total_steps=int(total_steps), schedule=o.schedule, weight_decay=float(o.weight_decay),
+                           b1=float(o.b1), b2=float(o.b2), eps=float(o.eps),
+                           max_grad_norm=float(o.max_grad_norm) if o.max_grad_norm else None)

@@ -1,0 +1,214 @@
+"""The SOO fine-tuning run: load, shard, train with progress and checkpoints, export, evaluate.
+
+Every step's batch is a pure function of (seed, step), and dropout keys are too, so a run
+resumed from its latest checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from soo_jax.data.batching import PairBatch, batch_pairs
+from soo_jax.data.pairs import PromptPair, batch_indices, soo_training_pairs, steps_per_epoch
+from soo_jax.lora import apply_lora
+from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+from soo_jax.sharding import DEFAULT_RULES
+from soo_jax.train import config as run_config
+from soo_jax.train.checkpoint import TrainCheckpointer, abstract_like, lora_config_to_json
+from soo_jax.train.mesh import global_batch_from_host_slices, host_row_range, initialize_distributed, make_mesh
+from soo_jax.train.metrics_log import MetricsLog
+from soo_jax.train.peft_io import export_peft_adapter
+from soo_jax.train.step import (SplitModel, init_train_state, jit_train_step, make_optimizer, make_train_step,
+                                plan_shardings)
+
+
+@dataclasses.dataclass
+class RunResult:
+    out_dir: pathlib.Path
+    checkpoint_dir: pathlib.Path
+    metrics_file: pathlib.Path
+    adapter_dir: pathlib.Path | None
+    first_soo: float | None
+    last_soo: float | None
+    steps: int
+    resumed_from: int | None
+    evaluation: dict | None = None
+
+
+class Schedule:
+    """Which pairs form optimizer step k: epoch = k // steps_per_epoch, then a slice of that
+    epoch's seeded permutation (the last incomplete batch of an epoch is dropped so every step
+    has the same shape and one compiled step serves the whole run)."""
+
+    def __init__(self, num_pairs: int, batch_size: int, grad_accum: int, epochs: int, seed: int):
+        self.num_pairs, self.batch_size, self.grad_accum, self.seed = num_pairs, batch_size, grad_accum, seed
+        self.steps_per_epoch = steps_per_epoch(num_pairs, batch_size, drop_remainder=True)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {batch_size} exceeds the {num_pairs} training pairs")
+        self.total_steps = epochs * self.steps_per_epoch
+
+    def position(self, step: int) -> tuple[int, int]:
+        return divmod(step, self.steps_per_epoch)
+
+    def pair_indices(self, step: int) -> np.ndarray:
+        epoch, index = self.position(step)
+        return batch_indices(self.num_pairs, self.batch_size, epoch, index, self.seed, drop_remainder=True)
+
+    def microbatches(self, pairs: PairBatch, step: int, rows: tuple[int, int] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """tokens/mask [grad_accum, 2 * micro, T], each microbatch interleaved [self_0, other_0, ...].
+
+        `rows` restricts each microbatch to this host's slice of its pairs (multi-host loading).
+        """
+        idx = self.pair_indices(step).reshape(self.grad_accum, -1)
+        if rows is not None:
+            idx = idx[:, rows[0]:rows[1]]
+        n = pairs.num_pairs
+        rows_of = np.stack([idx, idx + n], axis=-1).reshape(self.grad_accum, -1)  # PairBatch: selves, then others
+        return pairs.tokens[rows_of], pairs.mask[rows_of]
+
+
+def tokenize_pairs(tokenizer, pairs: list[PromptPair], c: ml_collections.ConfigDict) -> PairBatch:
+    return batch_pairs(tokenizer, pairs, use_chat_template=bool(c.data.chat_template),
+                       max_length=int(c.data.max_length), pad_to_multiple_of=int(c.data.pad_to_multiple_of))
+
+
+def _is_main_process() -> bool:
+    return jax.process_index() == 0
+
+
+def _say(message: str) -> None:
+    if _is_main_process():
+        print(message, file=sys.stderr, flush=True)
+
+
+def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = None,
+                 stop_after: int | None = None) -> RunResult:
+    """Runs (or resumes) the SOO fine-tuning described by config `c`.
+
+    `stop_after` ends the run early after that many steps in this invocation (used to simulate an
+    interruption); `evaluate(base_model, tuned_model, tokenizer, c)` runs at the end if given.
+    """
+    run_config.validate(c)
+    initialize_distributed()
+    out_dir = pathlib.Path(c.train.out_dir).absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = resolve_model_path(c.model.path)
+    mesh = make_mesh(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor))
+    _say(f"model: {model_path}\nmesh: {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
+         f"device(s), {jax.process_count()} process(es)")
+
+    model = from_pretrained(model_path, dtype=c.model.dtype, param_dtype=c.model.param_dtype or None, mesh=mesh,
+                            rules=DEFAULT_RULES, progress=_is_main_process())
+    num_layers = model.config.num_layers
+    bad = [i for i in c.loss.layers if not 0 <= int(i) < num_layers]
+    if bad:
+        raise ValueError(f"config.loss.layers: {bad} out of range for a {num_layers}-layer model")
+    lora_cfg = run_config.lora_config(c)
+    loss_cfg = run_config.loss_config(c)
+    apply_lora(model, lora_cfg, rngs=nnx.Rngs(params=int(c.train.seed), dropout=int(c.train.seed)))
+
+    tokenizer = load_tokenizer(model_path)
+    pairs = tokenize_pairs(tokenizer, soo_training_pairs(), c)
+    schedule = Schedule(pairs.num_pairs, int(c.train.batch_size), int(c.train.grad_accum), int(c.train.epochs),
+                        int(c.train.seed))
+    optimizer = make_optimizer(run_config.optimizer_config(c, schedule.total_steps))
+    split = SplitModel(model)
+    shardings = plan_shardings(split, optimizer, mesh)
+    state = jax.device_put(init_train_state(split, optimizer), shardings.state)
+    step_fn = jit_train_step(make_train_step(split, loss_cfg, optimizer, dropout_seed=int(c.train.seed)), shardings)
+
+    checkpointer = TrainCheckpointer(out_dir / "checkpoints", save_every=int(c.train.checkpoint_every),
+                                     max_to_keep=int(c.train.max_to_keep))
+    resumed_from = checkpointer.latest_step()
+    if resumed_from is not None:
+        state, meta = checkpointer.restore(abstract_like(state, shardings.state))
+        _check_resumable(meta, c, lora_cfg)
+        _say(f"resuming from checkpoint step {resumed_from} (epoch {meta['epoch']}, batch {meta['batch_in_epoch']})")
+    start = int(state.step)
+
+    def meta_for(step: int) -> dict:
+        epoch, index = schedule.position(step)
+        return {"step": step, "epoch": epoch, "batch_in_epoch": index, "pairs_seen": step * schedule.batch_size,
+                "data_seed": int(c.train.seed), "dropout_seed": int(c.train.seed),
+                "lora_config": lora_config_to_json(lora_cfg), "model_path": str(model_path),
+                "config": json.loads(c.to_json_best_effort())}
+
+    rows = host_row_range(schedule.batch_size // schedule.grad_accum)
+    log = MetricsLog(out_dir / "metrics.jsonl", enabled=_is_main_process(), tensorboard_dir=out_dir / "tensorboard")
+    first_soo = last_soo = None
+    end = schedule.total_steps if stop_after is None else min(schedule.total_steps, start + stop_after)
+    progress = log.progress(total=schedule.total_steps, initial=start)
+    started = time.perf_counter()
+    tokens_done = 0
+    try:
+        for step in range(start, end):
+            local_tokens, local_mask = schedule.microbatches(pairs, step, rows)
+            tokens = global_batch_from_host_slices(local_tokens, shardings.batch)
+            mask = global_batch_from_host_slices(local_mask, shardings.batch)
+            state, metrics = step_fn(split.frozen, state, tokens, mask)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not metrics.pop("finite"):
+                last_good = checkpointer.latest_step()
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at step {step} (loss={metrics['loss']}, "
+                    f"grad_norm={metrics['grad_norm']}); the update was not applied. Last good checkpoint: "
+                    f"{checkpointer.path_of(last_good) if last_good is not None else 'none'}")
+            tokens_done += int(local_mask.sum()) * jax.process_count()  # real tokens, all hosts
+            elapsed = time.perf_counter() - started
+            epoch, _ = schedule.position(step)
+            record = {"step": step + 1, "epoch": epoch, **metrics, "tokens_per_s": tokens_done / max(elapsed, 1e-9)}
+            first_soo = metrics["soo"] if first_soo is None else first_soo
+            last_soo = metrics["soo"]
+            log.write(record, progress)
+            checkpointer.save(step + 1, state, meta_for(step + 1))
+        checkpointer.save(int(state.step), state, meta_for(int(state.step)), force=True)
+    finally:
+        progress.close()
+        checkpointer.wait()
+        log.close()
+
+    adapter_dir = None
+    evaluation = None
+    finished = int(state.step) == schedule.total_steps
+    if finished:
+        nnx.update(model, split.lora_state(jax.device_get(state.lora)))
+        if c.train.export_adapter and _is_main_process():
+            adapter_dir = export_peft_adapter(model, lora_cfg, out_dir / "adapter", base_model=str(model_path))
+        if evaluate is not None and c.train.evaluate:
+            evaluation = evaluate(model_path, model, tokenizer, c)
+    checkpointer.close()
+    result = RunResult(out_dir=out_dir, checkpoint_dir=checkpointer.directory, metrics_file=log.path,
+                       adapter_dir=adapter_dir, first_soo=first_soo, last_soo=last_soo, steps=int(state.step),
+                       resumed_from=resumed_from, evaluation=evaluation)
+    _report(result, schedule.total_steps)
+    return result
+
+
+def _check_resumable(meta: dict, c: ml_collections.ConfigDict, lora_cfg) -> None:
+    if meta.get("lora_config") != lora_config_to_json(lora_cfg):
+        raise ValueError(f"the checkpoint in {c.train.out_dir} was written with LoRA config {meta.get('lora_config')}, "
+                         f"not {lora_config_to_json(lora_cfg)}; use another train.out_dir")
+    if meta.get("data_seed") != int(c.train.seed):
+        raise ValueError(f"the checkpoint in {c.train.out_dir} used seed {meta.get('data_seed')}, not {c.train.seed}")
+
+
+def _report(result: RunResult, total_steps: int) -> None:
+    lines = [f"steps: {result.steps}/{total_steps}"
+             + (f" (resumed from {result.resumed_from})" if result.resumed_from is not None else "")]
+    if result.first_soo is not None:
+        lines.append(f"SOO loss: first step of this run {result.first_soo:.6g} -> last {result.last_soo:.6g}")
+    lines += [f"checkpoints: {result.checkpoint_dir}", f"metrics: {result.metrics_file}"]
+    if result.adapter_dir is not None:
+        lines.append(f"PEFT adapter: {result.adapter_dir}")
+    _say("\n".join(lines))

@@ -1,0 +1,84 @@
+"""launch/train.py end to end on the tiny config, resume, and config errors."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from soo_jax.train.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from tests.tiny_tokenizer import make_tiny_model_dir
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_model")
+    make_tiny_model_dir(path)
+    return path
+
+
+def tiny_config(model_dir, out_dir, **overrides):
+    from configs.tiny import get_config
+
+    c = get_config()
+    c.model.path = str(model_dir)
+    c.train.out_dir = str(out_dir)
+    for key, value in overrides.items():
+        section, name = key.split(".")
+        c[section][name] = value
+    return c
+
+
+def test_launch_train_runs_end_to_end(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "launch/train.py", "--config", "configs/tiny.py", f"--config.model.path={tiny_model}",
+         f"--config.train.out_dir={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    assert records[-1]["soo"] < records[0]["soo"]  # SOO fine-tuning lowers the SOO value
+    assert (out / "adapter" / ADAPTER_WEIGHTS).is_file() and (out / "adapter" / ADAPTER_CONFIG).is_file()
+    steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == len(records)
+    for expected in ("PEFT adapter:", "checkpoints:", "metrics:"):
+        assert expected in proc.stderr
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, tmp_path):
+    from soo_jax.train.loop import run_training
+
+    full = run_training(tiny_config(tiny_model, tmp_path / "full"))
+    part = run_training(tiny_config(tiny_model, tmp_path / "resumed"), stop_after=3)
+    assert part.steps == 3 and part.adapter_dir is None
+    resumed = run_training(tiny_config(tiny_model, tmp_path / "resumed"))
+    assert resumed.resumed_from == 3 and resumed.steps == full.steps
+
+    from safetensors.numpy import load_file
+
+    a = load_file(str(full.adapter_dir / ADAPTER_WEIGHTS))
+    b = load_file(str(resumed.adapter_dir / ADAPTER_WEIGHTS))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    full_log = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    resumed_log = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["loss"] for r in resumed_log], [r["loss"] for r in full_log], rtol=1e-6)
+
+
+def test_unknown_keys_and_bad_values_are_rejected(tiny_model, tmp_path):
+    proc = subprocess.run([sys.executable, "launch/train.py", "--config", "configs/tiny.py",
+                           "--config.lora.rnak=4"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "rnak" in proc.stderr
+    from soo_jax.train.loop import run_training
+
+    with pytest.raises(ValueError, match=r"config\.loss\.pooling"):
+        run_training(tiny_config(tiny_model, tmp_path / "x", **{"loss.pooling": "max"}))
+    with pytest.raises(ValueError, match=r"config\.loss\.layers.*out of range"):
+        run_training(tiny_config(tiny_model, tmp_path / "y", **{"loss.layers": (9,)}))
+    with pytest.raises(ValueError, match="impossible mesh"):
+        run_training(tiny_config(tiny_model, tmp_path / "z", **{"mesh.tensor": 3}))
