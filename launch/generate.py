@@ -1,0 +1,60 @@
+"""Print a completion: `python launch/generate.py --prompt "..." [--model PATH] [--adapter DIR]`.
+
+--model takes a Hugging Face model directory, a .gguf file, or "embedded" (the default,
+SmolLM2-135M-Instruct). Prompts are rendered with the model's chat template unless --raw.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded", help="model directory, .gguf file, or 'embedded'")
+    parser.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for a batch)")
+    parser.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory to apply")
+    parser.add_argument("--max-new-tokens", type=int, default=75)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--raw", action="store_true", help="continue the raw text instead of a chat turn")
+    parser.add_argument("--system", default=None, help="optional system message")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import jax
+
+    from soo_jax.lora import set_dropout
+    from soo_jax.models.generate import SamplingConfig, generate_text
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+
+    started = time.perf_counter()
+    path = resolve_model_path(args.model)
+    model = from_pretrained(path, dtype=args.dtype)
+    tokenizer = load_tokenizer(path)
+    if args.adapter:
+        from soo_jax.train.peft_io import load_peft_adapter
+
+        load_peft_adapter(model, args.adapter)
+        set_dropout(model, False)
+    loaded = time.perf_counter()
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    completions = generate_text(model, tokenizer, args.prompt, sampling=sampling, chat=not args.raw,
+                                system=args.system, key=jax.random.key(args.seed))
+    done = time.perf_counter()
+    for prompt, completion in zip(args.prompt, completions):
+        if len(args.prompt) > 1:
+            print(f"### {prompt}")
+        print(completion)
+    print(f"[load {loaded - started:.1f}s, generate {done - loaded:.1f}s]", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
