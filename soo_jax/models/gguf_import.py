@@ -9,8 +9,9 @@
     tokenizer.json, tokenizer_config.json (with the chat template)
     generation_config.json          bos / eos / pad ids
 
-Supported GGUF architectures: see `SUPPORTED_ARCHITECTURES`. Every tensor type that gguf-py can
-de-quantize is supported. The output directory appears atomically: it is assembled in a hidden
+Supported GGUF architectures (`SUPPORTED_ARCHITECTURES`): llama (including Mistral, which
+llama.cpp writes as llama), qwen2, qwen3, gemma2. Every tensor type that gguf-py can de-quantize
+is supported. The output directory appears atomically: it is assembled in a hidden
 sibling directory and renamed into place, so a directory with the final name is always complete.
 
 Runtime dependencies: numpy, gguf, safetensors, and transformers' tokenizer classes. Not torch:
@@ -28,7 +29,7 @@ import shutil
 import struct
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -119,6 +120,17 @@ _QK_NORM_MODULES: Mapping[str, str] = {
 }
 _DECODER_BLOCK_REQUIRED = frozenset(f"{module}.weight" for module in _DECODER_BLOCK_MODULES)
 
+# Gemma 2 norms around both sub-layers: llama.cpp's ffn_norm is HF's *pre*-feedforward norm there.
+_GEMMA2_BLOCK_MODULES: Mapping[str, str] = {
+    **_DECODER_BLOCK_MODULES,
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+
+# Metadata and tensor shapes (PyTorch order) -> config keys specific to one architecture.
+ExtraConfig = Callable[[Mapping[str, Any], Mapping[str, tuple[int, ...]]], dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
@@ -132,8 +144,42 @@ class ArchitectureSpec:
     # llama.cpp's converter permutes q/k rows of llama-family models into its interleaved RoPE
     # layout; HF's rotate_half wants the two halves of each head contiguous again.
     permuted_qk: bool
-    # Config keys this architecture always has, beyond the llama-family ones read from metadata.
-    fixed_config: Mapping[str, Any]
+    extra_config: ExtraConfig
+    # llama.cpp stores Gemma's zero-centred RMSNorm weights w as w + 1; this is subtracted again.
+    norm_weight_offset: float = 0.0
+
+
+def _llama_config(metadata: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    return {
+        "hidden_act": "silu",
+        "attention_bias": "blk.0.attn_q.bias" in shapes,
+        "mlp_bias": "blk.0.ffn_up.bias" in shapes,
+    }
+
+
+def _qwen_config(metadata: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    return {"hidden_act": "silu", "use_sliding_window": False}
+
+
+def _gemma2_config(metadata: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    num_layers = int(_required(metadata, "gemma2.block_count"))
+    hidden_size = int(_required(metadata, "gemma2.embedding_length"))
+    num_heads = int(_required(metadata, "gemma2.attention.head_count"))
+    head_dim = int(_required(metadata, "gemma2.attention.key_length"))
+    # Not in the file: llama.cpp scales queries by 1/sqrt(hidden / heads) for the 46-layer 27B
+    # model and by 1/sqrt(head_dim) otherwise, as the HF configs' query_pre_attn_scalar does.
+    query_pre_attn_scalar = hidden_size // num_heads if num_layers == 46 else head_dim
+    return {
+        "hidden_activation": "gelu_pytorch_tanh",
+        "attention_bias": False,
+        "query_pre_attn_scalar": query_pre_attn_scalar,
+        "sliding_window": int(_required(metadata, "gemma2.attention.sliding_window")),
+        # llama.cpp runs even layers with the sliding window, odd ones with full attention.
+        "layer_types": ["sliding_attention" if layer % 2 == 0 else "full_attention" for layer in range(num_layers)],
+        # llama.cpp's defaults when the keys are absent, which are also Gemma 2's values.
+        "attn_logit_softcapping": float(metadata.get("gemma2.attn_logit_softcapping", 50.0)),
+        "final_logit_softcapping": float(metadata.get("gemma2.final_logit_softcapping", 30.0)),
+    }
 
 
 # llama.cpp writes Mistral (dense) checkpoints as architecture `llama` and runs them as llama, with
@@ -146,7 +192,7 @@ _ARCHITECTURES: Mapping[str, ArchitectureSpec] = {
         block_modules=_DECODER_BLOCK_MODULES,
         required_block_tensors=_DECODER_BLOCK_REQUIRED,
         permuted_qk=True,
-        fixed_config={"hidden_act": "silu", "pretraining_tp": 1},
+        extra_config=_llama_config,
     ),
     "qwen2": ArchitectureSpec(
         gguf_architecture="qwen2",
@@ -156,7 +202,7 @@ _ARCHITECTURES: Mapping[str, ArchitectureSpec] = {
         required_block_tensors=_DECODER_BLOCK_REQUIRED
         | {"attn_q.bias", "attn_k.bias", "attn_v.bias"},
         permuted_qk=False,
-        fixed_config={"hidden_act": "silu", "use_sliding_window": False},
+        extra_config=_qwen_config,
     ),
     "qwen3": ArchitectureSpec(
         gguf_architecture="qwen3",
@@ -166,7 +212,17 @@ _ARCHITECTURES: Mapping[str, ArchitectureSpec] = {
         required_block_tensors=_DECODER_BLOCK_REQUIRED
         | {"attn_q_norm.weight", "attn_k_norm.weight"},
         permuted_qk=False,
-        fixed_config={"hidden_act": "silu", "use_sliding_window": False},
+        extra_config=_qwen_config,
+    ),
+    "gemma2": ArchitectureSpec(
+        gguf_architecture="gemma2",
+        model_type="gemma2",
+        hf_architecture="Gemma2ForCausalLM",
+        block_modules=_GEMMA2_BLOCK_MODULES,
+        required_block_tensors=frozenset(f"{module}.weight" for module in _GEMMA2_BLOCK_MODULES),
+        permuted_qk=False,
+        extra_config=_gemma2_config,
+        norm_weight_offset=1.0,
     ),
 }
 
@@ -271,7 +327,7 @@ def hf_config(
     tensor_shapes: Mapping[str, tuple[int, ...]],
     dtype: str,
 ) -> dict[str, Any]:
-    """The config.json dict for a llama-family GGUF; `tensor_shapes` are in PyTorch order."""
+    """The config.json dict for a decoder-only GGUF; `tensor_shapes` are in PyTorch order."""
     arch = spec.gguf_architecture
     key = lambda name: _required(metadata, f"{arch}.{name}")  # noqa: E731
     hidden_size = int(key("embedding_length"))
@@ -308,12 +364,8 @@ def hf_config(
         "eos_token_id": metadata.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": metadata.get("tokenizer.ggml.padding_token_id"),
         "dtype": dtype,
-        **spec.fixed_config,
     }
-    if spec.model_type == "llama":
-        config["attention_bias"] = "blk.0.attn_q.bias" in tensor_shapes
-        config["mlp_bias"] = "blk.0.ffn_up.bias" in tensor_shapes
-    return config
+    return config | spec.extra_config(metadata, tensor_shapes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -398,6 +450,8 @@ def dequantized_tensor(
     """One GGUF tensor as an HF weight: de-quantized, q/k un-permuted if needed, cast to `dtype`."""
     values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
     values = np.asarray(values, dtype=np.float32).reshape(_torch_order_shape(tensor))
+    if spec.norm_weight_offset and tensor.name.endswith("norm.weight"):
+        values = values - np.float32(spec.norm_weight_offset)
     if spec.permuted_qk:
         if ".attn_q." in tensor.name:
             values = unpermute_rope_rows(values, num_heads)

@@ -1,8 +1,8 @@
-"""GGUF import: tiny llama / qwen2 / qwen3 round trips through GGUF files written here.
+"""GGUF import: tiny llama / qwen2 / qwen3 / gemma2 round trips through GGUF files written here.
 
 Each tiny model is a random transformers model written to GGUF the way llama.cpp's converter does
-(gguf-py's own tensor-name map, q/k permuted for llama, norms and biases in F32), so the importer
-is checked against an independent writer, not against itself.
+(gguf-py's own tensor-name map, q/k permuted for llama, Gemma norms stored as w + 1, norms and
+biases in F32), so the importer is checked against an independent writer, not against itself.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -85,19 +87,39 @@ TINY_SHAPE = dict(
     pad_token_id=EOS_ID,
 )
 
-# gguf arch -> (config class, model class, gguf-py MODEL_ARCH, permute q/k, tied embeddings)
+@dataclass(frozen=True)
+class TinyArch:
+    config_class: type[transformers.PretrainedConfig]
+    model_class: type[transformers.PreTrainedModel]
+    gguf_arch: gguf.MODEL_ARCH
+    permutes_qk: bool  # llama.cpp permutes q/k rows for this architecture
+    tied: bool
+    norm_offset: float = 0.0  # llama.cpp stores norm weights as w + offset
+    config: dict[str, Any] = field(default_factory=dict)  # architecture-specific config values
+
+
 TINY_ARCHS = {
-    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM, gguf.MODEL_ARCH.LLAMA, True, False),
-    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM, gguf.MODEL_ARCH.QWEN2, False, True),
-    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM, gguf.MODEL_ARCH.QWEN3, False, True),
+    "llama": TinyArch(transformers.LlamaConfig, transformers.LlamaForCausalLM, gguf.MODEL_ARCH.LLAMA, True, False),
+    "qwen2": TinyArch(transformers.Qwen2Config, transformers.Qwen2ForCausalLM, gguf.MODEL_ARCH.QWEN2, False, True),
+    "qwen3": TinyArch(transformers.Qwen3Config, transformers.Qwen3ForCausalLM, gguf.MODEL_ARCH.QWEN3, False, True),
+    "gemma2": TinyArch(
+        transformers.Gemma2Config,
+        transformers.Gemma2ForCausalLM,
+        gguf.MODEL_ARCH.GEMMA2,
+        False,
+        True,
+        norm_offset=1.0,
+        # Small window and caps, so that the 8-token test inputs exercise both.
+        config=dict(sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=3.0, query_pre_attn_scalar=16),
+    ),
 }
 
 
 def tiny_model(arch: str, seed: int = 0) -> transformers.PreTrainedModel:
-    config_class, model_class, _, _, tied = TINY_ARCHS[arch]
-    config = config_class(**TINY_SHAPE, rope_theta=50_000.0, tie_word_embeddings=tied)
+    spec = TINY_ARCHS[arch]
+    config = spec.config_class(**TINY_SHAPE, **spec.config, rope_theta=50_000.0, tie_word_embeddings=spec.tied)
     torch.manual_seed(seed)
-    model = model_class(config).eval()
+    model = spec.model_class(config).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             # Norm weights randomized too: at their init value of 1, a swapped norm would go unseen.
@@ -116,7 +138,7 @@ def write_tiny_gguf(
     extra_tensors: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write `model` as llama.cpp would: gguf-py names, q/k permuted for llama, 1-D tensors F32."""
-    _, _, model_arch, permutes, _ = TINY_ARCHS[arch]
+    spec = TINY_ARCHS[arch]
     config = model.config
     writer = gguf.GGUFWriter(path, arch)
     writer.add_name(f"tiny-{arch}")
@@ -142,8 +164,12 @@ def write_tiny_gguf(
     writer.add_pad_token_id(EOS_ID)
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHAT_TEMPLATE)
+    if arch == "gemma2":
+        writer.add_sliding_window(config.sliding_window)
+        writer.add_attn_logit_softcapping(config.attn_logit_softcapping)
+        writer.add_final_logit_softcapping(config.final_logit_softcapping)
 
-    name_map = gguf.get_tensor_name_map(model_arch, config.num_hidden_layers)
+    name_map = gguf.get_tensor_name_map(spec.gguf_arch, config.num_hidden_layers)
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
             continue
@@ -152,9 +178,11 @@ def write_tiny_gguf(
         if gguf_name in skip_tensors:
             continue
         weight = tensor.numpy().astype(np.float32)
-        if permutes and gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
+        if gguf_name.endswith("norm.weight"):
+            weight = weight + np.float32(spec.norm_offset)
+        if spec.permutes_qk and gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
             weight = llama_cpp_permute(weight, config.num_attention_heads)
-        elif permutes and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
+        elif spec.permutes_qk and gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             weight = llama_cpp_permute(weight, config.num_key_value_heads)
         if quantization is not None and weight.ndim == 2:
             writer.add_tensor(gguf_name, gguf.quants.quantize(weight, quantization), raw_dtype=quantization)
@@ -176,11 +204,18 @@ def load_safetensors_dir(model_dir: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def expected_hf_tensors(model: transformers.PreTrainedModel) -> dict[str, np.ndarray]:
-    """The model's own tensors as an HF checkpoint holds them (no lm_head when tied)."""
+def expected_hf_tensors(model: transformers.PreTrainedModel, norm_offset: float = 0.0) -> dict[str, np.ndarray]:
+    """The model's own tensors as an HF checkpoint holds them (no lm_head when tied).
+
+    Norm weights stored with an offset come back as (w + offset) - offset in float32, which is what
+    the file can give; the logits tests bound the effect of that rounding.
+    """
     state = {name: tensor.numpy() for name, tensor in model.state_dict().items()}
     if model.config.tie_word_embeddings:
         del state["lm_head.weight"]
+    if norm_offset:
+        offset = np.float32(norm_offset)
+        state = {name: (value + offset) - offset if name.endswith("norm.weight") else value for name, value in state.items()}
     return state
 
 
@@ -240,6 +275,23 @@ def test_unpermute_inverts_llama_cpp_permute(num_heads):
     np.testing.assert_array_equal(unpermute_rope_rows(llama_cpp_permute(bias, num_heads), num_heads), bias)
 
 
+@pytest.mark.parametrize(
+    ("layers", "hidden", "heads", "head_dim", "expected"),
+    [(26, 2304, 8, 256, 256), (42, 3584, 16, 256, 256), (46, 4608, 32, 128, 144)],  # Gemma 2 2B / 9B / 27B
+)
+def test_gemma2_query_scale_follows_llama_cpp(layers, hidden, heads, head_dim, expected):
+    metadata = {
+        "gemma2.block_count": layers,
+        "gemma2.embedding_length": hidden,
+        "gemma2.attention.head_count": heads,
+        "gemma2.attention.key_length": head_dim,
+        "gemma2.attention.sliding_window": 4096,
+    }
+    config = gguf_import._gemma2_config(metadata, {})
+    assert config["query_pre_attn_scalar"] == expected
+    assert (config["attn_logit_softcapping"], config["final_logit_softcapping"]) == (50.0, 30.0)
+
+
 def test_plan_shards_respects_limit_and_keeps_order():
     sizes = [("a", 40), ("b", 50), ("c", 20), ("d", 150), ("e", 10)]
     assert plan_shards(sizes, 100) == [["a", "b"], ["c"], ["d"], ["e"]]
@@ -254,7 +306,7 @@ def test_plan_shards_respects_limit_and_keeps_order():
 @pytest.mark.parametrize("arch", sorted(TINY_ARCHS))
 def test_f32_import_reproduces_every_tensor_exactly(arch, models, f32_dirs):
     imported = load_safetensors_dir(f32_dirs[arch])
-    expected = expected_hf_tensors(models[arch])
+    expected = expected_hf_tensors(models[arch], TINY_ARCHS[arch].norm_offset)
     assert sorted(imported) == sorted(expected)
     for name, value in expected.items():
         assert imported[name].dtype == np.float32, name
@@ -274,8 +326,10 @@ def test_config_matches_original(arch, models, f32_dirs):
     imported = transformers.AutoConfig.from_pretrained(f32_dirs[arch])
     assert imported.model_type == original.model_type
     assert imported.architectures == [type(models[arch]).__name__]
-    for key in [*TINY_SHAPE, "tie_word_embeddings"]:
+    for key in [*TINY_SHAPE, "tie_word_embeddings", *TINY_ARCHS[arch].config]:
         assert getattr(imported, key) == getattr(original, key), key
+    if arch == "gemma2":
+        assert imported.layer_types == original.layer_types == ["sliding_attention", "full_attention"]
     assert imported.rope_parameters["rope_theta"] == 50_000.0
     assert imported.rope_parameters["rope_type"] == "default"
 
@@ -399,6 +453,13 @@ def test_non_gguf_file_is_rejected(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_truncated_gguf_is_reported_as_malformed(f32_ggufs, tmp_path):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(f32_ggufs["llama"].read_bytes()[:20_000])
+    with pytest.raises(MalformedGGUFError, match="could not be parsed"):
+        import_gguf(truncated, tmp_path / "out")
+
+
 def test_unsupported_architecture_is_named(tmp_path):
     path = tmp_path / "bert.gguf"
     writer = gguf.GGUFWriter(path, "bert")
@@ -407,7 +468,7 @@ def test_unsupported_architecture_is_named(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(UnsupportedArchitectureError, match=r"'bert' is not supported.*llama, qwen2, qwen3"):
+    with pytest.raises(UnsupportedArchitectureError, match=r"'bert' is not supported.*gemma2, llama, qwen2, qwen3"):
         import_gguf(path, tmp_path / "out")
 
 
