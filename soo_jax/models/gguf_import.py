@@ -414,7 +414,7 @@ def _torch_order_shape(tensor: gguf.ReaderTensor) -> tuple[int, ...]:
 
 @cache
 def _can_dequantize(qtype: gguf.GGMLQuantizationType) -> bool:
-    block_elements, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    _, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
     try:
         gguf.quants.dequantize(np.zeros((1, block_bytes), dtype=np.uint8), qtype)
     except NotImplementedError:
