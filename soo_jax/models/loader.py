@@ -157,7 +157,12 @@ def _check_unused(index: CheckpointIndex, used: set[str], config: ModelConfig, p
 
 
 def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
-    """A model directory for `path`: a directory as is; a .gguf file imported (and cached) first."""
+    """A model directory for `path`: a directory as is; a .gguf file imported (and cached) first;
+    "embedded" is the default model, SmolLM2-135M-Instruct."""
+    if str(path) == "embedded":
+        from soo_jax.models.embedded import default_model_dir
+
+        return default_model_dir()
     path = pathlib.Path(path).expanduser()
     if path.suffix == ".gguf":
         from soo_jax.models.embedded import cached_gguf_import

