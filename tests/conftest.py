@@ -18,3 +18,13 @@ def reference_dir() -> pathlib.Path:
     if not REFERENCE_DIR.is_dir():
         pytest.skip(f"authors' reference data not found at {REFERENCE_DIR}")
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> pathlib.Path:
+    """The embedded SmolLM2-135M-Instruct converted once per test run (shared by xdist workers)."""
+    from soo_jax.models.embedded import default_model_dir
+
+    worker_root = tmp_path_factory.getbasetemp()
+    run_root = worker_root.parent if os.environ.get("PYTEST_XDIST_WORKER") else worker_root
+    return default_model_dir(run_root / "soo_jax_cache")

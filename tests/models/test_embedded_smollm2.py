@@ -126,7 +126,8 @@ def test_imported_model_is_smollm2_shaped_and_loads_every_weight(imported_model_
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
 
 
-def test_imported_model_matches_transformers_gguf_model(gguf_path, imported_model_and_info, imported_tokenizer):
+def test_imported_model_matches_transformers_gguf_model(gguf_path, conversion, imported_model_and_info,
+                                                        imported_tokenizer):
     reference = transformers_gguf_model(gguf_path)
     model = imported_model_and_info[0]
 
@@ -145,6 +146,16 @@ def test_imported_model_matches_transformers_gguf_model(gguf_path, imported_mode
     assert np.isfinite(expected).all() and np.abs(expected).max() > 1.0  # a real, non-degenerate output
     np.testing.assert_allclose(actual, expected, rtol=LOGITS_RTOL, atol=LOGITS_RTOL * np.abs(expected).max())
     np.testing.assert_array_equal(actual.argmax(-1), expected.argmax(-1))
+
+    # Our Flax port on the imported directory reproduces transformers' GGUF-loaded model too.
+    from soo_jax.models.loader import from_pretrained
+
+    ours, _ = from_pretrained(conversion.model_dir)(batch["input_ids"].numpy(), batch["attention_mask"].numpy())
+    ours = np.asarray(ours)[real_tokens]
+    print(f"SmolLM2 Flax port vs transformers GGUF: max abs {np.abs(ours - expected).max():.3g}, "
+          f"max abs / max |logit| {np.abs(ours - expected).max() / np.abs(expected).max():.3g}")
+    np.testing.assert_allclose(ours, expected, rtol=LOGITS_RTOL, atol=LOGITS_RTOL * np.abs(expected).max())
+    np.testing.assert_array_equal(ours.argmax(-1), expected.argmax(-1))
 
 
 # ---------------------------------------------------------------------------------------------
