@@ -18,6 +18,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration fil
 
 def main(argv):
     del argv
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)  # orbax and jax log every checkpoint step at INFO
     from soo_jax.train.loop import run_training
 
     config = _CONFIG.value
