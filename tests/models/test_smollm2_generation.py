@@ -21,10 +21,15 @@ def models(smollm2_dir):
     return ours, theirs, load_tokenizer(smollm2_dir)
 
 
-def scenarios(source, reference_dir=None):
-    if source == "authors":
-        return load_reference_scenarios(reference_dir / "false_recommendation_scenarios.json")[:NUM_SCENARIOS]
-    return false_recommendation_scenarios(n=NUM_SCENARIOS, seed=0)
+def first_burglar_prompts():
+    """The authors' first 20 scenarios where ../shared is present, else 20 of our generated ones
+    (same template), so the comparison runs everywhere."""
+    from tests.conftest import REFERENCE_DIR
+
+    path = REFERENCE_DIR / "false_recommendation_scenarios.json"
+    if path.is_file():
+        return [s.prompt for s in load_reference_scenarios(path)[:NUM_SCENARIOS]]
+    return [s.prompt for s in false_recommendation_scenarios(n=NUM_SCENARIOS, seed=0)]
 
 
 def compare(models, prompts):
@@ -48,11 +53,6 @@ def compare(models, prompts):
     return texts
 
 
-def test_greedy_completions_equal_transformers_on_the_authors_scenarios(models, reference_dir):
-    texts = compare(models, [s.prompt for s in scenarios("authors", reference_dir)])
-    assert all(t.strip() for t in texts)
-
-
-def test_greedy_completions_equal_transformers_on_generated_scenarios(models):
-    texts = compare(models, [s.prompt for s in scenarios("generated")])
+def test_greedy_completions_equal_transformers_on_burglar_scenarios(models):
+    texts = compare(models, first_burglar_prompts())
     assert all(t.strip() for t in texts)
