@@ -8,7 +8,10 @@ results to a file and the pytest side asserts on it.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -18,6 +21,14 @@ from jax.sharding import Mesh, PartitionSpec
 from soo_jax.lora import LoRAConfig, apply_lora
 from soo_jax.sharding import DEFAULT_RULES, logical_to_spec, variable_logical_axes
 from soo_jax.train.step import LossConfig, OptimizerConfig, SplitModel, make_optimizer, make_train_step
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# fp32 tolerances: a sharded forward splits matmul contractions over fsdp/tensor and sums the
+# partial products in another order, which moves the loss by ~1e-7 relative and the LoRA
+# parameters by ~5e-8 after two Adam steps that move them by ~1e-3.
+LOSS_RTOL = 1e-5
+LORA_ATOL, LORA_RTOL = 1e-6, 1e-5
 
 SOO_LAYER = 1  # of the tiny model's 3: the forward stops here, layer 2 is never run
 # Dropout on: sharded and unsharded runs must draw the same masks (threefry is partitionable).
@@ -121,3 +132,19 @@ def result_arrays(state, losses, grad_norms) -> dict[str, np.ndarray]:
     arrays["loss"] = np.asarray(losses)
     arrays["grad_norm"] = np.asarray(grad_norms)
     return arrays
+
+
+def worker_env(device_count: int) -> dict:
+    """The environment of a worker subprocess with `device_count` simulated CPU devices and no
+    inherited launcher variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_", "OMPI_", "XLA_"))}
+    # LLVM optimisation level 0 cuts the CPU compile time ~4x; every run a test compares uses
+    # the same flags, so it changes nothing the tests check.
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT),
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={device_count} --xla_backend_optimization_level=0")
+    return env
+
+
+def run_worker(module: str, *args, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
