@@ -63,7 +63,10 @@ def pair_batch(vocab_size: int, num_micro: int = NUM_MICROBATCHES, num_pairs: in
 
 def trainer(model):
     """(split, optimizer, step function) for `model`, LoRA attached with a fixed seed."""
-    apply_lora(model, LORA, rngs=nnx.Rngs(0))
+    # A "dropout" stream, so that the step's nnx.reseed(model, dropout=...) reaches the LoRA
+    # dropouts and every step and microbatch draws its own masks (with only a default stream
+    # the masks would be the same at every step; see the report on soo_jax/lora.py).
+    apply_lora(model, LORA, rngs=nnx.Rngs(params=0, dropout=0))
     split = SplitModel(model)
     optimizer = make_optimizer(OPTIMIZER)
     return split, optimizer, make_train_step(split, LOSS, optimizer, dropout_seed=0)
