@@ -70,6 +70,8 @@ class Row:
     seq_len: int = 128
     microbatches: int = 1
     constrain: bool = False  # emulate the proposed residual-stream sharding constraints
+    topology: str | None = None  # a TPU topology ("v5e:8x8") compiled for by libtpu, or CPU devices
+    truncate_layers: int | None = None  # keep this many layers, SOO at the last (per-layer slopes)
 
     @classmethod
     def parse(cls, text: str, **defaults) -> "Row":
@@ -87,7 +89,9 @@ class Row:
 
     def key(self) -> str:
         return (f"{self.model}:{self.data}x{self.fsdp}x{self.tensor}:p{self.pairs_per_shard}"
-                f":t{self.seq_len}:a{self.microbatches}" + (":constrained" if self.constrain else ""))
+                f":t{self.seq_len}:a{self.microbatches}" + (":constrained" if self.constrain else "")
+                + (f":{self.topology}" if self.topology else "")
+                + (f":layers{self.truncate_layers}" if self.truncate_layers else ""))
 
 
 @contextlib.contextmanager
@@ -147,12 +151,23 @@ def plan_row(row: Row) -> dict:
 
     recipe = RECIPES[row.model]
     config = model_config(row.model)
+    if row.truncate_layers:
+        n = row.truncate_layers
+        recipe = dataclasses.replace(recipe, soo_layer=n - 1)
+        config = config.replace(num_layers=n, sliding_windows=config.sliding_windows[:n])
     lora = LoRAConfig(rank=recipe.lora_rank, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout)
 
     def abstract_model():
         return build_model(config, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
 
-    mesh = make_mesh(MeshConfig(data=row.data, fsdp=row.fsdp, tensor=row.tensor), jax.devices()[:row.devices])
+    if row.topology:
+        # libtpu compiles for a TPU slice that need not exist: real TPU buffer assignment.
+        from jax.experimental import topologies
+
+        devices = topologies.get_topology_desc(topology_name=row.topology, platform="tpu").devices
+    else:
+        devices = jax.devices()[:row.devices]
+    mesh = make_mesh(MeshConfig(data=row.data, fsdp=row.fsdp, tensor=row.tensor), devices)
     check_global_batch(mesh, row.global_pairs)
     started = time.perf_counter()
     # The base is abstract (no weights); the adapters are small and made for real, with a
@@ -199,7 +214,7 @@ def plan_row(row: Row) -> dict:
         "frozen_per_device": per_device(frozen), "train_state_per_device": per_device(state),
         **{f"{k}_bytes": v for k, v in sizes.items()}, "total_bytes": total,
         "setup_s": round(setup_s, 1), "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
-        "backend": jax.default_backend(), "jax": jax.__version__,
+        "backend": row.topology or jax.default_backend(), "jax": jax.__version__,
     }
 
 
@@ -211,7 +226,9 @@ def markdown_table(results: list[dict]) -> str:
     header = ("| model | mesh d×f×t (devices) | global batch (pairs × tokens) | weights | LoRA+Adam | argument | "
               "output | temp | code | **total** | fits " + " / ".join(DEVICE_MEMORY_GIB) + " | compile |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for r in results:
+    order = {name: i for i, name in enumerate(RECIPES)}
+    for r in sorted(results, key=lambda r: (order[r["model"]], r.get("truncate_layers") or 0, r["devices"],
+                                            r["data"], bool(r.get("constrain")))):
         fits = " / ".join("yes" if r["total_bytes"] <= size * GIB else "no" for size in DEVICE_MEMORY_GIB.values())
         batch = f"{r['global_pairs']} × {r['seq_len']}" + (f" × {r['microbatches']} mb" if r["microbatches"] > 1 else "")
         lines.append(
@@ -236,6 +253,9 @@ def main() -> None:
     parser.add_argument("--pairs-per-shard", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--microbatches", type=int, default=1)
+    parser.add_argument("--topology", help="compile for this TPU topology with libtpu (e.g. v5e:8x8) "
+                        "instead of simulated CPU devices; libtpu must be importable")
+    parser.add_argument("--truncate-layers", type=int, help="keep N layers, SOO layer N-1 (for per-layer slopes)")
     parser.add_argument("--constrain", action="store_true",
                         help="emulate the proposed residual-stream sharding constraints (docs/scaling.md)")
     parser.add_argument("--out", type=pathlib.Path, default=REPO_ROOT / "docs" / "scale_plan.jsonl")
@@ -246,8 +266,9 @@ def main() -> None:
         return
 
     rows = [Row.parse(text, pairs_per_shard=args.pairs_per_shard, seq_len=args.seq_len,
-                      microbatches=args.microbatches, constrain=args.constrain) for text in args.rows]
-    too_big = [row.key() for row in rows if row.devices > args.devices]
+                      microbatches=args.microbatches, constrain=args.constrain, topology=args.topology,
+                      truncate_layers=args.truncate_layers) for text in args.rows]
+    too_big = [row.key() for row in rows if row.devices > args.devices and not args.topology]
     if too_big:
         parser.error(f"rows need more than --devices {args.devices}: {too_big}")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
