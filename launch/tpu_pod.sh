@@ -12,4 +12,4 @@ TPU_NAME=${1:?TPU name}; ZONE=${2:?zone}; CONFIG=${3:-configs/calmerys.py}; shif
 REPO_DIR=${REPO_DIR:-\$HOME/soo-jax}
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
   cd $REPO_DIR && pip install -q -r requirements.txt 'jax[tpu]' &&
-  SOO_JAX_DISTRIBUTED=1 python launch/train.py --config $CONFIG $*"
+  python launch/train.py --config $CONFIG $*"

@@ -61,7 +61,10 @@ class LoRA(nnx.Module):
         self.a = nnx.LoRAParam(a, logical_axes=(axes[0], "lora_rank"))
         self.b = nnx.LoRAParam(jnp.zeros((config.rank, out_features), dtype), logical_axes=("lora_rank", axes[1]))
         self.scaling = config.scaling
-        self.dropout = nnx.Dropout(config.dropout, rngs=rngs) if config.dropout > 0 else None
+        # Its own "dropout" stream, whatever streams `rngs` has: the train step reseeds that stream
+        # every step (nnx.reseed(model, dropout=...)), which a "default" stream would ignore.
+        self.dropout = (nnx.Dropout(config.dropout, rngs=nnx.Rngs(dropout=rngs.dropout()))
+                        if config.dropout > 0 else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(self.a.dtype)

@@ -90,6 +90,16 @@ def state_shardings(state: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any
     return jax.tree.map(one, state, is_leaf=_is_variable)
 
 
+def constrain(x: jax.Array, logical_axes: Sequence[str | None], rules: Rules = DEFAULT_RULES) -> jax.Array:
+    """Pins an activation's sharding by its logical axes when a mesh is set (`jax.set_mesh`);
+    a no-op without one. Without it activations inherit the embedding table's sharding and the
+    whole global batch lands on every device (docs/scaling.md)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(logical_axes, rules, mesh, x.shape))
+
+
 def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES, ndim: int = 2) -> NamedSharding:
     """Inputs [B, T, ...]: batch over the data-parallel axes, the rest replicated."""
     axes = (("batch", "length") + (None,) * ndim)[:ndim]

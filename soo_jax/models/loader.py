@@ -136,9 +136,14 @@ def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_d
         if tuple(host.shape) != tuple(variable.shape):
             raise ValueError(f"tensor {name!r} has shape {tuple(host.shape)} in the checkpoint but the model "
                              f"config expects {tuple(variable.shape)} (after transposing: {transposed})")
-        host = np.asarray(host, dtype=variable.dtype)
         sharding = flat_shardings.get(state_path)
-        value = jax.device_put(host, sharding) if sharding is not None else jnp.asarray(host)
+        if sharding is None:
+            value = jnp.asarray(np.asarray(host, dtype=variable.dtype))
+        else:
+            # Each process reads and converts only the slices its own devices hold (the memory
+            # map reads only those bytes); device_put would gather whole tensors across hosts.
+            value = jax.make_array_from_callback(
+                host.shape, sharding, lambda index, host=host, dtype=variable.dtype: np.asarray(host[index], dtype))
         loaded.append((state_path, variable.replace(value)))
         used.add(key)
     _check_unused(index, used, config, path)

@@ -15,12 +15,14 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from soo_jax.models.config import ModelConfig, rope_inverse_frequencies
+from soo_jax.sharding import constrain
 from soo_jax.models.layers import LAYER_SITES, Embedding, Linear, RMSNorm, make_attention_mask, rope_cos_sin
 
 Array = jax.Array
 LogitsMode = Literal["all", "last", "none"]
 
 MODEL_SITES = ("logits",)
+ACTIVATION_AXES = ("batch", "length", None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,12 +151,13 @@ class CausalLM(nnx.Module):
         cos, sin = rope_cos_sin(positions, jnp.asarray(inv_freq), rope_scale, self.dtype)
 
         last_layer = config.num_layers - 1 if logits != "none" else capture.deepest_layer(config.num_layers)
-        x = self.embed(tokens)
+        x = constrain(self.embed(tokens), ACTIVATION_AXES)
         new_keys, new_values = [], []
         for i in range(last_layer + 1):
             layer_cache = None if cache is None else {"k": cache.keys[i], "v": cache.values[i]}
             x, layer_cache = self.layers[i](x, cos, sin, masks[config.sliding_windows[i]], layer_cache,
                                             None if cache is None else cache.index, capture.sites_at(i))
+            x = constrain(x, ACTIVATION_AXES)
             if layer_cache is not None:
                 new_keys.append(layer_cache["k"])
                 new_values.append(layer_cache["v"])

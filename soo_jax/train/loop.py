@@ -25,7 +25,8 @@ from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model
 from soo_jax.sharding import DEFAULT_RULES
 from soo_jax.train import config as run_config
 from soo_jax.train.checkpoint import TrainCheckpointer, abstract_like, lora_config_to_json
-from soo_jax.train.mesh import global_batch_from_host_slices, host_row_range, initialize_distributed, make_mesh
+from soo_jax.train.mesh import (MeshConfig, check_global_batch, global_batch_from_host_slices, initialize_distributed,
+                                make_mesh, process_batch_rows)
 from soo_jax.train.metrics_log import MetricsLog
 from soo_jax.train.peft_io import export_peft_adapter
 from soo_jax.train.step import (SplitModel, init_train_state, jit_train_step, make_optimizer, make_train_step,
@@ -64,17 +65,17 @@ class Schedule:
         epoch, index = self.position(step)
         return batch_indices(self.num_pairs, self.batch_size, epoch, index, self.seed, drop_remainder=True)
 
-    def microbatches(self, pairs: PairBatch, step: int, rows: tuple[int, int] | None = None
+    def microbatches(self, pairs: PairBatch, step: int, rows: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """tokens/mask [grad_accum, 2 * micro, T], each microbatch interleaved [self_0, other_0, ...].
 
-        `rows` restricts each microbatch to this host's slice of its pairs (multi-host loading).
+        `rows` keeps only those rows of each microbatch (this process's share, multi-host loading).
         """
         idx = self.pair_indices(step).reshape(self.grad_accum, -1)
-        if rows is not None:
-            idx = idx[:, rows[0]:rows[1]]
         n = pairs.num_pairs
         rows_of = np.stack([idx, idx + n], axis=-1).reshape(self.grad_accum, -1)  # PairBatch: selves, then others
+        if rows is not None:
+            rows_of = rows_of[:, rows]
         return pairs.tokens[rows_of], pairs.mask[rows_of]
 
 
@@ -104,7 +105,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     out_dir = pathlib.Path(c.train.out_dir).absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model_path(c.model.path)
-    mesh = make_mesh(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor))
+    mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
     _say(f"model: {model_path}\nmesh: {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es)")
 
@@ -122,6 +123,8 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     pairs = tokenize_pairs(tokenizer, soo_training_pairs(), c)
     schedule = Schedule(pairs.num_pairs, int(c.train.batch_size), int(c.train.grad_accum), int(c.train.epochs),
                         int(c.train.seed))
+    micro_pairs = schedule.batch_size // schedule.grad_accum
+    check_global_batch(mesh, micro_pairs)
     optimizer = make_optimizer(run_config.optimizer_config(c, schedule.total_steps))
     split = SplitModel(model)
     shardings = plan_shardings(split, optimizer, mesh)
@@ -144,7 +147,8 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
                 "lora_config": lora_config_to_json(lora_cfg), "model_path": str(model_path),
                 "config": json.loads(c.to_json_best_effort())}
 
-    rows = host_row_range(schedule.batch_size // schedule.grad_accum)
+    global_shape = (schedule.grad_accum, 2 * micro_pairs, pairs.tokens.shape[1])
+    rows = process_batch_rows(shardings.batch, global_shape) if jax.process_count() > 1 else None
     log = MetricsLog(out_dir / "metrics.jsonl", enabled=_is_main_process(), tensorboard_dir=out_dir / "tensorboard")
     first_soo = last_soo = None
     end = schedule.total_steps if stop_after is None else min(schedule.total_steps, start + stop_after)
@@ -152,26 +156,27 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     started = time.perf_counter()
     tokens_done = 0
     try:
-        for step in range(start, end):
-            local_tokens, local_mask = schedule.microbatches(pairs, step, rows)
-            tokens = global_batch_from_host_slices(local_tokens, shardings.batch)
-            mask = global_batch_from_host_slices(local_mask, shardings.batch)
-            state, metrics = step_fn(split.frozen, state, tokens, mask)
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not metrics.pop("finite"):
-                last_good = checkpointer.latest_step()
-                raise FloatingPointError(
-                    f"non-finite loss or gradient at step {step} (loss={metrics['loss']}, "
-                    f"grad_norm={metrics['grad_norm']}); the update was not applied. Last good checkpoint: "
-                    f"{checkpointer.path_of(last_good) if last_good is not None else 'none'}")
-            tokens_done += int(local_mask.sum()) * jax.process_count()  # real tokens, all hosts
-            elapsed = time.perf_counter() - started
-            epoch, _ = schedule.position(step)
-            record = {"step": step + 1, "epoch": epoch, **metrics, "tokens_per_s": tokens_done / max(elapsed, 1e-9)}
-            first_soo = metrics["soo"] if first_soo is None else first_soo
-            last_soo = metrics["soo"]
-            log.write(record, progress)
-            checkpointer.save(step + 1, state, meta_for(step + 1))
+        with jax.set_mesh(mesh):  # activation sharding constraints read the ambient mesh
+            for step in range(start, end):
+                local_tokens, local_mask = schedule.microbatches(pairs, step, rows)
+                tokens, mask = global_batch_from_host_slices(local_tokens, local_mask, shardings.batch)
+                state, metrics = step_fn(split.frozen, state, tokens, mask)
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not metrics.pop("finite"):
+                    last_good = checkpointer.latest_step()
+                    raise FloatingPointError(
+                        f"non-finite loss or gradient at step {step} (loss={metrics['loss']}, "
+                        f"grad_norm={metrics['grad_norm']}); the update was not applied. Last good checkpoint: "
+                        f"{checkpointer.path_of(last_good) if last_good is not None else 'none'}")
+                # Real tokens of the global batch (estimated from this process's share on several hosts).
+                tokens_done += int(local_mask.sum()) * global_shape[1] // local_mask.shape[1]
+                elapsed = time.perf_counter() - started
+                epoch, _ = schedule.position(step)
+                record = {"step": step + 1, "epoch": epoch, **metrics, "tokens_per_s": tokens_done / max(elapsed, 1e-9)}
+                first_soo = metrics["soo"] if first_soo is None else first_soo
+                last_soo = metrics["soo"]
+                log.write(record, progress)
+                checkpointer.save(step + 1, state, meta_for(step + 1))
         checkpointer.save(int(state.step), state, meta_for(int(state.step)), force=True)
     finally:
         progress.close()

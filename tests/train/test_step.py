@@ -158,3 +158,30 @@ def test_non_finite_step_keeps_the_state(tiny):
     assert not bool(metrics["finite"])
     assert int(new_state.step) == 0
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.array, new_state.lora), before)
+
+
+def test_dropout_masks_follow_the_step_and_seed(tiny):
+    """Dropout is drawn from (seed, step, microbatch): the same state at another step, or another
+    seed, sees other masks (so the loss differs); the same (seed, step) repeats exactly."""
+    path, _ = tiny
+    losses = {}
+    for seed in (0, 1):
+        model = from_pretrained(path)
+        apply_lora(model, LoRAConfig(rank=4, alpha=8, dropout=0.1), rngs=nnx.Rngs(seed))
+        split = SplitModel(model)
+        optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-2, total_steps=20))
+        # Not donating: the probes below reuse the state's arrays.
+        step = jax.jit(make_train_step(split, LossConfig(layers=(SOO_LAYER,)), optimizer, dropout_seed=seed))
+        state = init_train_state(split, optimizer)
+        tokens, mask = pair_batch(split.config.vocab_size)
+        for at_step in (0, 5):
+            # B = 0 at init would hide dropout; give the adapter weight first.
+            lora = {k: (v + 0.05 if k.endswith("/b") else v) for k, v in state.lora.items()}
+            probe = state.replace(step=jnp.asarray(at_step, jnp.int32), lora=lora)
+            _, metrics = step(split.frozen, probe, tokens[None], mask[None])
+            losses[seed, at_step] = float(metrics["loss"])
+            _, again = step(split.frozen, state.replace(step=jnp.asarray(at_step, jnp.int32), lora=lora),
+                            tokens[None], mask[None])
+            assert float(again["loss"]) == losses[seed, at_step]
+    assert losses[0, 0] != losses[0, 5]
+    assert losses[0, 0] != losses[1, 0]

@@ -80,5 +80,5 @@ def test_unknown_keys_and_bad_values_are_rejected(tiny_model, tmp_path):
         run_training(tiny_config(tiny_model, tmp_path / "x", **{"loss.pooling": "max"}))
     with pytest.raises(ValueError, match=r"config\.loss\.layers.*out of range"):
         run_training(tiny_config(tiny_model, tmp_path / "y", **{"loss.layers": (9,)}))
-    with pytest.raises(ValueError, match="impossible mesh"):
+    with pytest.raises(ValueError, match=r"mesh \(data=-1, fsdp=1, tensor=3\) cannot use 1 devices"):
         run_training(tiny_config(tiny_model, tmp_path / "z", **{"mesh.tensor": 3}))

@@ -1,0 +1,293 @@
+"""Ahead-of-time memory plan of the SOO train step on simulated device meshes.
+
+For each (model, mesh, batch) row: build the model abstractly (`nnx.eval_shape`: shapes, dtypes
+and logical axes, no weights), attach LoRA, split it as the trainer does, give every step input a
+`jax.ShapeDtypeStruct` carrying its NamedSharding, and compile the very jit the trainer runs:
+`jit_train_step(step, plan_shardings(...)).lower(*abstract_args).compile()`. The compiled
+executable's `memory_analysis()` is per device.
+
+    python benchmarks/scale_plan.py --devices 256 --rows calmerys-78b:1x16x4 --out docs/scale_plan.jsonl
+    python benchmarks/scale_plan.py --table docs/scale_plan.jsonl    # markdown table of the results
+
+The device count must be fixed before jax starts, so this script sets XLA_FLAGS itself; meshes
+smaller than --devices use the first devices. Rows are appended to --out as they finish, so a
+long run can be stopped and resumed (rows already in the file are skipped).
+
+Caveat: the devices are CPU devices. Argument and output sizes are exact for any backend (they are
+the sharded inputs); temp and code sizes come from the XLA CPU compiler's buffer assignment and
+fusion, which differ from TPU/GPU (see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+GIB = 1024 ** 3
+DEVICE_MEMORY_GIB = {"16 GiB (v5e)": 16, "32 GiB (v4)": 32, "80 GiB (H100)": 80}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The paper's SOO recipe per model (shared/paper_spec.md section 1.1)."""
+
+    soo_layer: int
+    lora_rank: int
+    lora_alpha: float
+    lora_dropout: float
+
+
+RECIPES = {
+    "mistral-7b": Recipe(soo_layer=19, lora_rank=8, lora_alpha=32, lora_dropout=0.2),
+    "gemma-2-27b": Recipe(soo_layer=20, lora_rank=4, lora_alpha=8, lora_dropout=0.1),
+    # CalmeRys' LoRA settings are not in the paper's text we have; Mistral's rank/alpha, Gemma's dropout.
+    "calmerys-78b": Recipe(soo_layer=57, lora_rank=8, lora_alpha=32, lora_dropout=0.1),
+}
+
+# model:DATAxFSDPxTENSOR, the rows of docs/scaling.md.
+DEFAULT_ROWS = (
+    "mistral-7b:1x32x1", "mistral-7b:4x8x1", "mistral-7b:2x4x4",
+    "gemma-2-27b:1x32x1", "gemma-2-27b:1x8x4", "gemma-2-27b:2x16x2",
+    "calmerys-78b:1x64x1", "calmerys-78b:1x16x4", "calmerys-78b:1x8x8", "calmerys-78b:2x32x4",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    model: str
+    data: int
+    fsdp: int
+    tensor: int
+    pairs_per_shard: int = 2  # pairs per batch shard (data x fsdp index) per microbatch
+    seq_len: int = 128
+    microbatches: int = 1
+    constrain: bool = False  # emulate the proposed residual-stream sharding constraints
+    topology: str | None = None  # a TPU topology ("v5e:8x8") compiled for by libtpu, or CPU devices
+    truncate_layers: int | None = None  # keep this many layers, SOO at the last (per-layer slopes)
+
+    @classmethod
+    def parse(cls, text: str, **defaults) -> "Row":
+        model, mesh = text.split(":")
+        data, fsdp, tensor = (int(x) for x in mesh.split("x"))
+        return cls(model, data, fsdp, tensor, **defaults)
+
+    @property
+    def devices(self) -> int:
+        return self.data * self.fsdp * self.tensor
+
+    @property
+    def global_pairs(self) -> int:
+        return self.pairs_per_shard * self.data * self.fsdp
+
+    def key(self) -> str:
+        return (f"{self.model}:{self.data}x{self.fsdp}x{self.tensor}:p{self.pairs_per_shard}"
+                f":t{self.seq_len}:a{self.microbatches}" + (":constrained" if self.constrain else "")
+                + (f":{self.topology}" if self.topology else "")
+                + (f":layers{self.truncate_layers}" if self.truncate_layers else ""))
+
+
+@contextlib.contextmanager
+def residual_stream_constraints():
+    """Emulates the proposed change to soo_jax/models (docs/scaling.md, "Activation sharding"):
+    pin the residual stream [B, T, D] to ("batch", "length", None) after the embedding and after
+    every block, when a mesh is set. Without it XLA's propagation takes the embedding table's
+    sharding (width over fsdp) for the activations and all-gathers the whole global batch on every
+    device. Patches the classes for the duration of the block only."""
+    import jax
+
+    from soo_jax.models.gemma2 import Gemma2Block, Gemma2ForCausalLM
+    from soo_jax.models.llama import LlamaBlock
+    from soo_jax.models.transformer import CausalLM
+    from soo_jax.sharding import DEFAULT_RULES, logical_to_spec
+
+    def constrain(x):
+        mesh = jax.sharding.get_abstract_mesh()
+        if mesh.empty:
+            return x
+        return jax.lax.with_sharding_constraint(
+            x, logical_to_spec(("batch", "length", None), DEFAULT_RULES, mesh, x.shape))
+
+    def constrained_block(call):
+        def wrapper(self, *args, **kwargs):
+            out, cache = call(self, *args, **kwargs)
+            return constrain(out), cache
+        return wrapper
+
+    def constrained_embed(embed):
+        return lambda self, tokens: constrain(embed(self, tokens))
+
+    originals = [(LlamaBlock, "__call__"), (Gemma2Block, "__call__"), (CausalLM, "embed"),
+                 (Gemma2ForCausalLM, "embed")]
+    saved = [(cls, name, cls.__dict__[name]) for cls, name in originals]
+    try:
+        for cls, name, fn in saved:
+            setattr(cls, name, constrained_block(fn) if name == "__call__" else constrained_embed(fn))
+        yield
+    finally:
+        for cls, name, fn in saved:
+            setattr(cls, name, fn)
+
+
+def plan_row(row: Row) -> dict:
+    """Compiles the step for one row and returns its per-device memory and compile time."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from configs.model_shapes import model_config
+    from soo_jax.lora import LoRAConfig, apply_lora
+    from soo_jax.models import build_model
+    from soo_jax.train.mesh import MeshConfig, check_global_batch, make_mesh
+    from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, TrainState, jit_train_step,
+                                    make_optimizer, make_train_step, plan_shardings)
+
+    recipe = RECIPES[row.model]
+    config = model_config(row.model)
+    if row.truncate_layers:
+        n = row.truncate_layers
+        recipe = dataclasses.replace(recipe, soo_layer=n - 1)
+        config = config.replace(num_layers=n, sliding_windows=config.sliding_windows[:n])
+    lora = LoRAConfig(rank=recipe.lora_rank, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout)
+
+    def abstract_model():
+        return build_model(config, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+
+    if row.topology:
+        # libtpu compiles for a TPU slice that need not exist: real TPU buffer assignment.
+        from jax.experimental import topologies
+
+        devices = topologies.get_topology_desc(topology_name=row.topology, platform="tpu").devices
+    else:
+        devices = jax.devices()[:row.devices]
+    mesh = make_mesh(MeshConfig(data=row.data, fsdp=row.fsdp, tensor=row.tensor), devices)
+    check_global_batch(mesh, row.global_pairs)
+    started = time.perf_counter()
+    # The base is abstract (no weights); the adapters are small and made for real, with a
+    # "dropout" stream so that the step's reseed replaces their RNG state with traced keys.
+    model = apply_lora(nnx.eval_shape(abstract_model), lora, rngs=nnx.Rngs(params=1, dropout=2))
+    split = SplitModel(model)
+    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-4))
+    shardings = plan_shardings(split, optimizer, mesh)
+    step = make_train_step(split, LossConfig(layers=(recipe.soo_layer,)), optimizer)
+
+    def placed(x, sharding):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    frozen = jax.tree.map(lambda v, s: v.replace(placed(v.get_value(), s)), split.frozen, shardings.frozen,
+                          is_leaf=lambda x: isinstance(x, nnx.Variable))
+    lora_params = {k: placed(v, shardings.state.lora[k]) for k, v in split.initial_lora.items()}
+    opt_state = jax.tree.map(placed, jax.eval_shape(optimizer.init, lora_params), shardings.state.opt_state)
+    state = TrainState(step=placed(jax.ShapeDtypeStruct((), jnp.int32), shardings.state.step),
+                       lora=lora_params, opt_state=opt_state)
+    batch = jax.ShapeDtypeStruct((row.microbatches, 2 * row.global_pairs, row.seq_len), jnp.int32,
+                                 sharding=shardings.batch)
+    setup_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with jax.set_mesh(mesh), (residual_stream_constraints() if row.constrain else contextlib.nullcontext()):
+        lowered = jit_train_step(step, shardings).lower(frozen, state, batch, batch)
+    lower_s = time.perf_counter() - started
+    started = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - started
+    memory = compiled.memory_analysis()
+
+    def per_device(tree) -> int:
+        return sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree))
+
+    sizes = {name: int(getattr(memory, f"{name}_size_in_bytes")) for name in
+             ("argument", "output", "alias", "temp", "generated_code")}
+    total = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"] + sizes["generated_code"]
+    return {
+        "key": row.key(), **dataclasses.asdict(row), "devices": row.devices, "global_pairs": row.global_pairs,
+        "soo_layer": recipe.soo_layer, "lora_rank": recipe.lora_rank,
+        "params_b": sum(math.prod(x.shape) for x in jax.tree.leaves(split.frozen)) / 1e9,
+        "frozen_per_device": per_device(frozen), "train_state_per_device": per_device(state),
+        **{f"{k}_bytes": v for k, v in sizes.items()}, "total_bytes": total,
+        "setup_s": round(setup_s, 1), "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
+        "backend": row.topology or jax.default_backend(), "jax": jax.__version__,
+    }
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f}"
+
+
+def markdown_table(results: list[dict]) -> str:
+    header = ("| model | mesh d×f×t (devices) | global batch (pairs × tokens) | weights | LoRA+Adam | argument | "
+              "output | temp | code | **total** | fits " + " / ".join(DEVICE_MEMORY_GIB) + " | compile |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    order = {name: i for i, name in enumerate(RECIPES)}
+    for r in sorted(results, key=lambda r: (order[r["model"]], r.get("truncate_layers") or 0, r["devices"],
+                                            r["data"], bool(r.get("constrain")))):
+        fits = " / ".join("yes" if r["total_bytes"] <= size * GIB else "no" for size in DEVICE_MEMORY_GIB.values())
+        batch = f"{r['global_pairs']} × {r['seq_len']}" + (f" × {r['microbatches']} mb" if r["microbatches"] > 1 else "")
+        lines.append(
+            f"| {r['model']} (L{r['soo_layer']}){' +c' if r.get('constrain') else ''} | {r['data']}×{r['fsdp']}×{r['tensor']} ({r['devices']}) | {batch} | "
+            f"{gib(r['frozen_per_device'])} | {r['train_state_per_device'] / 2**20:.1f} MiB | "
+            f"{gib(r['argument_bytes'])} | {gib(r['output_bytes'])} | {gib(r['temp_bytes'])} | "
+            f"{r['generated_code_bytes'] / 2**20:.1f} MiB | **{gib(r['total_bytes'])}** | {fits} | "
+            f"{r['lower_s'] + r['compile_s']:.0f} s |")
+    return "\n".join(lines) + "\n\nSizes in GiB per device unless marked."
+
+
+def read_results(path: pathlib.Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=256, help="simulated CPU devices (>= every row's mesh)")
+    parser.add_argument("--rows", nargs="*", default=list(DEFAULT_ROWS), help="model:DATAxFSDPxTENSOR ...")
+    parser.add_argument("--pairs-per-shard", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--microbatches", type=int, default=1)
+    parser.add_argument("--topology", help="compile for this TPU topology with libtpu (e.g. v5e:8x8) "
+                        "instead of simulated CPU devices; libtpu must be importable")
+    parser.add_argument("--truncate-layers", type=int, help="keep N layers, SOO layer N-1 (for per-layer slopes)")
+    parser.add_argument("--constrain", action="store_true",
+                        help="emulate the proposed residual-stream sharding constraints (docs/scaling.md)")
+    parser.add_argument("--out", type=pathlib.Path, default=REPO_ROOT / "docs" / "scale_plan.jsonl")
+    parser.add_argument("--table", type=pathlib.Path, help="print the markdown table of a results file and exit")
+    args = parser.parse_args()
+    if args.table:
+        print(markdown_table(read_results(args.table)))
+        return
+
+    rows = [Row.parse(text, pairs_per_shard=args.pairs_per_shard, seq_len=args.seq_len,
+                      microbatches=args.microbatches, constrain=args.constrain, topology=args.topology,
+                      truncate_layers=args.truncate_layers) for text in args.rows]
+    too_big = [row.key() for row in rows if row.devices > args.devices and not args.topology]
+    if too_big:
+        parser.error(f"rows need more than --devices {args.devices}: {too_big}")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={args.devices}")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    sys.path.insert(0, str(REPO_ROOT))
+
+    done = {r["key"] for r in read_results(args.out)}
+    for row in rows:
+        if row.key() in done:
+            print(f"{row.key()}: already in {args.out}", flush=True)
+            continue
+        result = plan_row(row)
+        with args.out.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(f"{row.key()}: total {gib(result['total_bytes'])} GiB/device "
+              f"(args {gib(result['argument_bytes'])}, temp {gib(result['temp_bytes'])}), "
+              f"lower {result['lower_s']} s, compile {result['compile_s']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
