@@ -222,6 +222,8 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
 
     eval_config = config.eval
     started = time.time()
+    if eval_config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", eval_config.compilation_cache_dir)
     model_path = resolve_model_path(config.model.path)
     base, tuned, tokenizer = load_models(model_path, config.model.dtype, adapter=adapter,
                                          checkpoint=checkpoint)

@@ -31,7 +31,7 @@ ProgressFactory = Callable[[str], deception.Progress | None]
 
 def model_generator_factory(tokenizer, config: ml_collections.ConfigDict,
                             progress: ProgressFactory | None = None) -> GeneratorFactory:
-    """Generators on our KV-cache decoder with the config's template, suffix-free system
+    """Generators on our KV-cache decoder with the config's chat-template switch, system
     prompt and batch size; one progress bar per generation call."""
     def factory(model, label: str, max_new_tokens: int) -> deception.Generate:
         def generate(prompts):

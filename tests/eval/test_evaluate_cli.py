@@ -32,7 +32,8 @@ def cli_run(tiny_model_dir, tiny_adapter_dir, tmp_path_factory):
     proc = run_cli("--config", TINY_CONFIG, f"--config.model.path={tiny_model_dir}",
                    "--adapter", tiny_adapter_dir, "--suite", "main,latent,capability",
                    "--out", out / "results", "--mtbench-questions", questions,
-                   "--config.eval.latent.soo_layer=1")
+                   "--config.eval.latent.soo_layer=1",
+                   f"--config.eval.compilation_cache_dir={out / 'jax_cache'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results", json.loads((out / "results" / "results.json").read_text())
 
@@ -54,6 +55,7 @@ def test_json_structure_and_values(cli_run, tiny_model_dir, tiny_adapter_dir):
     assert meta["versions"]["jax"] and meta["versions"]["flax"] and meta["versions"]["python"]
     assert meta["config"]["eval"]["suites"] == "main,latent,capability"
     assert meta["config"]["eval"]["max_new_tokens"] == 6  # the tiny config's value
+    assert any(cli_run[0].parent.joinpath("jax_cache").iterdir())  # compilations were cached
     assert results["suites"] == ["main", "latent", "capability"]
     assert set(results["deception"]) == {"base", "tuned"}
     assert set(results["deception"]["base"]) == {"burglar", "burglar/self", "burglar/honesty_prompt"}
