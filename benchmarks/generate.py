@@ -12,7 +12,8 @@ prompts' tokens and chat template, its vocabulary sets the model's):
 Prompts are sorted by token length and cut into equal batches (the last one filled up by
 repeating its final prompt), exactly as `soo_jax.eval.deception.make_generator` does; both
 implementations get identical batches. Our cold pass includes XLA compilation (once per
-prompt width); the warm pass repeats it with everything compiled. Tokens generated count each
+prompt width); the warm pass repeats it with everything compiled. transformers gets an
+untimed two-token warm-up call first. Tokens generated count each
 row up to and including its first end-of-sequence token; filler rows are not counted.
 """
 from __future__ import annotations
@@ -29,12 +30,21 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+# JAX and torch share the GPU: JAX must not grab 75% of its memory up front.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import numpy as np  # noqa: E402
 
 MISTRAL_7B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
                   rope_theta=1e6, sliding_window=None, rms_norm_eps=1e-5, tie_word_embeddings=False)
+# Random models by name; the tiny one checks the GPU code path on a CPU in seconds.
+RANDOM_SHAPES = {
+    "mistral-7b-random": MISTRAL_7B,
+    "mistral-tiny-random": {**MISTRAL_7B, "hidden_size": 64, "intermediate_size": 128,
+                            "num_hidden_layers": 2, "num_attention_heads": 4,
+                            "num_key_value_heads": 2},
+}
 
 
 @dataclasses.dataclass
@@ -102,6 +112,9 @@ def run_torch(model, batches: Batches, max_new_tokens: int, eos: set[int], pad_i
 
     completions = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    with torch.inference_mode():  # untimed warm-up: CUDA context, kernels, allocator
+        model.generate(input_ids=torch.as_tensor(batches.tokens[0][:1], device=device),
+                       max_new_tokens=2, do_sample=False, pad_token_id=pad_id)
     sync()
     start = time.perf_counter()
     with torch.inference_mode():
@@ -127,8 +140,8 @@ def load_models(args, tokenizer):
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                    "float16": torch.float16}[args.dtype]
-    if args.model == "mistral-7b-random":
-        config = transformers.MistralConfig(vocab_size=len(tokenizer), **MISTRAL_7B,
+    if args.model in RANDOM_SHAPES:
+        config = transformers.MistralConfig(vocab_size=len(tokenizer), **RANDOM_SHAPES[args.model],
                                             bos_token_id=tokenizer.bos_token_id,
                                             eos_token_id=tokenizer.eos_token_id)
         torch.manual_seed(0)
@@ -137,7 +150,7 @@ def load_models(args, tokenizer):
         directory = tempfile.mkdtemp(prefix="mistral7b_random_", dir=args.work_dir)
         torch_model.save_pretrained(directory)  # our loader reads the very same weights
         ours = from_pretrained(directory, dtype=args.dtype)
-        return ours, torch_model.eval(), f"Mistral-7B-shaped random (vocab {len(tokenizer)})"
+        return ours, torch_model.eval(), f"{args.model} (vocab {len(tokenizer)})"
     path = resolve_model_path(resolve_embedded(args.model))
     torch_model = transformers.AutoModelForCausalLM.from_pretrained(
         str(path), dtype=torch_dtype).to(args.device).eval()
@@ -173,7 +186,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True,
-                        help="HF model dir, .gguf file, 'embedded', or 'mistral-7b-random'")
+                        help=f"HF model dir, .gguf file, 'embedded', or one of {sorted(RANDOM_SHAPES)}")
     parser.add_argument("--tokenizer", help="tokenizer dir (default: the model's)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
@@ -197,9 +210,9 @@ def main() -> None:
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    random_model = args.model == "mistral-7b-random"
+    random_model = args.model in RANDOM_SHAPES
     if random_model and not args.tokenizer:
-        parser.error("--model mistral-7b-random needs --tokenizer DIR")
+        parser.error(f"--model {args.model} needs --tokenizer DIR")
     tokenizer = load_tokenizer(args.tokenizer or resolve_embedded(args.model))
     ours, torch_model, model_name = load_models(args, tokenizer)
     eos = set() if (args.ignore_eos or random_model) else {int(tokenizer.eos_token_id)}

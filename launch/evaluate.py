@@ -203,13 +203,15 @@ def tqdm_progress(enabled: bool):
     return factory
 
 
-def _model_id(model_path: str, adapter: str | None, checkpoint: str | None, label: str,
-              configured: str) -> str:
+def model_ids(model_path: str, adapter: str | None, checkpoint: str | None,
+              configured: str = "") -> dict[str, str]:
+    """MT-Bench model ids: {"base": name} plus {"tuned": name-adapter} when there is one."""
     base_name = configured or pathlib.Path(model_path.rstrip("/")).name.removesuffix(".gguf")
-    if label == "base":
-        return base_name
+    ids = {"base": base_name}
     tuned_from = adapter or checkpoint
-    return f"{base_name}-{pathlib.Path(tuned_from.rstrip('/')).name}"
+    if tuned_from:
+        ids["tuned"] = f"{base_name}-{pathlib.Path(str(tuned_from).rstrip('/')).name}"
+    return ids
 
 
 def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
@@ -227,12 +229,10 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
     model_path = resolve_model_path(config.model.path)
     base, tuned, tokenizer = load_models(model_path, config.model.dtype, adapter=adapter,
                                          checkpoint=checkpoint)
-    model_ids = {label: _model_id(model_path, adapter, checkpoint, label,
-                                  eval_config.capability.mtbench_model_id)
-                 for label in ("base", "tuned")}
+    ids = model_ids(model_path, adapter, checkpoint, eval_config.capability.mtbench_model_id)
     results, records = run_suites(eval_config, tokenizer, base_model=base, tuned_model=tuned,
                                   progress=tqdm_progress(eval_config.progress),
-                                  out_dir=eval_config.out_dir, model_ids=model_ids)
+                                  out_dir=eval_config.out_dir, model_ids=ids)
     results = {"meta": {
         "model": model_path, "model_config_path": config.model.path,
         "dtype": config.model.dtype, "adapter": adapter, "checkpoint": checkpoint,

@@ -124,6 +124,10 @@ def test_checkpoint_flag_names_the_restorer():
         else:
             raise RuntimeError("default_model_dir exists")  # nothing to check
     assert launcher.resolve_model_path("/some/dir") == "/some/dir"
+    # Without an adapter there is only the base model to name.
+    assert launcher.model_ids("/m/SmolLM2.gguf", None, None) == {"base": "SmolLM2"}
+    assert launcher.model_ids("/m/smol/", "/a/soo_seed1/", None) == {
+        "base": "smol", "tuned": "smol-soo_seed1"}
 
 
 def test_default_eval_config():
