@@ -138,9 +138,12 @@ def checkpoint_restorer():
 def load_models(model_path: str, dtype: str, *, adapter: str | None = None,
                 checkpoint: str | None = None):
     """(base model, tuned model or None, tokenizer). The tuned model is a second view of the
-    base weights (no copy) with the adapter attached; dropout is off in both."""
+    base weights (no copy) with the adapter attached; with one, the base model returned is
+    `base_view(tuned)` (zeroed adapters: the base outputs, the tuned graph, so both share
+    every compilation). Dropout is off in both."""
     from flax import nnx
 
+    from soo_jax.eval.capability import base_view
     from soo_jax.lora import set_dropout
     from soo_jax.models.loader import from_pretrained, load_tokenizer
     from soo_jax.train.peft_io import load_peft_adapter
@@ -158,6 +161,7 @@ def load_models(model_path: str, dtype: str, *, adapter: str | None = None,
         else:
             tuned = restore(tuned, checkpoint) or tuned
         set_dropout(tuned, False)
+        base = base_view(tuned)
     return base, tuned, tokenizer
 
 

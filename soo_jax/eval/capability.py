@@ -23,17 +23,22 @@ from soo_jax.data.batching import batch_prompts
 from soo_jax.eval.mtbench import GREEDY_BELOW, ChatFunction
 from soo_jax.lora import lora_linears
 
-__all__ = ["without_adapters", "per_prompt_kl", "next_token_kl", "side_by_side_answers",
+__all__ = ["base_view", "per_prompt_kl", "next_token_kl", "side_by_side_answers",
            "make_chat_function"]
 
 
-def without_adapters(model):
-    """A view of `model` with every LoRA adapter removed. The view shares the base weights'
-    buffers (no copy), and `model` itself is left unchanged."""
-    graphdef, state = nnx.split(model)
+def base_view(tuned_model):
+    """The model before fine-tuning, as a view of `tuned_model`: every LoRA adapter kept with
+    B = 0, so each adapted layer adds exactly zero and the outputs are bitwise the base
+    model's. The view shares the base weights' buffers (no copy), leaves `tuned_model`
+    unchanged, and has the same graph as `tuned_model`, so every jitted function compiled for
+    one serves the other (on CPU a 30-layer model takes about a minute per shape)."""
+    graphdef, state = nnx.split(tuned_model)
     view = nnx.merge(graphdef, state)
     for _, linear in lora_linears(view):
-        linear.lora = None
+        if linear.lora is not None:
+            # A new Variable: assigning into the shared one would zero the tuned model too.
+            linear.lora.b = linear.lora.b.replace(jnp.zeros_like(linear.lora.b[...]))
     return view
 
 

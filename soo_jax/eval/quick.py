@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_collections
 
 from soo_jax.eval import deception, latent
-from soo_jax.eval.capability import without_adapters
+from soo_jax.eval.capability import base_view
 from soo_jax.eval.config import default_eval_config
 
 __all__ = ["quick_before_after", "format_summary"]
@@ -21,8 +21,9 @@ def quick_before_after(base_model, tuned_model, tokenizer,
                        generate_factory=None) -> dict:
     """Before/after numbers for a fine-tuned model.
 
-    base_model: the model before fine-tuning, or None for `tuned_model` without its
-      adapters (a view sharing its weights: no second copy in memory).
+    base_model: the model before fine-tuning, or None (recommended) for
+      `capability.base_view(tuned_model)`: the same weights with zeroed adapters, no second
+      copy in memory, and every compilation shared between before and after.
     config: an eval config (`default_eval_config()` when None) for the template, suffix,
       max_new_tokens, batch size, scenario seed, evaluation split size and SOO pooling.
     soo_layer, soo_site: the training site.
@@ -34,7 +35,7 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     "after"}, "summary": one printable paragraph}.
     """
     config = config or default_eval_config()
-    base_model = without_adapters(tuned_model) if base_model is None else base_model
+    base_model = base_view(tuned_model) if base_model is None else base_model
     if generate_factory is None:
         def generate_factory(model):
             return deception.make_generator(

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from soo_jax.eval.capability import (
-    make_chat_function, next_token_kl, per_prompt_kl, side_by_side_answers, without_adapters,
+    base_view, make_chat_function, next_token_kl, per_prompt_kl, side_by_side_answers,
 )
 from soo_jax.eval.mtbench import generate_answers
 from soo_jax.lora import lora_linears
@@ -55,15 +55,18 @@ def test_per_prompt_kl_matches_numpy():
                                              mask), expected, rtol=1e-5)
 
 
-def test_without_adapters_shares_weights_and_leaves_the_tuned_model_alone(tiny_model, tuned,
-                                                                           tiny_tokenizer):
-    view = without_adapters(tuned)
-    assert all(linear.lora is None for _, linear in lora_linears(view))
-    assert sum(linear.lora is not None for _, linear in lora_linears(tuned)) == 4  # q, v x 2
+def test_base_view_is_the_base_model_on_the_tuned_graph(tiny_model, tuned, tiny_tokenizer):
+    view = base_view(tuned)
+    adapted = [(a, b) for (_, a), (_, b) in zip(lora_linears(view), lora_linears(tuned))
+               if b.lora is not None]
+    assert len(adapted) == 4  # q and v in both layers, kept in the view
+    assert all(not np.any(a.lora.b[...]) for a, _ in adapted)  # ... with B = 0
+    assert all(np.any(b.lora.b[...]) for _, b in adapted)      # the tuned model keeps its B
+    assert nnx.split(view)[0] == nnx.split(tuned)[0]  # one graph: compilations are shared
     kernel = lambda m: m.layers[0].self_attn.q_proj.kernel[...]  # noqa: E731
     assert kernel(view).unsafe_buffer_pointer() == kernel(tiny_model).unsafe_buffer_pointer()
-    assert next_token_kl(tiny_model, view, tiny_tokenizer, PROMPTS[:2],
-                         batch_size=2)["mean_kl_base_tuned"] == 0.0
+    tokens = np.asarray(tiny_tokenizer([PROMPTS[0]])["input_ids"], np.int32)
+    np.testing.assert_array_equal(np.asarray(view(tokens)[0]), np.asarray(tiny_model(tokens)[0]))
 
 
 def test_side_by_side_answers_pairs_both_models():
