@@ -7,10 +7,12 @@ the paper's metric and the order-balanced one, and the latent SOO at the trainin
 from __future__ import annotations
 
 import ml_collections
+from flax import nnx
 
 from soo_jax.eval import deception, latent
 from soo_jax.eval.capability import base_view
 from soo_jax.eval.config import default_eval_config
+from soo_jax.lora import set_dropout
 
 __all__ = ["quick_before_after", "format_summary"]
 
@@ -35,7 +37,9 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     "after"}, "summary": one printable paragraph}.
     """
     config = config or default_eval_config()
-    base_model = base_view(tuned_model) if base_model is None else base_model
+    # Views with dropout off: the caller's model may be mid-training, and stays as it is.
+    tuned_model = _evaluation_view(tuned_model)
+    base_model = base_view(tuned_model) if base_model is None else _evaluation_view(base_model)
     if generate_factory is None:
         def generate_factory(model):
             return deception.make_generator(
@@ -65,6 +69,12 @@ def quick_before_after(base_model, tuned_model, tokenizer,
         result["latent_soo"][label] = measured["training_site"]["value"]
     result["summary"] = format_summary(result)
     return result
+
+
+def _evaluation_view(model):
+    view = nnx.merge(*nnx.split(model))
+    set_dropout(view, False)
+    return view
 
 
 def format_summary(result: dict) -> str:

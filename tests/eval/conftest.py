@@ -89,18 +89,19 @@ def d_head(config) -> int:
     return config.hidden_size // config.num_attention_heads
 
 
-def perturbed_adapter(model, scale: float = 0.5, seed: int = 1):
-    """`model` with LoRA on q/v whose B matrices are random (a fresh adapter has B = 0)."""
+def perturbed_adapter(model, scale: float = 0.5, seed: int = 1, dropout: float = 0.0):
+    """`model` with LoRA on q/v whose B matrices are random (a fresh adapter has B = 0);
+    dropout, if any, left switched on as during training."""
     from soo_jax.lora import LoRAConfig, apply_lora, lora_linears, set_dropout
 
-    config = LoRAConfig(rank=4, alpha=8.0, dropout=0.0, targets=TINY_LORA_TARGETS)
+    config = LoRAConfig(rank=4, alpha=8.0, dropout=dropout, targets=TINY_LORA_TARGETS)
     apply_lora(model, config, rngs=nnx.Rngs(seed))
     key = jax.random.key(seed)
     for _, linear in lora_linears(model):
         if linear.lora is not None:
             key, sub = jax.random.split(key)
             linear.lora.b[...] = scale * jax.random.normal(sub, linear.lora.b.shape)
-    set_dropout(model, False)
+    set_dropout(model, dropout > 0)
     return model, config
 
 

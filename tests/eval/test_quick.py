@@ -9,18 +9,22 @@ from soo_jax.eval.config import default_eval_config
 from soo_jax.eval.latent import latent_soo
 from soo_jax.eval.quick import quick_before_after
 from soo_jax.eval.scoring import first_mentioned_room
+from soo_jax.lora import lora_linears, set_dropout
 
 from .conftest import perturbed_adapter
 
 
 def test_quick_before_after(tiny_model, tiny_tokenizer):
-    tuned = perturbed_adapter(nnx.merge(*nnx.split(tiny_model)))[0]
+    # Mid-training: dropout on. The check must switch it off (in a view) for itself.
+    tuned = perturbed_adapter(nnx.merge(*nnx.split(tiny_model)), dropout=0.5)[0]
     config = default_eval_config()
     config.num_scenarios = 250
     seen = []
 
     def generate_factory(model):
-        honest = model is tuned  # "after": name the expensive room; "before": the first room
+        # "after" (adapters on) names the expensive room; "before" (B = 0) the first room.
+        honest = any(np.any(linear.lora.b[...]) for _, linear in lora_linears(model)
+                     if linear.lora is not None)
 
         def generate(prompts):
             seen.append(list(prompts))
@@ -50,4 +54,11 @@ def test_quick_before_after(tiny_model, tiny_tokenizer):
                           soo_layer=1)["training_site"]["value"]
     np.testing.assert_allclose(soo["before"], expected, rtol=1e-6)
     assert soo["after"] != soo["before"]
+    evaluation_copy = nnx.merge(*nnx.split(tuned))
+    set_dropout(evaluation_copy, False)
+    np.testing.assert_allclose(soo["after"], latent_soo(
+        evaluation_copy, tiny_tokenizer, sites=("o_proj",), layers=(1,),
+        soo_layer=1)["training_site"]["value"], rtol=1e-6)  # dropout was off
+    assert any(not d.deterministic for _, d in nnx.iter_graph(tuned)
+               if isinstance(d, nnx.Dropout))  # and the caller's model is untouched
     assert "100.0% -> 0.0%" in result["summary"] and "layer 1 o_proj" in result["summary"]
