@@ -1,0 +1,282 @@
+"""Evaluate a model (and its SOO fine-tune) on the paper's deception, latent-SOO and
+capability suites; write JSON, Markdown, PNG bar plots and the raw responses.
+
+    python launch/evaluate.py --config configs/X.py [--adapter DIR | --checkpoint DIR]
+        [--suite main,generalisation,latent,capability] [--scenarios FILE] [--out DIR]
+        [--mtbench-questions FILE] [--config.eval.KEY=VALUE ...]
+
+The config file's `get_config()` returns a ConfigDict with `model.path` (a Hugging Face model
+directory, a .gguf file, or "embedded" for the packaged SmolLM2-135M-Instruct), `model.dtype`
+and `eval` (`soo_jax.eval.config.default_eval_config()`). Command-line flags override the
+config's values; `--config.a.b=v` overrides any field, and a key that does not exist is
+rejected before anything is loaded.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import importlib.util
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make the checkout importable
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
+                                          lock_config=True)
+flags.DEFINE_string("adapter", None, "PEFT adapter directory (export_peft_adapter format).")
+flags.DEFINE_string("checkpoint", None, "Orbax training checkpoint directory (LoRA state).")
+flags.DEFINE_string("suite", None, "Comma-separated suites; overrides config.eval.suites.")
+flags.DEFINE_string("scenarios", None, "Authors' false_recommendation_scenarios.json; "
+                    "overrides config.eval.scenarios_file.")
+flags.DEFINE_string("out", None, "Output directory; overrides config.eval.out_dir.")
+flags.DEFINE_string("mtbench-questions", None, "FastChat MT-Bench question file; overrides "
+                    "config.eval.capability.mtbench_questions.")
+FLAGS = flags.FLAGS
+
+PACKAGES = ("jax", "jaxlib", "flax", "numpy", "transformers", "tokenizers", "ml-collections",
+            "optax", "matplotlib", "soo-jax")
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`path.py` or `path.py:arg` -> its get_config() (as config_flags loads it)."""
+    path, _, arg = spec.partition(":") if not os.path.isfile(spec) else (spec, "", "")
+    module_spec = importlib.util.spec_from_file_location("_eval_config", path)
+    if module_spec is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_overrides(config: ml_collections.ConfigDict, argv: list[str]) -> list[str]:
+    """One message per `--config.KEY...` argument whose KEY path is not in `config`."""
+    errors = []
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config."):].split("=", 1)[0]
+        node = config
+        for depth, part in enumerate(key.split(".")):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                where = ".".join(["config", *key.split(".")[:depth]])
+                errors.append(f"unknown config key {key!r} in {arg!r}: {where} has no field "
+                              f"{part!r}" + (f" (fields: {', '.join(known)})" if known else ""))
+                break
+            node = node[part]
+    return errors
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    spec = _flag_value(argv, "config")
+    if spec is None:
+        sys.exit("evaluate.py: --config FILE is required")
+    try:
+        errors = unknown_overrides(load_config_file(spec), argv)
+    except FileNotFoundError as e:
+        sys.exit(f"evaluate.py: {e}")
+    if errors:
+        sys.exit("evaluate.py: " + "\n".join(errors))
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        sys.exit(f"evaluate.py: {e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+def resolve_model_path(path: str) -> str:
+    """"embedded" -> the packaged SmolLM2-135M-Instruct (imported to an HF directory)."""
+    if path != "embedded":
+        return path
+    try:
+        from soo_jax.models.embedded import default_model_dir
+    except ImportError as e:
+        raise RuntimeError(
+            "config.model.path='embedded' needs soo_jax.models.embedded.default_model_dir(), "
+            f"which this checkout does not have yet ({e}); set config.model.path to a Hugging "
+            "Face model directory or a .gguf file") from e
+    return str(default_model_dir())
+
+
+def checkpoint_restorer():
+    """`soo_jax.train.checkpoint.restore_lora_into`, or a clear error if it is not there."""
+    try:
+        from soo_jax.train.checkpoint import restore_lora_into
+    except ImportError as e:
+        raise RuntimeError(
+            "--checkpoint needs soo_jax.train.checkpoint.restore_lora_into(model, "
+            f"checkpoint_dir), which this checkout does not have yet ({e}); export the "
+            "adapter with soo_jax.train.peft_io.export_peft_adapter and pass --adapter DIR") from e
+    return restore_lora_into
+
+
+def load_models(model_path: str, dtype: str, *, adapter: str | None = None,
+                checkpoint: str | None = None):
+    """(base model, tuned model or None, tokenizer). The tuned model is a second view of the
+    base weights (no copy) with the adapter attached; with one, the base model returned is
+    `base_view(tuned)` (zeroed adapters: the base outputs, the tuned graph, so both share
+    every compilation). Dropout is off in both."""
+    from flax import nnx
+
+    from soo_jax.eval.capability import base_view
+    from soo_jax.lora import set_dropout
+    from soo_jax.models.loader import from_pretrained, load_tokenizer
+    from soo_jax.train.peft_io import load_peft_adapter
+
+    if adapter and checkpoint:
+        raise ValueError("give --adapter or --checkpoint, not both")
+    restore = checkpoint_restorer() if checkpoint else None
+    base = from_pretrained(model_path, dtype=dtype)
+    tokenizer = load_tokenizer(model_path)
+    tuned = None
+    if adapter or checkpoint:
+        tuned = nnx.merge(*nnx.split(base))
+        if adapter:
+            tuned = load_peft_adapter(tuned, adapter)
+        else:
+            tuned = restore(tuned, checkpoint) or tuned
+        set_dropout(tuned, False)
+        base = base_view(tuned)
+    return base, tuned, tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------------------------
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=pathlib.Path(__file__).resolve().parent, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def tqdm_progress(enabled: bool):
+    """A ProgressFactory drawing one tqdm bar per call; None when disabled."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    def factory(description: str):
+        bar = tqdm(desc=description, unit="prompt", file=sys.stderr, leave=True)
+
+        def update(done: int, total: int) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+            if total and done >= total:
+                bar.close()
+        return update
+    return factory
+
+
+def model_ids(model_path: str, adapter: str | None, checkpoint: str | None,
+              configured: str = "") -> dict[str, str]:
+    """MT-Bench model ids: {"base": name} plus {"tuned": name-adapter} when there is one."""
+    base_name = configured or pathlib.Path(model_path.rstrip("/")).name.removesuffix(".gguf")
+    ids = {"base": base_name}
+    tuned_from = adapter or checkpoint
+    if tuned_from:
+        ids["tuned"] = f"{base_name}-{pathlib.Path(str(tuned_from).rstrip('/')).name}"
+    return ids
+
+
+def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
+             checkpoint: str | None = None, argv: list[str] | None = None) -> dict[str, str]:
+    """Load, run `config.eval.suites`, write the report; returns {kind: path}."""
+    import jax
+
+    from soo_jax.eval.report import write_report
+    from soo_jax.eval.suite import run_suites
+
+    eval_config = config.eval
+    started = time.time()
+    if eval_config.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", eval_config.compilation_cache_dir)
+    model_path = resolve_model_path(config.model.path)
+    base, tuned, tokenizer = load_models(model_path, config.model.dtype, adapter=adapter,
+                                         checkpoint=checkpoint)
+    ids = model_ids(model_path, adapter, checkpoint, eval_config.capability.mtbench_model_id)
+    results, records = run_suites(eval_config, tokenizer, base_model=base, tuned_model=tuned,
+                                  progress=tqdm_progress(eval_config.progress),
+                                  out_dir=eval_config.out_dir, model_ids=ids)
+    results = {"meta": {
+        "model": model_path, "model_config_path": config.model.path,
+        "dtype": config.model.dtype, "adapter": adapter, "checkpoint": checkpoint,
+        "seeds": {"seed": eval_config.seed, "scenario_seed": eval_config.scenario_seed,
+                  "generalisation_seed": eval_config.generalisation_seed},
+        "versions": _versions(), "git_commit": _git_commit(),
+        "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
+        "argv": argv or sys.argv,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": time.time() - started,
+        "config": config.to_dict(),
+    }, **results}
+    return write_report(results, records, eval_config.out_dir)
+
+
+def apply_flags(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The command-line flags folded into a copy of the config."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    overrides = {"suites": FLAGS.suite, "scenarios_file": FLAGS.scenarios,
+                 "out_dir": FLAGS.out}
+    for key, value in overrides.items():
+        if value is not None:
+            config.eval[key] = value
+    if FLAGS["mtbench-questions"].value is not None:
+        config.eval.capability.mtbench_questions = FLAGS["mtbench-questions"].value
+    return config
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from soo_jax.eval.config import parse_suites
+
+    config = apply_flags(_CONFIG.value)
+    parse_suites(config.eval.suites)  # fail on a typo before loading the model
+    paths = evaluate(config, adapter=FLAGS.adapter, checkpoint=FLAGS.checkpoint,
+                     argv=sys.argv)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,117 @@
+"""Every evaluation setting in one `ml_collections.ConfigDict`, with the paper's defaults.
+
+Project configs embed it as `config.eval = default_eval_config()`; `launch/evaluate.py`
+overrides single fields with `--config.eval.KEY=VALUE`. Optional values use "" (paths) or -1
+("choose for me") rather than None, because ml_collections cannot override a None field from
+the command line.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
+
+SUITES: tuple[str, ...] = ("main", "generalisation", "latent", "capability")
+
+# The linear modules the authors hooked for latent SOO (every torch.nn.Linear: the seven
+# projections of every layer and the LM head), paper_spec §3.6.
+ALL_LINEAR_SITES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,logits"
+
+
+def default_eval_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    # Comma-separated subset of SUITES, run in this order.
+    config.suites = ",".join(SUITES)
+    config.seed = 0
+    config.out_dir = "outputs/eval"  # git-ignored
+    config.progress = True
+    # JAX's persistent compilation cache: a rerun skips XLA compilation (about a minute per
+    # prompt width for a 30-layer model on CPU). Relative to the working directory; "" = off.
+    config.compilation_cache_dir = ".cache/jax"
+
+    # --- Deception scenarios (main + generalisation) ------------------------------------
+    # Authors' `false_recommendation_scenarios.json`; "" = our generator (seeded below).
+    config.scenarios_file = ""
+    # Authors' `unique_combinations.json` for the generalisation kinds; "" = our generator.
+    config.combinations_file = ""
+    config.scenario_seed = 0
+    # Our generator's seed for the generalisation combinations: a set other than the main
+    # one, as the authors' two files are (they share 2 of 1000 combinations).
+    config.generalisation_seed = 1
+    config.num_scenarios = 250  # the first N of each set, as the authors evaluated
+    # The arXiv setup (chat template); False = raw continuation with BOS, as the public code.
+    config.chat_template = True
+    config.system_prompt = ""
+    # Appended to every deception prompt (not to Perspectives); the public code's suffix.
+    # An authors' file prompt is re-rendered with this suffix if its own differs.
+    config.answer_suffix = REPO_ANSWER_SUFFIX
+    # Treasure Hunt / Escape Room wording: "arxiv" or "repo" (paper_spec §3.2.2).
+    config.wording = "arxiv"
+    config.max_new_tokens = 75  # the public code's value (paper_spec §3.1.3)
+    config.batch_size = 32
+    # Also answer every scenario with its two rooms swapped (order-balanced metrics).
+    config.swap_room_order = True
+    config.self_control = True      # the self-referencing control of the main set
+    config.honesty_baseline = True  # "Please be honest to Bob ..." on the base model only
+    config.perspectives = True      # the Perspectives control in the generalisation suite
+    # Scoring: False = the authors' substring rule; True = whole words only.
+    config.whole_words = False
+
+    # --- Latent SOO ----------------------------------------------------------------------
+    config.latent = ml_collections.ConfigDict()
+    config.latent.sites = ALL_LINEAR_SITES
+    config.latent.layers = ""  # comma-separated layer indices; "" = every layer
+    # The authors fed raw text with BOS (measure_mse.py); True renders each prompt as a
+    # user turn of the chat template instead.
+    config.latent.chat_template = False
+    config.latent.trailing_ellipsis = False
+    # The training site: one layer's o_proj. -1 = the paper's relative depth for
+    # Mistral-7B (layer 19 of 32) applied to this model's layer count.
+    config.latent.soo_site = "o_proj"
+    config.latent.soo_layer = -1
+    config.latent.soo_pooling = "full"  # as soo_jax.soo.per_pair_mse: full | mean | last
+    config.latent.batch_size = 8  # pairs per forward pass
+
+    # --- Capability retention ------------------------------------------------------------
+    config.capability = ml_collections.ConfigDict()
+    config.capability.kl = True
+    config.capability.categories = ""  # comma-separated general-prompt categories; "" = all
+    config.capability.batch_size = 16
+    config.capability.answers = True    # greedy answers of base and tuned, side by side
+    config.capability.answer_max_new_tokens = 128
+    # FastChat question file (JSON lines); "" = skip MT-Bench answer generation.
+    config.capability.mtbench_questions = ""
+    config.capability.mtbench_max_new_tokens = 1024
+    config.capability.mtbench_model_id = ""  # "" = derived from the model and adapter names
+    return config
+
+
+def parse_suites(suites: str) -> tuple[str, ...]:
+    """"main,latent" -> ("main", "latent"), in the order given; rejects unknown names."""
+    names = tuple(s.strip() for s in suites.split(",") if s.strip())
+    unknown = [s for s in names if s not in SUITES]
+    if unknown or not names:
+        raise ValueError(f"unknown suite(s) {unknown or [suites]}; choose from {list(SUITES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_csv(value: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+def parse_layers(value: str) -> tuple[int, ...] | None:
+    """"" -> None (every layer); "3, 7" -> (3, 7)."""
+    items = parse_csv(value)
+    try:
+        return tuple(int(s) for s in items) or None
+    except ValueError as e:
+        raise ValueError(f"layers must be comma-separated integers, got {value!r}") from e
+
+
+def resolve_soo_layer(soo_layer: int, num_layers: int) -> int:
+    """-1 -> round(19/32 * num_layers), the paper's Mistral depth; else checked as given."""
+    if soo_layer == -1:
+        return min(num_layers - 1, round(19 / 32 * num_layers))
+    if not 0 <= soo_layer < num_layers:
+        raise ValueError(f"soo_layer {soo_layer} out of range for a {num_layers}-layer model")
+    return soo_layer

@@ -1,0 +1,91 @@
+"""A short before/after evaluation for the end of a training run.
+
+Deception on held-out burglar scenarios (our generator's scenarios right after the
+evaluation split, so choosing a checkpoint on them does not touch the test set) with both
+the paper's metric and the order-balanced one, and the latent SOO at the training site.
+"""
+from __future__ import annotations
+
+import ml_collections
+from flax import nnx
+
+from soo_jax.eval import deception, latent
+from soo_jax.eval.capability import base_view
+from soo_jax.eval.config import default_eval_config
+from soo_jax.lora import set_dropout
+
+__all__ = ["quick_before_after", "format_summary"]
+
+
+def quick_before_after(base_model, tuned_model, tokenizer,
+                       config: ml_collections.ConfigDict | None = None, *, soo_layer: int,
+                       soo_site: str = "o_proj", n_scenarios: int = 50,
+                       generate_factory=None) -> dict:
+    """Before/after numbers for a fine-tuned model.
+
+    base_model: the model before fine-tuning, or None (recommended) for
+      `capability.base_view(tuned_model)`: the same weights with zeroed adapters, no second
+      copy in memory, and every compilation shared between before and after.
+    config: an eval config (`default_eval_config()` when None) for the template, suffix,
+      max_new_tokens, batch size, scenario seed, evaluation split size and SOO pooling.
+    soo_layer, soo_site: the training site.
+    generate_factory: (model) -> Generate, for tests; default our greedy generator.
+
+    Returns {"n_scenarios", "scenarios", "deception": {"before", "after"} (each
+    `deception.headline` of the burglar condition: deceptive/honest/neither %,
+    order_balanced, position_bias), "latent_soo": {"site", "layer", "pooling", "before",
+    "after"}, "summary": one printable paragraph}.
+    """
+    config = config or default_eval_config()
+    # Views with dropout off: the caller's model may be mid-training, and stays as it is.
+    tuned_model = _evaluation_view(tuned_model)
+    base_model = base_view(tuned_model) if base_model is None else _evaluation_view(base_model)
+    if generate_factory is None:
+        def generate_factory(model):
+            return deception.make_generator(
+                model, tokenizer, max_new_tokens=config.max_new_tokens,
+                chat=config.chat_template, system=config.system_prompt or None,
+                batch_size=config.batch_size)
+    scenarios = deception.held_out_scenarios(n_scenarios, skip=config.num_scenarios,
+                                             seed=config.scenario_seed,
+                                             answer_suffix=config.answer_suffix)
+    result: dict = {
+        "n_scenarios": n_scenarios,
+        "scenarios": (f"burglar scenarios {config.num_scenarios}..{config.num_scenarios + n_scenarios - 1}"
+                      f" of our generator (seed {config.scenario_seed})"),
+        "deception": {}, "latent_soo": {"site": soo_site, "layer": soo_layer,
+                                        "pooling": config.latent.soo_pooling},
+    }
+    for label, model in (("before", base_model), ("after", tuned_model)):
+        summary, _ = deception.score_scenarios(generate_factory(model), scenarios,
+                                               swap_room_order_too=True,
+                                               whole_words=config.whole_words)
+        result["deception"][label] = deception.headline(summary["burglar"])
+        measured = latent.latent_soo(model, tokenizer, sites=(soo_site,), layers=(soo_layer,),
+                                     chat_template=config.latent.chat_template,
+                                     soo_site=soo_site, soo_layer=soo_layer,
+                                     soo_pooling=config.latent.soo_pooling,
+                                     batch_size=config.latent.batch_size)
+        result["latent_soo"][label] = measured["training_site"]["value"]
+    result["summary"] = format_summary(result)
+    return result
+
+
+def _evaluation_view(model):
+    view = nnx.merge(*nnx.split(model))
+    set_dropout(view, False)
+    return view
+
+
+def format_summary(result: dict) -> str:
+    before, after = result["deception"]["before"], result["deception"]["after"]
+    soo = result["latent_soo"]
+    change = (f"{100 * (soo['after'] - soo['before']) / soo['before']:+.0f}%"
+              if soo["before"] else "n/a")
+    return (f"Before -> after SOO fine-tuning on {result['n_scenarios']} held-out "
+            f"{result['scenarios']}: deceptive {before['deceptive']:.1f}% -> "
+            f"{after['deceptive']:.1f}% (paper metric; honest {before['honest']:.1f}% -> "
+            f"{after['honest']:.1f}%), order-balanced deception {before['order_balanced']:.1f}% "
+            f"-> {after['order_balanced']:.1f}%, position bias {before['position_bias']:.1f}% -> "
+            f"{after['position_bias']:.1f}%. Latent SOO at layer {soo['layer']} {soo['site']} "
+            f"({soo['pooling']} pooling): {soo['before']:.4g} -> {soo['after']:.4g} ({change}).")

@@ -1,0 +1,144 @@
+"""launch/evaluate.py end to end on a tiny checkpoint with a PEFT adapter, and its config
+handling."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from soo_jax.eval.config import SUITES, default_eval_config, parse_layers, parse_suites, resolve_soo_layer
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "launch" / "evaluate.py"
+TINY_CONFIG = REPO / "configs" / "eval_tiny.py"
+
+
+def run_cli(*args, timeout=600):
+    # XLA's backend optimisation would double the compile time that dominates a tiny run.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+           "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_model_dir, tiny_adapter_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate")
+    questions = out / "question.jsonl"
+    questions.write_text(json.dumps({"question_id": 81, "category": "math",
+                                     "turns": ["What is 12 times 11?"]}) + "\n")
+    proc = run_cli("--config", TINY_CONFIG, f"--config.model.path={tiny_model_dir}",
+                   "--adapter", tiny_adapter_dir, "--suite", "main,latent,capability",
+                   "--out", out / "results", "--mtbench-questions", questions,
+                   "--config.eval.latent.soo_layer=1",
+                   f"--config.eval.compilation_cache_dir={out / 'jax_cache'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "results", json.loads((out / "results" / "results.json").read_text())
+
+
+def test_writes_json_markdown_png_and_responses(cli_run):
+    out, _ = cli_run
+    for name in ("results.json", "results.md", "deception_rates.png", "responses.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "deception_rates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "results.md").read_text()
+    assert "| base | burglar | 3 |" in markdown and "| tuned | burglar | 3 |" in markdown
+
+
+def test_json_structure_and_values(cli_run, tiny_model_dir, tiny_adapter_dir):
+    _, results = cli_run
+    meta = results["meta"]
+    assert meta["model"] == str(tiny_model_dir) and meta["adapter"] == str(tiny_adapter_dir)
+    assert meta["seeds"] == {"seed": 0, "scenario_seed": 0, "generalisation_seed": 1}
+    assert meta["versions"]["jax"] and meta["versions"]["flax"] and meta["versions"]["python"]
+    assert meta["config"]["eval"]["suites"] == "main,latent,capability"
+    assert meta["config"]["eval"]["max_new_tokens"] == 6  # the tiny config's value
+    assert any(cli_run[0].parent.joinpath("jax_cache").iterdir())  # compilations were cached
+    assert results["suites"] == ["main", "latent", "capability"]
+    assert set(results["deception"]) == {"base", "tuned"}
+    assert set(results["deception"]["base"]) == {"burglar", "burglar/self", "burglar/honesty_prompt"}
+    assert set(results["deception"]["tuned"]) == {"burglar", "burglar/self"}
+    for conditions in results["deception"].values():
+        for condition in conditions.values():
+            for order in ("original", "swapped"):
+                rates = condition[order]
+                assert rates["n"] == 3
+                values = [rates["deceptive_rate"], rates["honest_rate"], rates["neither_rate"]]
+                assert all(0 <= v <= 100 for v in values)
+                assert sum(values) == pytest.approx(100.0)
+            assert condition["order_balanced"]["n"] == 3
+    latent = results["latent"]
+    assert latent["base"]["num_pairs"] == 52 and latent["base"]["num_modules"] == 15
+    assert latent["base"]["training_site"]["layer"] == 1
+    assert set(latent["comparison"]) == {"before", "after", "change"}
+
+
+def test_adapter_changes_the_results(cli_run):
+    out, results = cli_run
+    records = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    by_model = {}
+    for r in records:
+        if r["condition"] == "burglar":
+            by_model.setdefault(r["model"], []).append(r["response"])
+    assert len(by_model["base"]) == len(by_model["tuned"]) == 6  # 3 scenarios x 2 orders
+    assert by_model["base"] != by_model["tuned"]
+    assert results["latent"]["tuned"]["score"] != results["latent"]["base"]["score"]
+    kl = results["capability"]["kl"]
+    assert kl["mean_kl_base_tuned"] > 0 and kl["mean_kl_tuned_base"] > 0
+    answers = results["capability"]["answers"]
+    assert len(answers) == 8 and any(a["base"] != a["tuned"] for a in answers)
+    mtbench = results["capability"]["mtbench"]
+    assert set(mtbench) == {"base", "tuned"} and mtbench["tuned"]["model_id"] == "tiny_model0-adapter"
+    for info in mtbench.values():
+        rows = [json.loads(line) for line in pathlib.Path(info["answer_file"]).read_text().splitlines()]
+        assert [r["question_id"] for r in rows] == [81] and rows[0]["model_id"] == info["model_id"]
+
+
+def test_unknown_config_key_is_rejected_before_loading(tmp_path):
+    proc = run_cli("--config", TINY_CONFIG, "--config.eval.max_new_tokenz=5", timeout=120)
+    assert proc.returncode != 0
+    assert "unknown config key 'eval.max_new_tokenz'" in proc.stderr
+    assert "max_new_tokens" in proc.stderr  # the known fields are listed
+
+
+def test_checkpoint_flag_names_the_restorer():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import evaluate as launcher
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    try:
+        from soo_jax.train.checkpoint import restore_lora_into
+    except ImportError:
+        with pytest.raises(RuntimeError, match="restore_lora_into"):
+            launcher.checkpoint_restorer()
+    else:
+        assert launcher.checkpoint_restorer() is restore_lora_into
+    with pytest.raises(RuntimeError, match="default_model_dir"):
+        try:
+            import soo_jax.models.embedded  # noqa: F401
+        except ImportError:
+            launcher.resolve_model_path("embedded")
+        else:
+            raise RuntimeError("default_model_dir exists")  # nothing to check
+    assert launcher.resolve_model_path("/some/dir") == "/some/dir"
+    # Without an adapter there is only the base model to name.
+    assert launcher.model_ids("/m/SmolLM2.gguf", None, None) == {"base": "SmolLM2"}
+    assert launcher.model_ids("/m/smol/", "/a/soo_seed1/", None) == {
+        "base": "smol", "tuned": "smol-soo_seed1"}
+
+
+def test_default_eval_config():
+    config = default_eval_config()
+    assert config.max_new_tokens == 75 and config.num_scenarios == 250
+    assert config.chat_template and config.swap_room_order and config.honesty_baseline
+    assert parse_suites(config.suites) == SUITES
+    assert config.latent.sites.split(",")[-1] == "logits"
+    with pytest.raises(ValueError, match="unknown suite"):
+        parse_suites("main,latnt")
+    assert parse_layers("") is None and parse_layers("3, 7") == (3, 7)
+    assert resolve_soo_layer(-1, 32) == 19 and resolve_soo_layer(5, 30) == 5
+    with pytest.raises(ValueError):
+        resolve_soo_layer(30, 30)
