@@ -30,11 +30,14 @@ def main(argv):
 
 
 def _evaluator():
-    try:
+    def evaluate(model, tokenizer, config):
         from soo_jax.eval.quick import quick_before_after
-    except ImportError:
-        return None
-    return quick_before_after
+
+        # base_model=None: the base is the tuned model with zeroed adapters (no second copy).
+        return quick_before_after(None, model, tokenizer, config.eval, soo_layer=int(config.loss.layers[0]),
+                                  soo_site=config.loss.site, n_scenarios=int(config.train.eval_scenarios))
+
+    return evaluate
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from soo_jax.data.scenarios import (
     BURGLAR, GENERALISATION_KINDS, PERSPECTIVES, REPO_ANSWER_SUFFIX, TREASURE_HUNT,
     ESCAPE_ROOM, Scenario, build_scenarios, combinations_from, generate_combinations,
@@ -35,33 +33,17 @@ Progress = Callable[[int, int], None]
 def make_generator(model, tokenizer, *, max_new_tokens: int = 75, chat: bool = True,
                    system: str | None = None, batch_size: int = 32,
                    progress: Progress | None = None) -> Generate:
-    """Greedy completions from our KV-cache generator.
-
-    Prompts are generated in order of token length and the list is padded (by repeating its
-    last prompt) to a whole number of batches, so all batches share one batch size and the
-    few distinct prompt widths: each (batch, width) shape is compiled once. Completions come
-    back in the caller's order.
-    """
-    from soo_jax.models.generate import SamplingConfig, chat_prompts, generate_text
+    """Greedy completions from our KV-cache generator (`generate_text` orders prompts by length
+    and fills the last batch, so each (batch, width) shape compiles once)."""
+    from soo_jax.models.generate import SamplingConfig, generate_text
 
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
 
     def generate(prompts: Sequence[str]) -> list[str]:
         if not prompts:
             return []
-        texts = chat_prompts(tokenizer, prompts, system=system) if chat else list(prompts)
-        lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
-        order = np.argsort(lengths, kind="stable")
-        ordered = [prompts[i] for i in order]
-        padded = ordered + [ordered[-1]] * (-len(ordered) % batch_size)
-        report = None if progress is None else (
-            lambda done, _total: progress(min(done, len(prompts)), len(prompts)))
-        completions = generate_text(model, tokenizer, padded, sampling=sampling, chat=chat,
-                                    system=system, batch_size=batch_size, progress=report)
-        out: list[str] = [""] * len(prompts)
-        for rank, index in enumerate(order):
-            out[index] = completions[rank]
-        return out
+        return generate_text(model, tokenizer, list(prompts), sampling=sampling, chat=chat, system=system,
+                             batch_size=batch_size, progress=progress)
 
     return generate
 

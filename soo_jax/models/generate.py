@@ -142,26 +142,38 @@ def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: i
 def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, sampling: SamplingConfig,
                   chat: bool = True, system: str | None = None, batch_size: int = 32,
                   key: Array | None = None, progress=None) -> list[str]:
-    """Completions for raw prompts; with `chat`, rendered through the tokenizer's chat template."""
+    """Completions for raw prompts; with `chat`, rendered through the tokenizer's chat template.
+
+    Prompts run in order of token length, and the last batch is filled by repeating its last
+    prompt, so every batch has the same size and few distinct widths: each (batch, width) shape
+    compiles once. Completions come back in the caller's order.
+    """
     if not prompts:
         raise ValueError("no prompts to generate from")
     texts = chat_prompts(tokenizer, prompts, system=system) if chat else list(prompts)
-    eos = set(sampling.eos_token_ids) | _tokenizer_eos_ids(tokenizer)
+    eos = set(sampling.eos_token_ids) | set(model.config.eos_token_ids) | _tokenizer_eos_ids(tokenizer)
     sampling = dataclasses.replace(sampling, eos_token_ids=tuple(sorted(eos)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     key = jax.random.key(0) if key is None else key
-    completions = []
-    for start in range(0, len(texts), batch_size):
-        chunk = texts[start:start + batch_size]
-        # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
-        tokens, mask = encode_left_padded(tokenizer, chunk, add_special_tokens=not chat)
+    # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    ordered = [texts[i] for i in order]
+    batch_size = min(batch_size, len(ordered))
+    ordered += [ordered[-1]] * (-len(ordered) % batch_size)
+    completions: list[str] = []
+    for start in range(0, len(ordered), batch_size):
+        tokens, mask = encode_left_padded(tokenizer, ordered[start:start + batch_size], add_special_tokens=not chat)
         key, chunk_key = jax.random.split(key)
-        out, lengths = generate_tokens(model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id)
-        for row in range(len(chunk)):
-            completions.append(tokenizer.decode(out[row, :lengths[row]], skip_special_tokens=True))
+        out, lengths_out = generate_tokens(model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id)
+        completions += [tokenizer.decode(out[row, :lengths_out[row]], skip_special_tokens=True)
+                        for row in range(len(out))]
         if progress is not None:
-            progress(len(completions), len(texts))
-    return completions
+            progress(min(len(completions), len(texts)), len(texts))
+    in_caller_order = [""] * len(texts)
+    for rank, index in enumerate(order):
+        in_caller_order[index] = completions[rank]
+    return in_caller_order
 
 
 def _tokenizer_eos_ids(tokenizer) -> set[int]:

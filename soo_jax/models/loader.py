@@ -61,7 +61,15 @@ def load_config(path: str | pathlib.Path) -> ModelConfig:
     path = pathlib.Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no config.json in {path}: not a Hugging Face model directory")
-    return from_hf_config(AutoConfig.from_pretrained(str(path)))
+    config = from_hf_config(AutoConfig.from_pretrained(str(path)))
+    # Chat models often end a turn with a token listed only in generation_config.json
+    # (Gemma-2-it: <end_of_turn>); generation must stop there too.
+    generation_file = path / "generation_config.json"
+    if generation_file.is_file():
+        eos = json.loads(generation_file.read_text()).get("eos_token_id")
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        config = config.replace(eos_token_ids=tuple(sorted(set(config.eos_token_ids) | set(eos))))
+    return config
 
 
 class CheckpointIndex:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.layers import LAYER_SITES
 from soo_jax.soo import POOLINGS
@@ -53,12 +54,14 @@ def base_config() -> ml_collections.ConfigDict:
         out_dir="runs/default",
         export_adapter=True,
         evaluate=True,          # short before/after evaluation at the end
+        eval_scenarios=50,      # held-out burglar scenarios in that evaluation (x2 room orders)
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
         b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0,
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.eval = default_eval_config()  # launch/evaluate.py and the end-of-run evaluation
     return c
 
 
@@ -86,7 +89,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("loss.site", f"{c.loss.site!r} is not one of {LAYER_SITES}")
     if not c.loss.layers or any(int(i) < 0 for i in c.loss.layers):
         _fail("loss.layers", f"must name one or more layer indices >= 0, got {c.loss.layers!r}")
-    for key in ("epochs", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_to_keep"):
+    for key in ("epochs", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_to_keep",
+                "eval_scenarios"):
         if int(c.train[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
     if c.train.batch_size % c.train.grad_accum:

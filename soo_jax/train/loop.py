@@ -98,7 +98,8 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     """Runs (or resumes) the SOO fine-tuning described by config `c`.
 
     `stop_after` ends the run early after that many steps in this invocation (used to simulate an
-    interruption); `evaluate(base_model, tuned_model, tokenizer, c)` runs at the end if given.
+    interruption); `evaluate(tuned_model, tokenizer, c) -> dict` runs at the end if given and
+    `train.evaluate` is set; its result goes to `before_after.json` (and its "summary" is printed).
     """
     run_config.validate(c)
     initialize_distributed()
@@ -190,8 +191,9 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
         nnx.update(model, split.lora_state(jax.device_get(state.lora)))
         if c.train.export_adapter and _is_main_process():
             adapter_dir = export_peft_adapter(model, lora_cfg, out_dir / "adapter", base_model=str(model_path))
-        if evaluate is not None and c.train.evaluate:
-            evaluation = evaluate(model_path, model, tokenizer, c)
+        if evaluate is not None and c.train.evaluate and _is_main_process():
+            evaluation = evaluate(model, tokenizer, c)
+            (out_dir / "before_after.json").write_text(json.dumps(evaluation, indent=2))
     checkpointer.close()
     result = RunResult(out_dir=out_dir, checkpoint_dir=checkpointer.directory, metrics_file=log.path,
                        adapter_dir=adapter_dir, first_soo=first_soo, last_soo=last_soo, steps=int(state.step),
@@ -216,4 +218,8 @@ def _report(result: RunResult, total_steps: int) -> None:
     lines += [f"checkpoints: {result.checkpoint_dir}", f"metrics: {result.metrics_file}"]
     if result.adapter_dir is not None:
         lines.append(f"PEFT adapter: {result.adapter_dir}")
+    if result.evaluation is not None:
+        lines.append(f"before/after evaluation: {result.out_dir / 'before_after.json'}")
+        if "summary" in result.evaluation:
+            lines.append(result.evaluation["summary"])
     _say("\n".join(lines))

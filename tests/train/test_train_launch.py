@@ -37,7 +37,9 @@ def test_launch_train_runs_end_to_end(tiny_model, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "launch/train.py", "--config", "configs/tiny.py", f"--config.model.path={tiny_model}",
-         f"--config.train.out_dir={out}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+         f"--config.train.out_dir={out}", "--config.train.evaluate=True", "--config.train.eval_scenarios=2",
+         "--config.eval.max_new_tokens=3", "--config.eval.batch_size=4", "--config.eval.latent.batch_size=4"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))
@@ -45,8 +47,14 @@ def test_launch_train_runs_end_to_end(tiny_model, tmp_path):
     assert (out / "adapter" / ADAPTER_WEIGHTS).is_file() and (out / "adapter" / ADAPTER_CONFIG).is_file()
     steps = sorted(int(p.name) for p in (out / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == len(records)
-    for expected in ("PEFT adapter:", "checkpoints:", "metrics:"):
+    for expected in ("PEFT adapter:", "checkpoints:", "metrics:", "before/after evaluation:"):
         assert expected in proc.stderr
+    evaluation = json.loads((out / "before_after.json").read_text())
+    assert set(evaluation["deception"]) == {"before", "after"}
+    assert evaluation["latent_soo"]["layer"] == 1 and evaluation["latent_soo"]["site"] == "o_proj"
+    # The run lowered the SOO value at the training site on the training pairs; the held-out
+    # latent measurement at that site moves the same way.
+    assert evaluation["latent_soo"]["after"] < evaluation["latent_soo"]["before"]
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, tmp_path):
