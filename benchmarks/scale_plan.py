@@ -21,7 +21,6 @@ fusion, which differ from TPU/GPU (see docs/scaling.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -69,7 +68,7 @@ class Row:
     pairs_per_shard: int = 2  # pairs per batch shard (data x fsdp index) per microbatch
     seq_len: int = 128
     microbatches: int = 1
-    constrain: bool = False  # emulate the proposed residual-stream sharding constraints
+    constrain: bool = True  # residual stream pinned to the batch sharding (now always, in CausalLM)
     topology: str | None = None  # a TPU topology ("v5e:8x8") compiled for by libtpu, or CPU devices
     truncate_layers: int | None = None  # keep this many layers, SOO at the last (per-layer slopes)
 
@@ -92,48 +91,6 @@ class Row:
                 f":t{self.seq_len}:a{self.microbatches}" + (":constrained" if self.constrain else "")
                 + (f":{self.topology}" if self.topology else "")
                 + (f":layers{self.truncate_layers}" if self.truncate_layers else ""))
-
-
-@contextlib.contextmanager
-def residual_stream_constraints():
-    """Emulates the proposed change to soo_jax/models (docs/scaling.md, "Activation sharding"):
-    pin the residual stream [B, T, D] to ("batch", "length", None) after the embedding and after
-    every block, when a mesh is set. Without it XLA's propagation takes the embedding table's
-    sharding (width over fsdp) for the activations and all-gathers the whole global batch on every
-    device. Patches the classes for the duration of the block only."""
-    import jax
-
-    from soo_jax.models.gemma2 import Gemma2Block, Gemma2ForCausalLM
-    from soo_jax.models.llama import LlamaBlock
-    from soo_jax.models.transformer import CausalLM
-    from soo_jax.sharding import DEFAULT_RULES, logical_to_spec
-
-    def constrain(x):
-        mesh = jax.sharding.get_abstract_mesh()
-        if mesh.empty:
-            return x
-        return jax.lax.with_sharding_constraint(
-            x, logical_to_spec(("batch", "length", None), DEFAULT_RULES, mesh, x.shape))
-
-    def constrained_block(call):
-        def wrapper(self, *args, **kwargs):
-            out, cache = call(self, *args, **kwargs)
-            return constrain(out), cache
-        return wrapper
-
-    def constrained_embed(embed):
-        return lambda self, tokens: constrain(embed(self, tokens))
-
-    originals = [(LlamaBlock, "__call__"), (Gemma2Block, "__call__"), (CausalLM, "embed"),
-                 (Gemma2ForCausalLM, "embed")]
-    saved = [(cls, name, cls.__dict__[name]) for cls, name in originals]
-    try:
-        for cls, name, fn in saved:
-            setattr(cls, name, constrained_block(fn) if name == "__call__" else constrained_embed(fn))
-        yield
-    finally:
-        for cls, name, fn in saved:
-            setattr(cls, name, fn)
 
 
 def plan_row(row: Row) -> dict:
@@ -186,13 +143,17 @@ def plan_row(row: Row) -> dict:
     lora_params = {k: placed(v, shardings.state.lora[k]) for k, v in split.initial_lora.items()}
     opt_state = jax.tree.map(placed, jax.eval_shape(optimizer.init, lora_params), shardings.state.opt_state)
     state = TrainState(step=placed(jax.ShapeDtypeStruct((), jnp.int32), shardings.state.step),
-                       lora=lora_params, opt_state=opt_state)
+                       lora=lora_params, opt_state=opt_state,
+                       dropout_key=placed(jax.ShapeDtypeStruct((2,), jnp.uint32), shardings.state.dropout_key))
     batch = jax.ShapeDtypeStruct((row.microbatches, 2 * row.global_pairs, row.seq_len), jnp.int32,
                                  sharding=shardings.batch)
     setup_s = time.perf_counter() - started
 
     started = time.perf_counter()
-    with jax.set_mesh(mesh), (residual_stream_constraints() if row.constrain else contextlib.nullcontext()):
+    if not row.constrain:
+        raise ValueError("the models now always pin activations to the batch sharding under a mesh; "
+                         "rows without it (constrain=False) were measured before that change")
+    with jax.set_mesh(mesh):
         lowered = jit_train_step(step, shardings).lower(frozen, state, batch, batch)
     lower_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -256,8 +217,6 @@ def main() -> None:
     parser.add_argument("--topology", help="compile for this TPU topology with libtpu (e.g. v5e:8x8) "
                         "instead of simulated CPU devices; libtpu must be importable")
     parser.add_argument("--truncate-layers", type=int, help="keep N layers, SOO layer N-1 (for per-layer slopes)")
-    parser.add_argument("--constrain", action="store_true",
-                        help="emulate the proposed residual-stream sharding constraints (docs/scaling.md)")
     parser.add_argument("--out", type=pathlib.Path, default=REPO_ROOT / "docs" / "scale_plan.jsonl")
     parser.add_argument("--table", type=pathlib.Path, help="print the markdown table of a results file and exit")
     args = parser.parse_args()
@@ -266,7 +225,7 @@ def main() -> None:
         return
 
     rows = [Row.parse(text, pairs_per_shard=args.pairs_per_shard, seq_len=args.seq_len,
-                      microbatches=args.microbatches, constrain=args.constrain, topology=args.topology,
+                      microbatches=args.microbatches, topology=args.topology,
                       truncate_layers=args.truncate_layers) for text in args.rows]
     too_big = [row.key() for row in rows if row.devices > args.devices and not args.topology]
     if too_big:

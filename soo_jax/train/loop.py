@@ -129,8 +129,8 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     optimizer = make_optimizer(run_config.optimizer_config(c, schedule.total_steps))
     split = SplitModel(model)
     shardings = plan_shardings(split, optimizer, mesh)
-    state = jax.device_put(init_train_state(split, optimizer), shardings.state)
-    step_fn = jit_train_step(make_train_step(split, loss_cfg, optimizer, dropout_seed=int(c.train.seed)), shardings)
+    state = jax.device_put(init_train_state(split, optimizer, dropout_seed=int(c.train.seed)), shardings.state)
+    step_fn = jit_train_step(make_train_step(split, loss_cfg, optimizer), shardings)
 
     checkpointer = TrainCheckpointer(out_dir / "checkpoints", save_every=int(c.train.checkpoint_every),
                                      max_to_keep=int(c.train.max_to_keep))

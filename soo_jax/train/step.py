@@ -57,6 +57,9 @@ class TrainState:
     step: Array
     lora: LoRAParams
     opt_state: Any
+    # Raw key data (uint32) of the dropout seed: traced, not a compile-time constant, so runs
+    # with different seeds share one compiled step (and the persistent compilation cache).
+    dropout_key: Array
 
 
 # --- LoRA parameters as a flat dict ------------------------------------------------------
@@ -159,16 +162,15 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
 # --- The step ------------------------------------------------------------------------------
 
 def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax.GradientTransformation,
-                    *, dropout_seed: int = 0) -> Callable[[Any, TrainState, Array, Array], tuple[TrainState, dict]]:
+                    ) -> Callable[[Any, TrainState, Array, Array], tuple[TrainState, dict]]:
     """Returns step(frozen, state, tokens [A, 2B, T], mask [A, 2B, T]) -> (state, metrics).
 
-    Dropout keys are a pure function of (dropout_seed, step, microbatch), so a resumed run
+    Dropout keys are a pure function of (state.dropout_key, step, microbatch), so a resumed run
     draws exactly the masks the uninterrupted run would have drawn.
     """
-    base_key = jax.random.key(dropout_seed)
 
     def step(frozen, state: TrainState, tokens: Array, mask: Array):
-        step_key = jax.random.fold_in(base_key, state.step)
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.dropout_key), state.step)
 
         def microbatch_grads(carry, inputs):
             grad_sum, loss_sum, metric_sum = carry
@@ -207,15 +209,17 @@ def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         new_state = TrainState(step=state.step + jnp.where(finite, 1, 0),
                                lora=keep(new_lora, state.lora),
-                               opt_state=keep(new_opt_state, state.opt_state))
+                               opt_state=keep(new_opt_state, state.opt_state), dropout_key=state.dropout_key)
         return new_state, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **metrics}
 
     return step
 
 
-def init_train_state(split: SplitModel, optimizer: optax.GradientTransformation) -> TrainState:
+def init_train_state(split: SplitModel, optimizer: optax.GradientTransformation, *,
+                     dropout_seed: int = 0) -> TrainState:
     lora = dict(split.initial_lora)
-    return TrainState(step=jnp.zeros((), jnp.int32), lora=lora, opt_state=optimizer.init(lora))
+    return TrainState(step=jnp.zeros((), jnp.int32), lora=lora, opt_state=optimizer.init(lora),
+                      dropout_key=jax.random.key_data(jax.random.key(dropout_seed)))
 
 
 # --- Shardings -----------------------------------------------------------------------------
@@ -238,7 +242,7 @@ def plan_shardings(split: SplitModel, optimizer: optax.GradientTransformation, m
     abstract_opt = jax.eval_shape(optimizer.init, split.initial_lora)
     opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract_opt, lora,
                                 transform_non_params=lambda _: replicated)
-    state = TrainState(step=replicated, lora=lora, opt_state=opt)
+    state = TrainState(step=replicated, lora=lora, opt_state=opt, dropout_key=replicated)
     # Microbatch axis unsharded; pair rows over the data-parallel axes.
     batch = NamedSharding(mesh, PartitionSpec(None, *logical_to_spec(("batch", "length"), rules, mesh)))
     return StepShardings(frozen=frozen, state=state, batch=batch)

@@ -69,7 +69,7 @@ def trainer(model):
     apply_lora(model, LORA, rngs=nnx.Rngs(params=0, dropout=0))
     split = SplitModel(model)
     optimizer = make_optimizer(OPTIMIZER)
-    return split, optimizer, make_train_step(split, LOSS, optimizer, dropout_seed=0)
+    return split, optimizer, make_train_step(split, LOSS, optimizer)
 
 
 def spec_tuple(spec: PartitionSpec) -> list:

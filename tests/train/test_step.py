@@ -79,7 +79,7 @@ def make_trainer(path, layer=SOO_LAYER, lr=1e-2, seed=0):
     apply_lora(model, LoRAConfig(rank=4, alpha=8, dropout=0.1), rngs=nnx.Rngs(seed))
     split = SplitModel(model)
     optimizer = make_optimizer(OptimizerConfig(learning_rate=lr, total_steps=20))
-    step = jit_train_step(make_train_step(split, LossConfig(layers=(layer,)), optimizer, dropout_seed=seed), None)
+    step = jit_train_step(make_train_step(split, LossConfig(layers=(layer,)), optimizer), None)
     return split, optimizer, step
 
 
@@ -171,8 +171,8 @@ def test_dropout_masks_follow_the_step_and_seed(tiny):
         split = SplitModel(model)
         optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-2, total_steps=20))
         # Not donating: the probes below reuse the state's arrays.
-        step = jax.jit(make_train_step(split, LossConfig(layers=(SOO_LAYER,)), optimizer, dropout_seed=seed))
-        state = init_train_state(split, optimizer)
+        step = jax.jit(make_train_step(split, LossConfig(layers=(SOO_LAYER,)), optimizer))
+        state = init_train_state(split, optimizer, dropout_seed=seed)
         tokens, mask = pair_batch(split.config.vocab_size)
         for at_step in (0, 5):
             # B = 0 at init would hide dropout; give the adapter weight first.
