@@ -14,12 +14,9 @@ rejected before anything is loaded.
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import importlib.util
 import os
 import pathlib
-import platform
-import subprocess
 import sys
 import time
 
@@ -42,8 +39,6 @@ flags.DEFINE_string("mtbench-questions", None, "FastChat MT-Bench question file;
                     "config.eval.capability.mtbench_questions.")
 FLAGS = flags.FLAGS
 
-PACKAGES = ("jax", "jaxlib", "flax", "numpy", "transformers", "tokenizers", "ml-collections",
-            "optax", "matplotlib", "soo-jax")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,104 +104,6 @@ def parse_flags(argv: list[str]) -> list[str]:
 # Models
 # ---------------------------------------------------------------------------------------------
 
-def resolve_model_path(path: str) -> str:
-    """"embedded" -> the packaged SmolLM2-135M-Instruct (imported to an HF directory)."""
-    if path != "embedded":
-        return path
-    try:
-        from soo_jax.models.embedded import default_model_dir
-    except ImportError as e:
-        raise RuntimeError(
-            "config.model.path='embedded' needs soo_jax.models.embedded.default_model_dir(), "
-            f"which this checkout does not have yet ({e}); set config.model.path to a Hugging "
-            "Face model directory or a .gguf file") from e
-    return str(default_model_dir())
-
-
-def checkpoint_restorer():
-    """`soo_jax.train.checkpoint.restore_lora_into`, or a clear error if it is not there."""
-    try:
-        from soo_jax.train.checkpoint import restore_lora_into
-    except ImportError as e:
-        raise RuntimeError(
-            "--checkpoint needs soo_jax.train.checkpoint.restore_lora_into(model, "
-            f"checkpoint_dir), which this checkout does not have yet ({e}); export the "
-            "adapter with soo_jax.train.peft_io.export_peft_adapter and pass --adapter DIR") from e
-    return restore_lora_into
-
-
-def load_models(model_path: str, dtype: str, *, adapter: str | None = None,
-                checkpoint: str | None = None):
-    """(base model, tuned model or None, tokenizer). The tuned model is a second view of the
-    base weights (no copy) with the adapter attached; with one, the base model returned is
-    `base_view(tuned)` (zeroed adapters: the base outputs, the tuned graph, so both share
-    every compilation). Dropout is off in both."""
-    from flax import nnx
-
-    from soo_jax.eval.capability import base_view
-    from soo_jax.lora import set_dropout
-    from soo_jax.models.loader import from_pretrained, load_tokenizer
-    from soo_jax.train.peft_io import load_peft_adapter
-
-    if adapter and checkpoint:
-        raise ValueError("give --adapter or --checkpoint, not both")
-    restore = checkpoint_restorer() if checkpoint else None
-    base = from_pretrained(model_path, dtype=dtype)
-    tokenizer = load_tokenizer(model_path)
-    tuned = None
-    if adapter or checkpoint:
-        tuned = nnx.merge(*nnx.split(base))
-        if adapter:
-            tuned = load_peft_adapter(tuned, adapter)
-        else:
-            tuned = restore(tuned, checkpoint) or tuned
-        set_dropout(tuned, False)
-        base = base_view(tuned)
-    return base, tuned, tokenizer
-
-
-# ---------------------------------------------------------------------------------------------
-# Run
-# ---------------------------------------------------------------------------------------------
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=pathlib.Path(__file__).resolve().parent, timeout=10,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def tqdm_progress(enabled: bool):
-    """A ProgressFactory drawing one tqdm bar per call; None when disabled."""
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    def factory(description: str):
-        bar = tqdm(desc=description, unit="prompt", file=sys.stderr, leave=True)
-
-        def update(done: int, total: int) -> None:
-            if total and bar.total != total:
-                bar.total = total
-            bar.update(done - bar.n)
-            if total and done >= total:
-                bar.close()
-        return update
-    return factory
-
-
 def model_ids(model_path: str, adapter: str | None, checkpoint: str | None,
               configured: str = "") -> dict[str, str]:
     """MT-Bench model ids: {"base": name} plus {"tuned": name-adapter} when there is one."""
@@ -224,13 +121,15 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
     import jax
 
     from soo_jax.eval.report import write_report
+    from soo_jax.eval.runtime import git_commit, load_models, tqdm_progress, versions
     from soo_jax.eval.suite import run_suites
+    from soo_jax.models.loader import resolve_model_path
 
     eval_config = config.eval
     started = time.time()
     if eval_config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", eval_config.compilation_cache_dir)
-    model_path = resolve_model_path(config.model.path)
+    model_path = str(resolve_model_path(config.model.path))
     base, tuned, tokenizer = load_models(model_path, config.model.dtype, adapter=adapter,
                                          checkpoint=checkpoint)
     ids = model_ids(model_path, adapter, checkpoint, eval_config.capability.mtbench_model_id)
@@ -242,7 +141,7 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
         "dtype": config.model.dtype, "adapter": adapter, "checkpoint": checkpoint,
         "seeds": {"seed": eval_config.seed, "scenario_seed": eval_config.scenario_seed,
                   "generalisation_seed": eval_config.generalisation_seed},
-        "versions": _versions(), "git_commit": _git_commit(),
+        "versions": versions(), "git_commit": git_commit(),
         "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
         "argv": argv or sys.argv,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -72,7 +72,7 @@ def _latent(config: ml_collections.ConfigDict, models: dict, tokenizer) -> dict:
     return out
 
 
-def _capability(config: ml_collections.ConfigDict, models: dict, tokenizer,
+def _capability(config: ml_collections.ConfigDict, models: dict, generating: dict, tokenizer,
                 generators: GeneratorFactory, out_dir: str | None, model_ids: dict,
                 progress: ProgressFactory | None) -> dict:
     cc = config.capability
@@ -88,15 +88,15 @@ def _capability(config: ml_collections.ConfigDict, models: dict, tokenizer,
             out["kl"] = {"skipped": "no fine-tuned model (adapter or checkpoint) to compare"}
     if cc.answers:
         answers = {label: generators(model, label, cc.answer_max_new_tokens)(prompts)
-                   for label, model in models.items()}
+                   for label, model in generating.items()}
         out["answers"] = [{"id": r.id, "category": r.category, "prompt": r.prompt,
-                           **{label: answers[label][i] for label in models}}
+                           **{label: answers[label][i] for label in generating}}
                           for i, r in enumerate(records)]
     if cc.mtbench_questions:
         if out_dir is None:
             raise ValueError("MT-Bench answers need an output directory")
         out["mtbench"] = {}
-        for label, model in models.items():
+        for label, model in generating.items():
             model_id = model_ids[label]
             answer_file = os.path.join(out_dir, "mt_bench", "model_answer", f"{model_id}.jsonl")
             bar = progress(f"MT-Bench ({label})") if progress else None
@@ -120,12 +120,18 @@ def _capability(config: ml_collections.ConfigDict, models: dict, tokenizer,
 def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tuned_model=None,
                generators: GeneratorFactory | None = None,
                progress: ProgressFactory | None = None, out_dir: str | None = None,
-               model_ids: dict[str, str] | None = None) -> tuple[dict, list[dict]]:
+               model_ids: dict[str, str] | None = None,
+               generate_for: tuple[str, ...] | None = None) -> tuple[dict, list[dict]]:
     """Run `config.suites` (an eval config, `default_eval_config()`); returns (results,
     per-response records). `results["deception"][label][condition]` is a `summarise`
-    condition summary; labels are "base" and, with `tuned_model`, "tuned"."""
+    condition summary; labels are "base" and, with `tuned_model`, "tuned".
+
+    `generate_for` limits the generation-based parts (deception suites, side-by-side answers,
+    MT-Bench) to those labels, e.g. ("tuned",) when the base model's answers are already known;
+    latent SOO and the KL retention still see both models."""
     suites = parse_suites(config.suites)
     models = {"base": base_model} | ({"tuned": tuned_model} if tuned_model is not None else {})
+    generating = {label: m for label, m in models.items() if generate_for is None or label in generate_for}
     generators = generators or model_generator_factory(tokenizer, config, progress)
     model_ids = model_ids or {label: label for label in models}
     results: dict = {"suites": list(suites), "models": list(models), "timing_s": {}}
@@ -133,7 +139,7 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
     for suite in suites:
         start = time.perf_counter()
         if suite in ("main", "generalisation"):
-            for label, model in models.items():
+            for label, model in generating.items():
                 scenarios = _deception_scenarios(config, suite, label)
                 summary, suite_records = deception.score_scenarios(
                     generators(model, label, config.max_new_tokens), scenarios,
@@ -143,7 +149,7 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
         elif suite == "latent":
             results["latent"] = _latent(config, models, tokenizer)
         elif suite == "capability":
-            results["capability"] = _capability(config, models, tokenizer, generators, out_dir,
+            results["capability"] = _capability(config, models, generating, tokenizer, generators, out_dir,
                                                 model_ids, progress)
         results["timing_s"][suite] = time.perf_counter() - start
     return results, records

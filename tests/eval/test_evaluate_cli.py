@@ -103,27 +103,12 @@ def test_unknown_config_key_is_rejected_before_loading(tmp_path):
     assert "max_new_tokens" in proc.stderr  # the known fields are listed
 
 
-def test_checkpoint_flag_names_the_restorer():
+def test_model_ids_name_base_and_tuned():
     sys.path.insert(0, str(SCRIPT.parent))
     try:
         import evaluate as launcher
     finally:
         sys.path.remove(str(SCRIPT.parent))
-    try:
-        from soo_jax.train.checkpoint import restore_lora_into
-    except ImportError:
-        with pytest.raises(RuntimeError, match="restore_lora_into"):
-            launcher.checkpoint_restorer()
-    else:
-        assert launcher.checkpoint_restorer() is restore_lora_into
-    with pytest.raises(RuntimeError, match="default_model_dir"):
-        try:
-            import soo_jax.models.embedded  # noqa: F401
-        except ImportError:
-            launcher.resolve_model_path("embedded")
-        else:
-            raise RuntimeError("default_model_dir exists")  # nothing to check
-    assert launcher.resolve_model_path("/some/dir") == "/some/dir"
     # Without an adapter there is only the base model to name.
     assert launcher.model_ids("/m/SmolLM2.gguf", None, None) == {"base": "SmolLM2"}
     assert launcher.model_ids("/m/smol/", "/a/soo_seed1/", None) == {

@@ -73,6 +73,22 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    # The final checkpoint restores into a fresh base model as the exported adapter does.
+    from soo_jax.lora import set_dropout
+    from soo_jax.models.loader import from_pretrained
+    from soo_jax.train.checkpoint import restore_lora_into
+    from soo_jax.train.peft_io import load_peft_adapter
+    from tests.models.hf_reference import left_padded_batch
+
+    restored, meta = restore_lora_into(from_pretrained(tiny_model), full.checkpoint_dir)
+    assert meta["step"] == full.steps and meta["lora_config"]["rank"] == 4
+    exported = load_peft_adapter(from_pretrained(tiny_model), full.adapter_dir)
+    set_dropout(restored, False)
+    set_dropout(exported, False)
+    tokens, mask = left_padded_batch(restored.config.vocab_size, [7, 4])
+    np.testing.assert_allclose(np.asarray(restored(tokens, mask)[0]), np.asarray(exported(tokens, mask)[0]),
+                               rtol=1e-6, atol=1e-6)
+
     full_log = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     resumed_log = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["loss"] for r in resumed_log], [r["loss"] for r in full_log], rtol=1e-6)

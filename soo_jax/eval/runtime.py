@@ -1,0 +1,80 @@
+"""What the evaluation launchers share: loading base/tuned models, progress bars, provenance."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import pathlib
+import platform
+import subprocess
+import sys
+
+PACKAGES = ("jax", "jaxlib", "flax", "numpy", "transformers", "tokenizers", "ml-collections",
+            "optax", "matplotlib", "soo-jax")
+
+
+def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None):
+    """(base model, tuned model or None, tokenizer). The tuned model is a second view of the
+    base weights (no copy) with the adapter attached; with one, the base model returned is
+    `base_view(tuned)` (zeroed adapters: the base outputs, the tuned graph, so both share
+    every compilation). Dropout is off in both."""
+    from flax import nnx
+
+    from soo_jax.eval.capability import base_view
+    from soo_jax.lora import set_dropout
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+    from soo_jax.train.checkpoint import restore_lora_into
+    from soo_jax.train.peft_io import load_peft_adapter
+
+    if adapter and checkpoint:
+        raise ValueError("give --adapter or --checkpoint, not both")
+    model_path = str(resolve_model_path(model_path))
+    base = from_pretrained(model_path, dtype=dtype)
+    tokenizer = load_tokenizer(model_path)
+    tuned = None
+    if adapter or checkpoint:
+        tuned = nnx.merge(*nnx.split(base))
+        if adapter:
+            tuned = load_peft_adapter(tuned, adapter)
+        else:
+            tuned, _ = restore_lora_into(tuned, checkpoint)
+        set_dropout(tuned, False)
+        base = base_view(tuned)
+    return base, tuned, tokenizer
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=pathlib.Path(__file__).resolve().parent, timeout=10,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def tqdm_progress(enabled: bool):
+    """A ProgressFactory drawing one tqdm bar per call; None when disabled."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    def factory(description: str):
+        bar = tqdm(desc=description, unit="prompt", file=sys.stderr, leave=True)
+
+        def update(done: int, total: int) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.update(done - bar.n)
+            if total and done >= total:
+                bar.close()
+        return update
+    return factory
