@@ -1,0 +1,48 @@
+"""The multi-seed SOO experiment (base, honesty prompt, SOO over seeds), resumable.
+
+    python launch/experiment.py --config configs/smollm2.py --seeds 0,1,2,3,4 \
+        --sets authors,generated --scenarios ../shared/reference/false_recommendation_scenarios.json \
+        --out runs/experiment [--config.eval.suites=main] [--config.key=value ...]
+
+Writes OUT/results.json and OUT/results.md (see soo_jax/eval/experiment.py for the layout).
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration file (configs/*.py).",
+                                          lock_config=True)
+flags.DEFINE_string("seeds", "0,1,2,3,4", "Comma-separated SOO fine-tuning seeds.")
+flags.DEFINE_string("sets", "authors,generated", "Scenario sets: authors (needs --scenarios), generated.")
+flags.DEFINE_string("scenarios", "", "The authors' false_recommendation_scenarios.json.")
+flags.DEFINE_string("out", "runs/experiment", "Output directory (resumes if it has results).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    from soo_jax.eval.experiment import ExperimentPlan, run_experiment
+    from soo_jax.eval.runtime import tqdm_progress
+
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/smollm2.py")
+    plan = ExperimentPlan(seeds=tuple(int(s) for s in FLAGS.seeds.split(",") if s.strip()),
+                          sets=tuple(s.strip() for s in FLAGS.sets.split(",") if s.strip()),
+                          scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute())
+    aggregate = run_experiment(config, plan, progress=tqdm_progress(config.eval.progress))
+    from soo_jax.eval.experiment import markdown_table
+
+    print(markdown_table(aggregate))
+    print(f"results: {plan.out_dir / 'results.json'}, {plan.out_dir / 'results.md'} "
+          f"({aggregate['meta']['wall_time_s'] / 60:.1f} min)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,225 @@
+"""The multi-seed SOO experiment: base model, honesty prompt, and SOO fine-tuning over seeds.
+
+One directory per piece of work, each skipped when its results exist, so an interrupted
+experiment resumes where it stopped:
+
+    OUT/base/<set>/results.json        base model (+ honesty-prompt baseline) on a scenario set
+    OUT/seed_<s>/train/                the SOO fine-tuning run (checkpoints, adapter, metrics)
+    OUT/seed_<s>/<set>/results.json    the fine-tuned model on that set
+    OUT/results.json, OUT/results.md   everything aggregated: mean +- std over seeds (ddof 0,
+                                       as the paper's notebooks computed it)
+
+A scenario set is "authors" (their file, `--scenarios`) or "generated" (our generator); the first
+set runs every configured suite, later ones only the main burglar suite.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+from soo_jax.eval.deception import headline, ordered_conditions
+
+SETS = ("authors", "generated")
+DECEPTION_COLUMNS = ("deceptive", "order_balanced", "position_bias", "neither")
+
+
+@dataclasses.dataclass
+class ExperimentPlan:
+    seeds: tuple[int, ...]
+    sets: tuple[str, ...]
+    scenarios_file: str
+    out_dir: pathlib.Path
+
+    def __post_init__(self):
+        unknown = set(self.sets) - set(SETS)
+        if unknown or not self.sets:
+            raise ValueError(f"unknown scenario set(s) {sorted(unknown) or self.sets}; use {SETS}")
+        if "authors" in self.sets and not self.scenarios_file:
+            raise ValueError("the 'authors' scenario set needs --scenarios FILE "
+                             "(the authors' false_recommendation_scenarios.json)")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def eval_config_for(config: ml_collections.ConfigDict, plan: ExperimentPlan, scenario_set: str,
+                    first: bool) -> ml_collections.ConfigDict:
+    eval_config = ml_collections.ConfigDict(config.eval.to_dict())
+    eval_config.scenarios_file = plan.scenarios_file if scenario_set == "authors" else ""
+    if not first:
+        eval_config.suites = "main"
+    return eval_config
+
+
+def _cached(directory: pathlib.Path, compute: Callable[[], dict]) -> dict:
+    results_file = directory / "results.json"
+    if results_file.is_file():
+        _say(f"reusing {results_file}")
+        return json.loads(results_file.read_text())
+    compute()
+    return json.loads(results_file.read_text())
+
+
+def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, progress=None) -> dict:
+    """Runs (or resumes) every piece of the experiment and writes the aggregate."""
+    import jax
+    from flax import nnx
+
+    from soo_jax.eval.capability import base_view
+    from soo_jax.eval.report import write_report
+    from soo_jax.eval.suite import run_suites
+    from soo_jax.lora import set_dropout
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+    from soo_jax.train.loop import run_training
+    from soo_jax.train.peft_io import load_peft_adapter
+
+    started = time.time()
+    if config.eval.compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", config.eval.compilation_cache_dir)
+    model_path = str(resolve_model_path(config.model.path))
+    base = from_pretrained(model_path, dtype=config.model.dtype)
+    tokenizer = load_tokenizer(model_path)
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+
+    base_results = {}
+    for i, scenario_set in enumerate(plan.sets):
+        directory = plan.out_dir / "base" / scenario_set
+        eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
+        tick = time.time()
+        base_results[scenario_set] = _cached(directory, lambda: write_report(*run_suites(
+            eval_config, tokenizer, base_model=base, progress=progress), str(directory)))
+        timing[f"base/{scenario_set}"] = time.time() - tick
+
+    seed_results: dict[int, dict[str, dict]] = {}
+    for seed in plan.seeds:
+        seed_dir = plan.out_dir / f"seed_{seed}"
+        train_config = copy.deepcopy(config)
+        with train_config.unlocked():
+            train_config.train.seed = seed
+            train_config.train.out_dir = str(seed_dir / "train")
+            train_config.train.evaluate = False
+            train_config.train.export_adapter = True
+        tick = time.time()
+        adapter_dir = seed_dir / "train" / "adapter"
+        if not (adapter_dir / "adapter_config.json").is_file():
+            _say(f"SOO fine-tuning, seed {seed}")
+            run_training(train_config)
+        timing[f"seed_{seed}/train"] = time.time() - tick
+        tuned = load_peft_adapter(nnx.merge(*nnx.split(base)), adapter_dir)
+        set_dropout(tuned, False)
+        # The base as the tuned graph with zeroed adapters: both share every compilation.
+        reference = base_view(tuned)
+        seed_results[seed] = {}
+        for i, scenario_set in enumerate(plan.sets):
+            directory = seed_dir / scenario_set
+            eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
+            tick = time.time()
+            seed_results[seed][scenario_set] = _cached(directory, lambda: write_report(*run_suites(
+                eval_config, tokenizer, base_model=reference, tuned_model=tuned, progress=progress,
+                generate_for=("tuned",)), str(directory)))
+            timing[f"seed_{seed}/{scenario_set}"] = time.time() - tick
+
+    aggregate = aggregate_results(base_results, seed_results, plan)
+    aggregate["meta"] = {"model": model_path, "seeds": list(plan.seeds), "sets": list(plan.sets),
+                         "scenarios_file": plan.scenarios_file, "timing_s": timing,
+                         "wall_time_s": time.time() - started, "config": json.loads(config.to_json_best_effort())}
+    (plan.out_dir / "results.json").write_text(json.dumps(aggregate, indent=2))
+    (plan.out_dir / "results.md").write_text(markdown_table(aggregate))
+    return aggregate
+
+
+def _mean_std(values: list[float | None]) -> dict | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+
+
+def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], plan: ExperimentPlan) -> dict:
+    """Per scenario set and condition: base, honesty prompt, and SOO mean +- std over seeds."""
+    out: dict = {"deception": {}, "latent": {}, "capability": {}}
+    for scenario_set in plan.sets:
+        base_conditions = base[scenario_set]["deception"]["base"]
+        table: dict = {}
+        for condition in ordered_conditions(base_conditions):
+            if condition.endswith("/honesty_prompt"):
+                continue
+            row = {"base": headline(base_conditions[condition])}
+            honesty = base_conditions.get(f"{condition}/honesty_prompt")
+            if honesty is not None:
+                row["honesty_prompt"] = headline(honesty)
+            per_seed = [headline(seeds[s][scenario_set]["deception"]["tuned"][condition])
+                        for s in plan.seeds]
+            row["soo"] = {key: _mean_std([h.get(key) for h in per_seed])
+                          for key in per_seed[0] if key != "n"}
+            row["soo"]["n"] = per_seed[0]["n"]
+            table[condition] = row
+        out["deception"][scenario_set] = table
+    first = plan.sets[0]
+    if "latent" in base[first]:
+        base_latent = base[first]["latent"]["base"]
+        out["latent"] = {
+            "base": {"score": base_latent["score"], "training_site": base_latent["training_site"]["value"]},
+            "soo": {"score": _mean_std([seeds[s][first]["latent"]["tuned"]["score"] for s in plan.seeds]),
+                    "training_site": _mean_std([seeds[s][first]["latent"]["tuned"]["training_site"]["value"]
+                                                for s in plan.seeds])},
+            "training_site": base_latent["training_site"],
+        }
+    if "capability" in seeds[plan.seeds[0]][first]:
+        kls = [seeds[s][first]["capability"].get("kl", {}).get("mean_kl_base_tuned") for s in plan.seeds]
+        out["capability"] = {"mean_kl_base_tuned": _mean_std(kls)}
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):
+        return f"{value['mean']:.1f} ± {value['std']:.1f}"
+    return f"{value:.1f}"
+
+
+def markdown_table(aggregate: dict) -> str:
+    lines = []
+    for scenario_set, table in aggregate["deception"].items():
+        lines += [f"### Deception, {scenario_set} scenarios", "",
+                  "| condition | model | n | deceptive % (paper metric) | order-balanced deceptive % | "
+                  "position bias % | neither % |", "|---|---|---|---|---|---|---|"]
+        for condition, row in table.items():
+            for label in ("base", "honesty_prompt", "soo"):
+                if label not in row:
+                    continue
+                h = row[label]
+                first_key = "deceptive" if "deceptive" in h else "correct"
+                name = {"base": "base", "honesty_prompt": "honesty prompt", "soo": "SOO"}[label]
+                lines.append(f"| {condition}{' (correct %)' if first_key == 'correct' else ''} | {name} | {h['n']} | "
+                             f"{_fmt(h[first_key])} | {_fmt(h.get('order_balanced'))} | "
+                             f"{_fmt(h.get('position_bias'))} | {_fmt(h.get('neither'))} |")
+        lines.append("")
+    latent = aggregate.get("latent")
+    if latent:
+        site = latent["training_site"]
+        lines += ["### Latent SOO (lower = more self-other overlap)", "",
+                  f"| model | all linear layers | {site['site']} at layer {site['layer']} ({site['pooling']}) |",
+                  "|---|---|---|",
+                  f"| base | {latent['base']['score']:.4g} | {latent['base']['training_site']:.4g} |",
+                  f"| SOO | {latent['soo']['score']['mean']:.4g} ± {latent['soo']['score']['std']:.2g} | "
+                  f"{latent['soo']['training_site']['mean']:.4g} ± {latent['soo']['training_site']['std']:.2g} |", ""]
+    kl = aggregate.get("capability", {}).get("mean_kl_base_tuned")
+    if kl:
+        lines += [f"Capability retention: mean next-token KL(base ‖ SOO) on the general prompts "
+                  f"{kl['mean']:.4g} ± {kl['std']:.2g} nats.", ""]
+    return "\n".join(lines)

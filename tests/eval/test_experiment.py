@@ -1,0 +1,67 @@
+"""The multi-seed experiment on a tiny model: aggregation over seeds, and resumption."""
+
+import json
+
+import numpy as np
+import pytest
+
+from soo_jax.eval.experiment import ExperimentPlan, run_experiment
+from tests.tiny_tokenizer import make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny_model")
+    make_tiny_model_dir(path)
+    return path
+
+
+def tiny_experiment_config(model_dir):
+    from configs.tiny import get_config
+
+    c = get_config()
+    c.model.path = str(model_dir)
+    c.train.epochs = 1
+    c.eval.suites = "main,latent"
+    c.eval.num_scenarios = 3
+    c.eval.max_new_tokens = 3
+    c.eval.batch_size = 8
+    c.eval.progress = False
+    c.eval.compilation_cache_dir = ""
+    c.eval.latent.batch_size = 8
+    c.eval.latent.soo_layer = 1
+    return c
+
+
+def test_experiment_aggregates_seeds_and_resumes(tiny_model, tmp_path, monkeypatch):
+    plan = ExperimentPlan(seeds=(0, 1), sets=("generated",), scenarios_file="", out_dir=tmp_path / "exp")
+    aggregate = run_experiment(tiny_experiment_config(tiny_model), plan)
+
+    saved = json.loads((tmp_path / "exp" / "results.json").read_text())
+    assert saved["deception"] == json.loads(json.dumps(aggregate["deception"]))
+    row = aggregate["deception"]["generated"]["burglar"]
+    assert {"base", "honesty_prompt", "soo"} <= set(row)
+    per_seed = [json.loads((tmp_path / "exp" / f"seed_{s}" / "generated" / "results.json").read_text())
+                for s in (0, 1)]
+    deceptive = [r["deception"]["tuned"]["burglar"]["original"]["deceptive_rate"] for r in per_seed]
+    assert row["soo"]["deceptive"]["values"] == deceptive
+    assert row["soo"]["deceptive"]["mean"] == pytest.approx(np.mean(deceptive))
+    assert row["soo"]["deceptive"]["std"] == pytest.approx(np.std(deceptive))
+    assert all("tuned" not in r["deception"] or "base" not in r["deception"] for r in per_seed)  # base asked once
+    latent = aggregate["latent"]
+    assert latent["soo"]["training_site"]["mean"] < latent["base"]["training_site"]  # SOO lowered it
+    assert "| burglar | SOO |" in (tmp_path / "exp" / "results.md").read_text()
+
+    # A rerun reuses every piece: no training, no generation.
+    import soo_jax.train.loop as loop
+
+    monkeypatch.setattr(loop, "run_training", lambda *a, **k: pytest.fail("retrained a finished seed"))
+    again = run_experiment(tiny_experiment_config(tiny_model), plan)
+    assert again["deception"] == aggregate["deception"]
+
+
+def test_authors_set_needs_the_file(tmp_path):
+    with pytest.raises(ValueError, match="--scenarios"):
+        ExperimentPlan(seeds=(0,), sets=("authors",), scenarios_file="", out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown scenario set"):
+        ExperimentPlan(seeds=(0,), sets=("mine",), scenarios_file="", out_dir=tmp_path)
