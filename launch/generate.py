@@ -31,6 +31,12 @@ def main(argv=None):
     args = parse_args(argv)
     import jax
 
+    from soo_jax.models.embedded import cache_root
+
+    # Compiled programs persist across runs: the second run of a prompt shape skips compilation.
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax_compilation_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
     from soo_jax.lora import set_dropout
     from soo_jax.models.generate import SamplingConfig, generate_text
     from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
