@@ -11,7 +11,7 @@ import json
 import pathlib
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import ml_collections

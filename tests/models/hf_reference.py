@@ -18,6 +18,9 @@ TINY_CONFIGS = {
         **TINY, attention_bias=True, mlp_bias=True,
         rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    "llama_rope_yarn": lambda: transformers.LlamaConfig(
+        **TINY, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0,
+                                 "original_max_position_embeddings": 32}),
     "llama_rope_linear": lambda: transformers.LlamaConfig(
         **TINY, rope_parameters={"rope_type": "linear", "rope_theta": 1e4, "factor": 2.0}),
     # Mistral with a sliding window shorter than the test sequences.

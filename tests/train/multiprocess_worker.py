@@ -24,7 +24,6 @@ DISTRIBUTED = initialize_distributed()
 assert initialize_distributed() == DISTRIBUTED  # a second call is a no-op
 
 import jax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 from soo_jax.models.loader import from_pretrained  # noqa: E402
 from soo_jax.train.step import init_train_state, jit_train_step, plan_shardings  # noqa: E402

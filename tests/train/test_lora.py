@@ -1,7 +1,6 @@
 """LoRA: PEFT semantics, zero-init identity, merging, target selection."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -9,6 +8,7 @@ from transformers import LlamaConfig
 
 from soo_jax.lora import LoRAConfig, apply_lora, lora_linears, lora_state, merge_lora, set_dropout
 from soo_jax.models import build_model, from_hf_config
+from tests.train.lora_fixtures import randomise_lora_b
 
 CONFIG = from_hf_config(LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                                     num_attention_heads=4, num_key_value_heads=2))
@@ -18,14 +18,6 @@ MASK = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], np.int32)
 
 def fresh_model(seed=0):
     return build_model(CONFIG, rngs=nnx.Rngs(seed))
-
-
-def randomise_b(model, seed=1):
-    key = jax.random.key(seed)
-    for _, linear in lora_linears(model):
-        if linear.lora is not None:
-            key, sub = jax.random.split(key)
-            linear.lora.b[...] = 0.1 * jax.random.normal(sub, linear.lora.b.shape)
 
 
 def test_zero_b_gives_the_base_model_exactly():
@@ -58,7 +50,7 @@ def test_targets_layers_and_init_follow_peft():
 def test_merged_weights_equal_the_unmerged_forward():
     model = apply_lora(fresh_model(), LoRAConfig(rank=4, alpha=32, dropout=0.2,
                                                  targets=("q_proj", "v_proj", "down_proj")), rngs=nnx.Rngs(1))
-    randomise_b(model)
+    randomise_lora_b(model)
     set_dropout(model, False)
     unmerged, _ = model(TOKENS, MASK)
     base, _ = fresh_model()(TOKENS, MASK)
@@ -70,7 +62,7 @@ def test_merged_weights_equal_the_unmerged_forward():
 
 def test_dropout_is_active_only_in_training_mode():
     model = apply_lora(fresh_model(), LoRAConfig(rank=4, alpha=32, dropout=0.5), rngs=nnx.Rngs(1))
-    randomise_b(model)
+    randomise_lora_b(model)
     set_dropout(model, True)
     first, _ = model(TOKENS, MASK)
     second, _ = model(TOKENS, MASK)

@@ -2,27 +2,22 @@
 
 import json
 
-import jax
 import numpy as np
 import pytest
 import torch
 from flax import nnx
 
-from soo_jax.lora import LoRAConfig, apply_lora, lora_linears, set_dropout
+from soo_jax.lora import LoRAConfig, apply_lora, set_dropout
 from soo_jax.models.loader import from_pretrained
 from soo_jax.train.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter
+from tests.train.lora_fixtures import randomise_lora_b
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint, torch_forward
 
 LORA = LoRAConfig(rank=4, alpha=16, dropout=0.2, targets=("q_proj", "v_proj", "o_proj"), layers=(0, 2))
 
 
-def trained_looking(model, seed=3):
-    key = jax.random.key(seed)
-    for _, linear in lora_linears(model):
-        if linear.lora is not None:
-            key, sub = jax.random.split(key)
-            linear.lora.b[...] = 0.2 * jax.random.normal(sub, linear.lora.b.shape)
-    return model
+def trained_looking(model):
+    return randomise_lora_b(model, seed=3, scale=0.2)
 
 
 @pytest.mark.parametrize("name", ["qwen2", "gemma2_27b_style"])
