@@ -14,6 +14,8 @@ global step index is an unbatched argument, so the buffer position and fill leve
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -142,10 +144,12 @@ def make_segment_fn(hyper: MADDPGHyper, env_params: EnvParams, soo: SOOConfig | 
     return segment
 
 
+@functools.lru_cache(maxsize=16)
 def make_train_chunk(hyper: MADDPGHyper, env_params: EnvParams, n_episodes: int,
                      soo: SOOConfig | None = None):
     """jit(vmap over seeds) of `n_episodes` episodes from a given global step; state donated.
 
+    Cached, so a resumed stage in the same process reuses the compiled function.
     Returns (state, outputs) with outputs["steps"] leaves shaped (seeds, n_episodes,
     episode_length, ...) and outputs["update"] leaves (seeds, n_updates).
     """
