@@ -36,11 +36,11 @@ def _episode_keys(seeds, stream: int, n_episodes: int, sub: int = 0) -> jax.Arra
     ])
 
 
-def _evaluate(evaluator, agents, keys, batch: int) -> dict:
+def _evaluate(evaluator, agents, keys, batch: int, params) -> dict:
     """Runs `keys` (seeds, episodes) through the evaluator in episode batches; host arrays."""
     parts = []
     for start in range(0, keys.shape[1], batch):
-        out = evaluator(agents, keys[:, start : start + batch])
+        out = evaluator(agents, keys[:, start : start + batch], params)
         parts.append(jax.tree.map(np.asarray, out))
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *parts)
 
@@ -48,12 +48,12 @@ def _evaluate(evaluator, agents, keys, batch: int) -> dict:
 def threshold_evaluation(config, agents_by_condition, log) -> tuple[dict, dict]:
     e = config.evaluate
     hyper = config_lib.maddpg_hyper(config)
-    evaluator = make_evaluator(hyper, config_lib.env_params(config, "deceptive"),
-                               e.classification_sight_radius)
+    evaluator = make_evaluator(hyper, e.classification_sight_radius)
+    params = config_lib.env_params(config, "deceptive")
     keys = _episode_keys(config.seeds, THRESHOLD_STREAM, e.threshold_episodes)
     entries, summary = {}, {}
     for cond, agents in agents_by_condition.items():
-        out = _evaluate(evaluator, agents, keys, e.episode_batch)
+        out = _evaluate(evaluator, agents, keys, e.episode_batch, params)
         entries[cond] = [
             metrics.deceptive_entries(out["entry_valid"][s], out["entry_proj_nongoal"][s],
                                       out["entry_cos_goal_nongoal"][s],
@@ -78,8 +78,8 @@ def classification_evaluation(config, agents_by_condition, log) -> dict:
     hyper = config_lib.maddpg_hyper(config)
     counts = list(e.classification_episode_counts)
     n_eval, n_eps = e.classification_eval_seeds, max(counts)
-    evaluator = make_evaluator(hyper, config_lib.env_params(config, "deceptive"),
-                               e.classification_sight_radius)
+    evaluator = make_evaluator(hyper, e.classification_sight_radius)
+    params = config_lib.env_params(config, "deceptive")
     # keys: (training seeds, eval seeds * episodes); the same eval keys for every model.
     keys = jnp.concatenate([_episode_keys(config.seeds, CLASSIFICATION_STREAM, n_eps, sub=k)
                             for k in range(n_eval)], axis=1)
@@ -87,7 +87,7 @@ def classification_evaluation(config, agents_by_condition, log) -> dict:
     for cond in ("deceptive", "honest", "soo"):
         if cond not in agents_by_condition:
             continue
-        out = _evaluate(evaluator, agents_by_condition[cond], keys, e.episode_batch)
+        out = _evaluate(evaluator, agents_by_condition[cond], keys, e.episode_batch, params)
         shape = (len(config.seeds), n_eval, n_eps)
         soo[cond] = (out["soo_sum"].reshape(shape), out["soo_count"].reshape(shape))
         log(f"[evaluate] classification rollouts done for {cond}")

@@ -112,7 +112,7 @@ def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(pri
     soo = None if is_baseline else config_lib.soo_config(config, stage)
     params = config_lib.env_params(config, reward_mode)
 
-    init_fn = _initial_state(config, stage)
+    init_fn = jax.jit(_initial_state(config, stage))
     episodes_done, history, elapsed_before = 0, [], 0.0
     if ckpt.latest_progress() is not None:
         episodes_done, state, history = ckpt.restore_progress(jax.eval_shape(init_fn))
@@ -120,8 +120,10 @@ def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(pri
         log(f"[{stage}] resuming at episode {episodes_done}/{n_episodes}")
     else:
         state = unalias(init_fn())
+    # Fresh and restored states alike committed to one device: the compiled chunk is reused.
+    state = jax.device_put(state, jax.devices()[0])
 
-    chunk = make_train_chunk(hyper, params, config.chunk_episodes, soo)
+    chunk = make_train_chunk(hyper, config.chunk_episodes, soo)
     log(f"[{stage}] {len(config.seeds)} seeds x {n_episodes} episodes, reward={reward_mode}"
         + (f", loss: {soo}" if soo else "") + " (first chunk includes compilation)")
     start = time.time()
@@ -129,7 +131,7 @@ def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(pri
     first_chunk = episodes_done // config.chunk_episodes
     for c in range(first_chunk, n_chunks):
         first_step = jnp.int32(c * config.chunk_episodes * hyper.episode_length)
-        state, outputs = chunk(state, first_step)
+        state, outputs = chunk(state, first_step, params)
         episodes_done = (c + 1) * config.chunk_episodes
         elapsed = elapsed_before + time.time() - start
         record = _chunk_record(outputs, episodes_done, elapsed)

@@ -4,6 +4,8 @@ sequential steps however many episodes it has."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -12,8 +14,8 @@ from soo_jax.rl.maddpg.core import Agents, MADDPGHyper, act
 from soo_jax.rl.soo import soo_values
 
 
-def make_episode_eval(hyper: MADDPGHyper, env_params: EnvParams, soo_radius: float):
-    """(agents, key) -> per-step records of one deterministic episode.
+def make_episode_eval(hyper: MADDPGHyper, soo_radius: float):
+    """(agents, key, env params) -> per-step records of one deterministic episode.
 
     SOO as `evaluate-deception.py`: at steps whose pre-step blue observation has the adversary
     out of sight, log-MSE between concat(h1, h2) on that observation and on a copy with a
@@ -21,7 +23,7 @@ def make_episode_eval(hyper: MADDPGHyper, env_params: EnvParams, soo_radius: flo
     """
     env = PhysicalDeception()
 
-    def episode(agents: Agents, key: jax.Array):
+    def episode(agents: Agents, key: jax.Array, env_params: EnvParams):
         k_reset, k_steps = jax.random.split(key)
         obs, env_state = env.reset_env(k_reset, env_params)
 
@@ -51,13 +53,15 @@ def make_episode_eval(hyper: MADDPGHyper, env_params: EnvParams, soo_radius: flo
     return episode
 
 
-def make_evaluator(hyper: MADDPGHyper, env_params: EnvParams, soo_radius: float):
-    """jit: (agents stacked over seeds, keys (seeds, episodes, 2)) -> per-episode summaries.
+@functools.lru_cache(maxsize=8)
+def make_evaluator(hyper: MADDPGHyper, soo_radius: float):
+    """jit: (agents stacked over seeds, keys (seeds, episodes, 2), env params) -> per-episode
+    summaries.
 
     Returns leaves shaped (seeds, episodes, ...): threshold-list entries per step, SOO value
     sums and counts, returns, trap flag at the end.
     """
-    episode = make_episode_eval(hyper, env_params, soo_radius)
+    episode = make_episode_eval(hyper, soo_radius)
 
     def summarise(records):
         return {
@@ -71,6 +75,6 @@ def make_evaluator(hyper: MADDPGHyper, env_params: EnvParams, soo_radius: float)
             "trapped": records["trapped"][-1],
         }
 
-    per_episode = lambda agents, key: summarise(episode(agents, key))  # noqa: E731
-    per_seed = jax.vmap(per_episode, in_axes=(None, 0))
-    return jax.jit(jax.vmap(per_seed, in_axes=(0, 0)))
+    per_episode = lambda agents, key, params: summarise(episode(agents, key, params))  # noqa: E731
+    per_seed = jax.vmap(per_episode, in_axes=(None, 0, None))
+    return jax.jit(jax.vmap(per_seed, in_axes=(0, 0, None)))

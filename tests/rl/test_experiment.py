@@ -31,7 +31,7 @@ def tiny(tmp_path, **overrides):
     ("env.bookkeeping_origin", "zero", "config.env.bookkeeping_origin"),
     ("finetune.mode", "batch", "config.finetune.mode"),
     ("chunk_episodes", 3, "config.chunk_episodes"),
-    ("maddpg.batch_size", 10_000, "config.maddpg.batch_size"),
+    ("maddpg.batch_size", 1_000_000, "config.maddpg.batch_size"),
 ])
 def test_bad_config_values_name_the_key(tmp_path, key, value, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.")):

@@ -14,6 +14,7 @@ from soo_jax.rl.soo import (
 )
 
 HYPER = MADDPGHyper(hidden_dim=16, batch_size=32)
+LOSS_TERMS = jax.jit(soo_loss_terms, static_argnums=(0, 1))
 
 
 def self_batch(key, n=32, n_visible=8):
@@ -50,14 +51,14 @@ def test_soo_term_is_zero_when_activations_are_equal():
     params["fc1"]["kernel"] = params["fc1"]["kernel"].at[6:10].set(0.0)
     batch = self_batch(jax.random.PRNGKey(1))
     cfg = SOOConfig()
-    soo, capability, gate = soo_loss_terms(HYPER, cfg, params, blue, blue, jax.random.PRNGKey(2),
+    soo, capability, gate = LOSS_TERMS(HYPER, cfg, params, blue, blue, jax.random.PRNGKey(2),
                                            batch, None)
     assert float(soo) == 0.0 and bool(gate)
     # Same policy as reference and no noise: capability term is zero too (at unchanged params).
-    _, cap_same, _ = soo_loss_terms(HYPER, cfg, blue.params, blue, blue, jax.random.PRNGKey(2),
+    _, cap_same, _ = LOSS_TERMS(HYPER, cfg, blue.params, blue, blue, jax.random.PRNGKey(2),
                                     batch, None)
     assert float(cap_same) == 0.0
-    soo_default, _, _ = soo_loss_terms(HYPER, cfg, blue.params, blue, blue, jax.random.PRNGKey(2),
+    soo_default, _, _ = LOSS_TERMS(HYPER, cfg, blue.params, blue, blue, jax.random.PRNGKey(2),
                                        batch, None)
     assert float(soo_default) > 0.0
     assert float(mse_value(jnp.ones(4), jnp.ones(4), log=True)) == pytest.approx(np.log(1e-25))
@@ -86,8 +87,8 @@ def test_soo_step_changes_only_the_blue_actor(mode):
 def test_soo_step_needs_a_self_observation():
     agents = init_agents(jax.random.PRNGKey(0), HYPER)
     batch = self_batch(jax.random.PRNGKey(1), n_visible=32)  # adversary visible everywhere
-    new, metrics = soo_actor_step(HYPER, SOOConfig(), agents, agents[BLUE].policy, batch,
-                                  jax.random.PRNGKey(3))
+    step = jax.jit(soo_actor_step, static_argnums=(0, 1))
+    new, metrics = step(HYPER, SOOConfig(), agents, agents[BLUE].policy, batch, jax.random.PRNGKey(3))
     assert float(metrics["soo_step"]) == 0.0
     jax.tree.map(np.testing.assert_array_equal, new, agents)
 
@@ -108,8 +109,9 @@ def test_random_control_adds_no_gradient():
     agents = init_agents(jax.random.PRNGKey(0), HYPER)
     reference = init_agents(jax.random.PRNGKey(7), HYPER)[BLUE].policy
     batch = self_batch(jax.random.PRNGKey(1))
-    cap_only, _ = soo_actor_step(HYPER, SOOConfig(soo_weight=0.0), agents, reference, batch,
-                                 jax.random.PRNGKey(3))
-    with_random, _ = soo_actor_step(HYPER, SOOConfig(soo_weight=0.0, random_weight=1.0), agents,
-                                    reference, batch, jax.random.PRNGKey(3))
+    step = jax.jit(soo_actor_step, static_argnums=(0, 1))
+    cap_only, _ = step(HYPER, SOOConfig(soo_weight=0.0), agents, reference, batch,
+                       jax.random.PRNGKey(3))
+    with_random, _ = step(HYPER, SOOConfig(soo_weight=0.0, random_weight=1.0), agents, reference,
+                          batch, jax.random.PRNGKey(3))
     jax.tree.map(np.testing.assert_array_equal, cap_only, with_random)

@@ -8,6 +8,7 @@ acting uses the running statistics (`prep_rollouts()` -> `eval()`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -74,6 +75,7 @@ class AgentState:
 Agents = tuple  # (adversary AgentState, blue AgentState)
 
 
+@functools.partial(jax.jit, static_argnums=1)
 def init_agents(key: jax.Array, hyper: MADDPGHyper) -> Agents:
     agents = []
     for agent_key, obs_dim in zip(jax.random.split(key, NUM_AGENTS), OBS_DIMS):

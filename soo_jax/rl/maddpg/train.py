@@ -82,12 +82,13 @@ def check_schedule(hyper: MADDPGHyper, n_episodes: int) -> None:
         )
 
 
-def make_segment_fn(hyper: MADDPGHyper, env_params: EnvParams, soo: SOOConfig | None = None):
-    """(state, first global step) -> (state, outputs) for `steps_per_update` steps + one update."""
+def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
+    """(state, first global step, env params) -> (state, outputs): `steps_per_update` steps,
+    then one update round."""
     env = PhysicalDeception()
     length = hyper.episode_length
 
-    def env_step(carry, inputs):
+    def env_step(env_params, carry, inputs):
         agents, buffer, rollout = carry
         t, step_key = inputs  # t: global step index, unbatched
         k_reset, k_noise = jax.random.split(step_key)
@@ -117,11 +118,11 @@ def make_segment_fn(hyper: MADDPGHyper, env_params: EnvParams, soo: SOOConfig | 
         out = {"reward": reward, "trapped": info["trapped"]}
         return (agents, buffer, Rollout(env_state, next_obs, ou)), (out, last)
 
-    def segment(state: TrainState, first_step: jax.Array):
+    def segment(state: TrainState, first_step: jax.Array, env_params: EnvParams):
         key, k_steps, k_update = jax.random.split(state.key, 3)
         steps = first_step + jnp.arange(hyper.steps_per_update, dtype=jnp.int32)
         (agents, buffer, rollout), (outs, lasts) = jax.lax.scan(
-            env_step, (state.agents, state.buffer, state.rollout),
+            functools.partial(env_step, env_params), (state.agents, state.buffer, state.rollout),
             (steps, jax.random.split(k_steps, hyper.steps_per_update)),
         )
         size = jnp.minimum(steps[-1] + 1, hyper.buffer_size)
@@ -145,27 +146,27 @@ def make_segment_fn(hyper: MADDPGHyper, env_params: EnvParams, soo: SOOConfig | 
 
 
 @functools.lru_cache(maxsize=16)
-def make_train_chunk(hyper: MADDPGHyper, env_params: EnvParams, n_episodes: int,
-                     soo: SOOConfig | None = None):
-    """jit(vmap over seeds) of `n_episodes` episodes from a given global step; state donated.
+def make_train_chunk(hyper: MADDPGHyper, n_episodes: int, soo: SOOConfig | None = None):
+    """jit(vmap over seeds) of `n_episodes` episodes: (state, first global step, env params).
 
+    The state is donated. Env params are a traced argument (both reward modes share a compile).
     Cached, so a resumed stage in the same process reuses the compiled function.
     Returns (state, outputs) with outputs["steps"] leaves shaped (seeds, n_episodes,
     episode_length, ...) and outputs["update"] leaves (seeds, n_updates).
     """
     check_schedule(hyper, n_episodes)
     n_segments = n_episodes * hyper.episode_length // hyper.steps_per_update
-    segment = make_segment_fn(hyper, env_params, soo)
+    segment = make_segment_fn(hyper, soo)
 
-    def chunk(state: TrainState, first_step: jax.Array):
+    def chunk(state: TrainState, first_step: jax.Array, env_params: EnvParams):
         starts = first_step + hyper.steps_per_update * jnp.arange(n_segments, dtype=jnp.int32)
-        state, outs = jax.lax.scan(segment, state, starts)
+        state, outs = jax.lax.scan(lambda st, t0: segment(st, t0, env_params), state, starts)
         steps = jax.tree.map(
             lambda x: x.reshape(n_episodes, hyper.episode_length, *x.shape[2:]), outs["steps"]
         )
         return state, {"steps": steps, "update": outs["update"]}
 
-    return jax.jit(jax.vmap(chunk, in_axes=(0, None)), donate_argnums=0)
+    return jax.jit(jax.vmap(chunk, in_axes=(0, None, None)), donate_argnums=0)
 
 
 def episode_summary(outputs) -> dict:
