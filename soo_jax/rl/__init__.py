@@ -1,0 +1,1 @@
+"""Physical-deception RL pillar: jitted environment, MADDPG, SOO fine-tuning, metrics."""

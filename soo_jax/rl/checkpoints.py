@@ -1,0 +1,77 @@
+"""Orbax checkpoints for the experiment's stages (atomic writes; orbax renames a finished
+temporary directory into place, so a crash never leaves a half-written checkpoint behind)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def _options() -> ocp.CheckpointManagerOptions:
+    # Synchronous: the next chunk donates (overwrites) the arrays being saved.
+    return ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+
+
+class StageCheckpoints:
+    """`<stage>/progress` (latest full training state) and `<stage>/final` (trained agents)."""
+
+    def __init__(self, stage_dir: pathlib.Path):
+        self.dir = pathlib.Path(stage_dir).absolute()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._progress = ocp.CheckpointManager(self.dir / "progress", options=_options())
+        self._final = ocp.CheckpointManager(self.dir / "final", options=_options())
+
+    @property
+    def done_path(self) -> pathlib.Path:
+        return self.dir / "done.json"
+
+    def is_done(self) -> bool:
+        return self.done_path.exists() and self._final.latest_step() is not None
+
+    def latest_progress(self) -> int | None:
+        return self._progress.latest_step()
+
+    def save_progress(self, episodes_done: int, state: Any, history: list[dict]) -> None:
+        self._progress.save(episodes_done, args=ocp.args.StandardSave(state), force=True)
+        self._progress.wait_until_finished()
+        _write_json(self.dir / "history.json", history)
+
+    def restore_progress(self, abstract_state: Any) -> tuple[int, Any, list[dict]]:
+        step = self._progress.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no progress checkpoint under {self.dir / 'progress'}")
+        state = self._progress.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        history_path = self.dir / "history.json"
+        history = json.loads(history_path.read_text()) if history_path.exists() else []
+        return step, state, [h for h in history if h["episodes_done"] <= step]
+
+    def save_final(self, agents: Any, info: dict, history: list[dict]) -> None:
+        self._final.save(0, args=ocp.args.StandardSave(agents), force=True)
+        self._final.wait_until_finished()
+        _write_json(self.dir / "history.json", history)
+        _write_json(self.done_path, info)  # written last: marks the stage finished
+
+    def restore_final(self, abstract_agents: Any) -> Any:
+        if self._final.latest_step() is None:
+            raise FileNotFoundError(
+                f"stage result missing: no checkpoint under {self.dir / 'final'}; "
+                f"run that stage first (--config.stage={self.dir.name})"
+            )
+        return self._final.restore(0, args=ocp.args.StandardRestore(abstract_agents))
+
+    def done_info(self) -> dict:
+        return json.loads(self.done_path.read_text())
+
+
+def _write_json(path: pathlib.Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def abstract(tree_fn, *args) -> Any:
+    return jax.eval_shape(tree_fn, *args)

@@ -1,0 +1,196 @@
+"""Evaluation stage: deceptive-action grids, behavioural differences, SOO classification,
+figures, results.json and results.md under `<workdir>/evaluate/`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from soo_jax.rl import config as config_lib
+from soo_jax.rl import metrics, plots
+from soo_jax.rl.checkpoints import StageCheckpoints
+from soo_jax.rl.experiment import _fmt_time, git_commit, load_agents, stage_dir
+from soo_jax.rl.rollouts import make_evaluator
+
+CONDITIONS = ("deceptive", "soo", "honest", "capability", "random")
+PAIRS = (("soo", "honest"), ("soo", "deceptive"), ("honest", "deceptive"),
+         ("capability", "honest"), ("capability", "deceptive"),
+         ("random", "honest"), ("random", "deceptive"))
+SHORT_NAMES = {"soo": "SOO", "honest": "Honest", "deceptive": "Deceptive",
+               "capability": "Capability-only", "random": "Random+capability"}
+THRESHOLD_STREAM, CLASSIFICATION_STREAM = 1000, 2000
+
+
+def _episode_keys(seeds, stream: int, n_episodes: int, sub: int = 0) -> jax.Array:
+    return jnp.stack([
+        jax.random.split(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(s), stream),
+                                            sub), n_episodes)
+        for s in seeds
+    ])
+
+
+def _evaluate(evaluator, agents, keys, batch: int, params) -> dict:
+    """Runs `keys` (seeds, episodes) through the evaluator in episode batches; host arrays."""
+    parts = []
+    for start in range(0, keys.shape[1], batch):
+        out = evaluator(agents, keys[:, start : start + batch], params)
+        parts.append(jax.tree.map(np.asarray, out))
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *parts)
+
+
+def threshold_evaluation(config, agents_by_condition, log) -> tuple[dict, dict]:
+    e = config.evaluate
+    hyper = config_lib.maddpg_hyper(config)
+    evaluator = make_evaluator(hyper, e.classification_sight_radius)
+    params = config_lib.env_params(config, "deceptive")
+    keys = _episode_keys(config.seeds, THRESHOLD_STREAM, e.threshold_episodes)
+    entries, summary = {}, {}
+    for cond, agents in agents_by_condition.items():
+        out = _evaluate(evaluator, agents, keys, e.episode_batch, params)
+        entries[cond] = [
+            metrics.deceptive_entries(out["entry_valid"][s], out["entry_proj_nongoal"][s],
+                                      out["entry_cos_goal_nongoal"][s],
+                                      out["entry_adversary_visible"][s])
+            for s in range(len(config.seeds))
+        ]
+        summary[cond] = {
+            "return_adversary": float(out["return"][..., 0].mean()),
+            "return_blue_deceptive_reward": float(out["return"][..., 1].mean()),
+            "trap_rate": float(out["trapped"].mean()),
+            "trap_rate_per_seed": out["trapped"].mean(axis=1).tolist(),
+            "deceptive_entries_per_seed": [len(x) for x in entries[cond]],
+        }
+        log(f"[evaluate] {cond}: trap rate {summary[cond]['trap_rate']:.3f}, deceptive entries "
+            f"per seed {summary[cond]['deceptive_entries_per_seed']}")
+    return entries, summary
+
+
+def classification_evaluation(config, agents_by_condition, log) -> dict:
+    """Per training seed: deceptive vs honest (and SOO fine-tuned vs deceptive) by mean SOO."""
+    e = config.evaluate
+    hyper = config_lib.maddpg_hyper(config)
+    counts = list(e.classification_episode_counts)
+    n_eval, n_eps = e.classification_eval_seeds, max(counts)
+    evaluator = make_evaluator(hyper, e.classification_sight_radius)
+    params = config_lib.env_params(config, "deceptive")
+    # keys: (training seeds, eval seeds * episodes); the same eval keys for every model.
+    keys = jnp.concatenate([_episode_keys(config.seeds, CLASSIFICATION_STREAM, n_eps, sub=k)
+                            for k in range(n_eval)], axis=1)
+    soo = {}
+    for cond in ("deceptive", "honest", "soo"):
+        if cond not in agents_by_condition:
+            continue
+        out = _evaluate(evaluator, agents_by_condition[cond], keys, e.episode_batch, params)
+        shape = (len(config.seeds), n_eval, n_eps)
+        soo[cond] = (out["soo_sum"].reshape(shape), out["soo_count"].reshape(shape))
+        log(f"[evaluate] classification rollouts done for {cond}")
+
+    def accuracy(honest_like: str):
+        return np.stack([
+            metrics.classification_accuracy(soo["deceptive"][0][s], soo["deceptive"][1][s],
+                                            soo[honest_like][0][s], soo[honest_like][1][s], counts)
+            for s in range(len(config.seeds))
+        ])
+
+    def mean_soo(cond):
+        total, count = soo[cond][0].sum(axis=(1, 2)), soo[cond][1].sum(axis=(1, 2))
+        return (total / np.maximum(count, 1)).tolist()
+
+    per_seed = accuracy("honest")
+    result = {
+        "episode_counts": counts,
+        "eval_seeds": n_eval,
+        "accuracy_per_training_seed": per_seed.tolist(),
+        "accuracy_mean": per_seed.mean(axis=0).tolist(),
+        "mean_soo_per_training_seed": {c: mean_soo(c) for c in soo},
+    }
+    if "soo" in soo:
+        soo_vs_dec = accuracy("soo")
+        result["soo_finetuned_vs_deceptive_accuracy_mean"] = soo_vs_dec.mean(axis=0).tolist()
+    return result
+
+
+def _markdown(results: dict) -> str:
+    lines = ["| comparison | behavioural difference (mean ± SD over seeds) |", "|---|---|"]
+    for name, d in results["behavioural_difference"].items():
+        lines.append(f"| {name} | {d['mean']:.1f} ± {d['std']:.1f} |")
+    closer = results["soo_closer_to_honest_seeds"]
+    lines += ["", f"SOO fine-tuned agent closer to the honest than to the deceptive baseline in "
+              f"{closer[0]}/{closer[1]} seeds.", "",
+              "| condition | trap rate (eval) | adversary return | blue return (deceptive reward) |"
+              " deceptive entries per seed (mean) |", "|---|---|---|---|---|"]
+    for cond, s in results["conditions"].items():
+        lines.append(f"| {cond} | {s['trap_rate']:.3f} | {s['return_adversary']:.2f} | "
+                     f"{s['return_blue_deceptive_reward']:.2f} | "
+                     f"{np.mean(s['deceptive_entries_per_seed']):.1f} |")
+    c = results["classification"]
+    lines += ["", "| evaluation episodes per seed | " + " | ".join(map(str, c["episode_counts"]))
+              + " |", "|---" * (len(c["episode_counts"]) + 1) + "|",
+              "| deceptive vs honest accuracy (mean over training seeds) | "
+              + " | ".join(f"{100 * a:.0f}%" for a in c["accuracy_mean"]) + " |"]
+    if "soo_finetuned_vs_deceptive_accuracy_mean" in c:
+        lines.append("| SOO fine-tuned classified as less deceptive than deceptive | "
+                     + " | ".join(f"{100 * a:.0f}%"
+                                  for a in c["soo_finetuned_vs_deceptive_accuracy_mean"]) + " |")
+    lines += ["", "| stage | wall time | device | commit |", "|---|---|---|---|"]
+    for stage, info in results["stages"].items():
+        lines.append(f"| {stage} | {_fmt_time(info['wall_time_s'])} | {info['device']} | "
+                     f"{info['commit']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
+    out_dir = stage_dir(config, "evaluate")
+    done = out_dir / "results.json"
+    if done.exists():
+        log(f"[evaluate] already finished; results in {done}")
+        return json.loads(done.read_text())
+    start = time.time()
+    stages = {}
+    agents = {}
+    for cond in CONDITIONS:
+        ckpt = StageCheckpoints(stage_dir(config, cond))
+        if not ckpt.is_done():
+            raise FileNotFoundError(
+                f"[evaluate] stage {cond!r} has no finished result under {ckpt.dir}; run it "
+                f"first (--config.stage={cond})")
+        agents[cond] = load_agents(config, cond)
+        stages[cond] = ckpt.done_info()
+    entries, summary = threshold_evaluation(config, agents, log)
+    grids = metrics.per_seed_count_grids(entries, config.evaluate.grid_size)
+    differences = {f"{SHORT_NAMES[a]} vs {SHORT_NAMES[b]}":
+                   metrics.behavioural_difference(grids[a], grids[b]) for a, b in PAIRS}
+    soo_h = np.asarray(differences["SOO vs Honest"]["per_seed"])
+    soo_d = np.asarray(differences["SOO vs Deceptive"]["per_seed"])
+    classification = classification_evaluation(config, agents, log)
+    histories = {c: json.loads((stage_dir(config, c) / "history.json").read_text())
+                 for c in CONDITIONS}
+    figures = plots.save_all(out_dir, grids=grids, differences=differences,
+                             classification=classification, histories=histories,
+                             n_seeds=len(config.seeds))
+    np.savez_compressed(out_dir / "count_grids.npz", **grids)
+    results = {
+        "seeds": list(config.seeds),
+        "conditions": summary,
+        "behavioural_difference": differences,
+        "soo_closer_to_honest_seeds": [int(np.sum(soo_h < soo_d)), len(soo_h)],
+        "classification": classification,
+        "stages": stages,
+        "evaluate_wall_time_s": time.time() - start,
+        "evaluate_commit": git_commit(),
+        "figures": figures,
+    }
+    (out_dir / "results.md").write_text(_markdown(results))
+    tmp = out_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(done)
+    log(f"[evaluate] done in {_fmt_time(time.time() - start)}; results in {out_dir}")
+    log(_markdown(results))
+    return results
