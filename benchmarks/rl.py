@@ -91,7 +91,7 @@ def experiment_rows(workdir: pathlib.Path) -> list[dict]:
         info = json.loads(done.read_text())
         rows.append({"stage": info["stage"], "episodes": info["episodes"], "seeds": len(info["seeds"]),
                      "wall_s": info["wall_time_s"], "device": info["device"]})
-    evaluation = workdir / "results.json"
+    evaluation = workdir / "evaluate" / "results.json"
     if evaluation.is_file():
         wall = json.loads(evaluation.read_text()).get("evaluate_wall_time_s")
         if wall is not None:
