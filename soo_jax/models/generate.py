@@ -2,6 +2,11 @@
 
 Prompts are left-padded so every row's next token lands in the same cache slot. Decoding stops
 when every row has produced an end-of-sequence token or `max_new_tokens` is reached.
+
+A token prefix that every prompt shares (a chat template's system turn, a scenario's fixed
+opening) can be prefilled once for the whole batch and its keys/values broadcast to every row:
+the cache then holds [prefix | left padding | prompt rest]. Positions count real tokens only and
+padding slots are masked out, so this is the same computation as prefilling each full prompt.
 """
 
 from __future__ import annotations
@@ -55,15 +60,26 @@ def sample_token(logits: Array, key: Array, temperature: float, top_p: float) ->
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+def _prefilled_prefix_cache(model: CausalLM, prefix: Array, batch: int, max_length: int, cache_dtype):
+    """The cache after the shared prefix [P], computed once and broadcast to `batch` rows."""
+    cache = init_cache(model.config, 1, max_length, cache_dtype)
+    _, cache = model(prefix[None, :], jnp.ones((1, prefix.shape[0]), bool), cache=cache, logits="last")
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape[1:])) if x.ndim else x, cache)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "cache_dtype", "pad_id"))
-def _generate(graphdef, state, tokens: Array, mask: Array, key: Array, *, sampling: SamplingConfig,
-              cache_dtype, pad_id: int) -> tuple[Array, Array]:
+def _generate(graphdef, state, prefix: Array, tokens: Array, mask: Array, key: Array, *,
+              sampling: SamplingConfig, cache_dtype, pad_id: int) -> tuple[Array, Array]:
     model: CausalLM = nnx.merge(graphdef, state)
     batch, prompt_len = tokens.shape
     steps = sampling.max_new_tokens
     eos = jnp.asarray(sampling.eos_token_ids or (-1,), jnp.int32)
 
-    cache = init_cache(model.config, batch, prompt_len + steps, cache_dtype)
+    max_length = prefix.shape[0] + prompt_len + steps
+    if prefix.shape[0]:
+        cache = _prefilled_prefix_cache(model, prefix, batch, max_length, cache_dtype)
+    else:
+        cache = init_cache(model.config, batch, max_length, cache_dtype)
     logits, cache = model(tokens, mask, cache=cache, logits="last")
     key, step_key = jax.random.split(key)
     token = sample_token(logits[:, -1], step_key, sampling.temperature, sampling.top_p)
@@ -92,8 +108,14 @@ def _generate(graphdef, state, tokens: Array, mask: Array, key: Array, *, sampli
 
 
 def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, key: Array | None = None,
-                    pad_id: int = 0, cache_dtype=None) -> tuple[np.ndarray, np.ndarray]:
-    """Completions [B, max_new_tokens] (padded after EOS with pad_id) and their lengths [B]."""
+                    pad_id: int = 0, cache_dtype=None, prefix=None) -> tuple[np.ndarray, np.ndarray]:
+    """Completions [B, max_new_tokens] (padded after EOS with pad_id) and their lengths [B].
+
+    `prefix` (int [P]), if given, precedes every row: row b's prompt is prefix + its real tokens.
+    """
+    prefix = jnp.zeros((0,), jnp.int32) if prefix is None else jnp.asarray(prefix, jnp.int32)
+    if prefix.ndim != 1:
+        raise ValueError(f"prefix must be a 1-D array of token ids, got shape {prefix.shape}")
     tokens = jnp.asarray(tokens, jnp.int32)
     mask = jnp.asarray(mask, bool)
     if tokens.ndim != 2 or tokens.shape != mask.shape:
@@ -102,7 +124,7 @@ def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, 
         raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
     graphdef, state = nnx.split(model)
     key = jax.random.key(0) if key is None else key
-    out, lengths = _generate(graphdef, state, tokens, mask, key, sampling=sampling,
+    out, lengths = _generate(graphdef, state, prefix, tokens, mask, key, sampling=sampling,
                              cache_dtype=cache_dtype or model.dtype, pad_id=pad_id)
     return np.asarray(out), np.asarray(lengths)
 
@@ -126,11 +148,17 @@ def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: i
     if not texts:
         raise ValueError("no prompts to encode")
     encoded = [tokenizer(t, add_special_tokens=bool(add_special_tokens))["input_ids"] for t in texts]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return left_pad(encoded, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+
+
+def left_pad(encoded: Sequence[Sequence[int]], *, pad_id: int = 0,
+             pad_to_multiple_of: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists -> ids and mask [B, T], left-padded to a multiple of `pad_to_multiple_of`."""
     width = max(len(e) for e in encoded)
     width = int(math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = np.full((len(texts), width), pad_id, np.int32)
-    mask = np.zeros((len(texts), width), np.int32)
+    tokens = np.full((len(encoded), width), pad_id, np.int32)
+    mask = np.zeros((len(encoded), width), np.int32)
     for row, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"prompt {row} encodes to no tokens")
@@ -139,14 +167,33 @@ def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: i
     return tokens, mask
 
 
+def shared_prefix_length(encoded: Sequence[Sequence[int]], model_config, max_new_tokens: int) -> int:
+    """How many leading tokens every prompt shares and may be prefilled once (0: share nothing).
+
+    At least one token of each prompt stays outside the prefix (its last position gives the first
+    logits). Not with sliding-window attention that the prompts could reach: the window counts
+    cache slots, and the padding between prefix and rest would shift them.
+    """
+    first = encoded[0]
+    length = min(len(e) for e in encoded) - 1
+    for ids in encoded[1:]:
+        length = min(length, next((i for i, (a, b) in enumerate(zip(first, ids)) if a != b), length))
+    longest = max(len(e) for e in encoded) + max_new_tokens + 16
+    if any(w is not None and w < longest for w in model_config.sliding_windows):
+        return 0
+    return max(length, 0)
+
+
 def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, sampling: SamplingConfig,
                   chat: bool = True, system: str | None = None, batch_size: int = 32,
-                  key: Array | None = None, progress=None) -> list[str]:
+                  key: Array | None = None, progress=None, share_prefix: bool = True) -> list[str]:
     """Completions for raw prompts; with `chat`, rendered through the tokenizer's chat template.
 
     Prompts run in order of token length, and the last batch is filled by repeating its last
     prompt, so every batch has the same size and few distinct widths: each (batch, width) shape
-    compiles once. Completions come back in the caller's order.
+    compiles once. With `share_prefix`, the token prefix common to all prompts (e.g. the chat
+    template's system turn) is prefilled once per batch instead of once per row. Completions
+    come back in the caller's order.
     """
     if not prompts:
         raise ValueError("no prompts to generate from")
@@ -156,16 +203,21 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     key = jax.random.key(0) if key is None else key
     # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
-    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    ordered = [texts[i] for i in order]
+    encoded = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
+    if not all(encoded):
+        raise ValueError(f"prompt {[len(e) for e in encoded].index(0)} encodes to no tokens")
+    n_prefix = shared_prefix_length(encoded, model.config, sampling.max_new_tokens) if share_prefix else 0
+    prefix = np.asarray(encoded[0][:n_prefix], np.int32)
+    order = np.argsort([len(ids) for ids in encoded], kind="stable")
+    ordered = [encoded[i][n_prefix:] for i in order]
     batch_size = min(batch_size, len(ordered))
     ordered += [ordered[-1]] * (-len(ordered) % batch_size)
     completions: list[str] = []
     for start in range(0, len(ordered), batch_size):
-        tokens, mask = encode_left_padded(tokenizer, ordered[start:start + batch_size], add_special_tokens=not chat)
+        tokens, mask = left_pad(ordered[start:start + batch_size], pad_id=pad_id)
         key, chunk_key = jax.random.split(key)
-        out, lengths_out = generate_tokens(model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id)
+        out, lengths_out = generate_tokens(model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id,
+                                           prefix=prefix)
         completions += [tokenizer.decode(out[row, :lengths_out[row]], skip_special_tokens=True)
                         for row in range(len(out))]
         if progress is not None:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from soo_jax.models.generate import SamplingConfig, generate_tokens, sample_token
+from soo_jax.models.generate import SamplingConfig, generate_tokens, left_pad, sample_token, shared_prefix_length
 from soo_jax.models.loader import from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint
 
@@ -77,3 +77,36 @@ def test_rejects_right_padding(tmp_path):
     mask = np.array([[1, 1, 0]], np.int32)
     with pytest.raises(ValueError, match="left-padded"):
         generate_tokens(model, tokens, mask, SamplingConfig(max_new_tokens=2))
+
+
+@pytest.mark.parametrize("name", ["llama_tied", "qwen2"])
+def test_shared_prefix_gives_the_tokens_of_the_full_prompts(name, tmp_path):
+    """A prefix prefilled once and broadcast (cache: prefix | padding | rest) decodes exactly
+    like every row carrying the prefix itself."""
+    make_tiny_checkpoint(name, tmp_path)
+    model = from_pretrained(tmp_path)
+    rng = np.random.default_rng(3)
+    prefix = rng.integers(1, model.config.vocab_size, 6).tolist()
+    rests = [rng.integers(1, model.config.vocab_size, n).tolist() for n in (4, 1, 7)]
+    sampling = SamplingConfig(max_new_tokens=NEW_TOKENS)
+    full_tokens, full_mask = left_pad([prefix + r for r in rests], pad_to_multiple_of=1)
+    expected, _ = generate_tokens(model, full_tokens, full_mask, sampling)
+    rest_tokens, rest_mask = left_pad(rests, pad_to_multiple_of=4)
+    shared, lengths = generate_tokens(model, rest_tokens, rest_mask, sampling, prefix=np.array(prefix))
+    np.testing.assert_array_equal(shared, expected)
+    assert (lengths == NEW_TOKENS).all()
+
+
+def test_shared_prefix_length():
+    class Config:
+        sliding_windows = (None, None)
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 7]], Config, 10) == 2
+    # every prompt keeps at least one token outside the prefix
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]], Config, 10) == 2
+    assert shared_prefix_length([[1], [1, 2]], Config, 10) == 0
+    assert shared_prefix_length([[9, 2], [1, 2]], Config, 10) == 0
+    Config.sliding_windows = (None, 8)  # the prompts + new tokens would reach the window
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]], Config, 10) == 0
+    Config.sliding_windows = (4096, None)
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]], Config, 10) == 3

@@ -7,7 +7,8 @@ import torch
 import transformers
 
 from soo_jax.data.scenarios import false_recommendation_scenarios, load_reference_scenarios
-from soo_jax.models.generate import SamplingConfig, chat_prompts, encode_left_padded, generate_tokens
+from soo_jax.models.generate import (SamplingConfig, chat_prompts, encode_left_padded, generate_text,
+                                    generate_tokens)
 from soo_jax.models.loader import from_pretrained, load_tokenizer
 
 NUM_SCENARIOS = 20
@@ -54,5 +55,12 @@ def compare(models, prompts):
 
 
 def test_greedy_completions_equal_transformers_on_burglar_scenarios(models):
-    texts = compare(models, first_burglar_prompts())
+    prompts = first_burglar_prompts()
+    texts = compare(models, prompts)
     assert all(t.strip() for t in texts)
+    # The evaluation's path: the chat template's system turn and the scenarios' common opening
+    # prefilled once per batch, prompts sorted by length; the same completions.
+    ours_model, _, tokenizer = models
+    batched = generate_text(ours_model, tokenizer, prompts, batch_size=8,
+                            sampling=SamplingConfig(max_new_tokens=MAX_NEW_TOKENS))
+    assert batched == texts
