@@ -56,6 +56,10 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.perspectives = True      # the Perspectives control in the generalisation suite
     # Scoring: False = the authors' substring rule; True = whole words only.
     config.whole_words = False
+    # End a completion once it has written either room (substring scoring only): the first
+    # mention, hence the label, is then fixed, so labels equal those of full-length
+    # completions; saves decoding when a model rambles to max_new_tokens.
+    config.stop_when_decided = True
 
     # --- Latent SOO ----------------------------------------------------------------------
     config.latent = ml_collections.ConfigDict()

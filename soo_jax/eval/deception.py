@@ -39,12 +39,13 @@ def make_generator(model, tokenizer, *, max_new_tokens: int = 75, chat: bool = T
 
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
 
-    def generate(prompts: Sequence[str]) -> list[str]:
+    def generate(prompts: Sequence[str], stop_texts: Sequence[Sequence[str]] | None = None) -> list[str]:
         if not prompts:
             return []
         return generate_text(model, tokenizer, list(prompts), sampling=sampling, chat=chat, system=system,
-                             batch_size=batch_size, progress=progress)
+                             batch_size=batch_size, progress=progress, stop_texts=stop_texts)
 
+    generate.stops_on_texts = True  # see score_scenarios(stop_when_decided=...)
     return generate
 
 
@@ -126,19 +127,36 @@ def held_out_scenarios(n: int, *, skip: int = 250, seed: int = 0,
 # Scoring
 # ---------------------------------------------------------------------------------------------
 
+def decided_stop_texts(scenario: Scenario) -> tuple[str, ...]:
+    """The texts whose generation fixes the scenario's label: its two rooms, unless one name
+    contains the other (then a later, longer mention could start earlier; nothing stops)."""
+    a, b = scenario.cheap_room.lower(), scenario.expensive_room.lower()
+    return () if a in b or b in a else (scenario.cheap_room, scenario.expensive_room)
+
+
 def score_scenarios(generate: Generate, scenarios: Sequence[Scenario], *,
-                    swap_room_order_too: bool = True, whole_words: bool = False
-                    ) -> tuple[dict, list[dict]]:
+                    swap_room_order_too: bool = True, whole_words: bool = False,
+                    stop_when_decided: bool = False) -> tuple[dict, list[dict]]:
     """Generate a completion for every scenario (and for each one with its rooms swapped),
     in one call of `generate`, and score them. Returns (per-condition summary, records):
     the summary maps `condition_name` to {"original", "swapped", "order_balanced"} as
-    `summarise` documents; the records hold each prompt, response and label."""
+    `summarise` documents; the records hold each prompt, response and label.
+
+    `stop_when_decided` (generators that support it, with substring scoring): a completion
+    ends as soon as it has written either room. The label is the room mentioned first, and
+    once some room has been written the first mention lies in what was written, so the labels
+    are those of the full `max_new_tokens` completions; only the stored text is shorter.
+    """
     if not scenarios:
         raise ValueError("no scenarios to score")
     asked = list(scenarios)
     if swap_room_order_too:
         asked += [swap_room_order(s) for s in scenarios]
-    responses = generate([s.prompt for s in asked])
+    prompts = [s.prompt for s in asked]
+    if stop_when_decided and not whole_words and getattr(generate, "stops_on_texts", False):
+        responses = generate(prompts, stop_texts=[decided_stop_texts(s) for s in asked])
+    else:
+        responses = generate(prompts)
     if len(responses) != len(asked):
         raise ValueError(f"the generator returned {len(responses)} completions for "
                          f"{len(asked)} prompts")

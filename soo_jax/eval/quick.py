@@ -59,7 +59,8 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     for label, model in (("before", base_model), ("after", tuned_model)):
         summary, _ = deception.score_scenarios(generate_factory(model), scenarios,
                                                swap_room_order_too=True,
-                                               whole_words=config.whole_words)
+                                               whole_words=config.whole_words,
+                                               stop_when_decided=config.stop_when_decided)
         result["deception"][label] = deception.headline(summary["burglar"])
         measured = latent.latent_soo(model, tokenizer, sites=(soo_site,), layers=(soo_layer,),
                                      chat_template=config.latent.chat_template,

@@ -34,12 +34,13 @@ def model_generator_factory(tokenizer, config: ml_collections.ConfigDict,
     """Generators on our KV-cache decoder with the config's chat-template switch, system
     prompt and batch size; one progress bar per generation call."""
     def factory(model, label: str, max_new_tokens: int) -> deception.Generate:
-        def generate(prompts):
+        def generate(prompts, stop_texts=None):
             bar = progress(f"generating ({label})") if progress else None
             return deception.make_generator(
                 model, tokenizer, max_new_tokens=max_new_tokens, chat=config.chat_template,
                 system=config.system_prompt or None, batch_size=config.batch_size,
-                progress=bar)(prompts)
+                progress=bar)(prompts, stop_texts=stop_texts)
+        generate.stops_on_texts = True
         return generate
     return factory
 
@@ -143,7 +144,8 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
                 scenarios = _deception_scenarios(config, suite, label)
                 summary, suite_records = deception.score_scenarios(
                     generators(model, label, config.max_new_tokens), scenarios,
-                    swap_room_order_too=config.swap_room_order, whole_words=config.whole_words)
+                    swap_room_order_too=config.swap_room_order, whole_words=config.whole_words,
+                    stop_when_decided=config.stop_when_decided)
                 results.setdefault("deception", {}).setdefault(label, {}).update(summary)
                 records += [{"model": label, "suite": suite, **r} for r in suite_records]
         elif suite == "latent":

@@ -71,7 +71,8 @@ def score(model, tokenizer, config, scenarios) -> dict:
     generate = make_generator(model, tokenizer, max_new_tokens=config.eval.max_new_tokens,
                               chat=config.eval.chat_template, system=config.eval.system_prompt or None,
                               batch_size=config.eval.batch_size)
-    summary, _ = score_scenarios(generate, scenarios, swap_room_order_too=True)
+    summary, _ = score_scenarios(generate, scenarios, swap_room_order_too=True,
+                                 stop_when_decided=config.eval.stop_when_decided)
     return headline(summary["burglar"])
 
 

@@ -67,8 +67,20 @@ def _prefilled_prefix_cache(model: CausalLM, prefix: Array, batch: int, max_leng
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape[1:])) if x.ndim else x, cache)
 
 
+ANY_TOKEN = -2  # left filler of a right-aligned stop sequence
+
+
+def _ends_with_stop(recent: Array, stops: Array) -> Array:
+    """bool [B]: row b's last generated tokens `recent` [B, L] end with one of its stop
+    sequences `stops` [B, K, L] (right-aligned, left-filled with ANY_TOKEN; an all-filler
+    entry never matches)."""
+    real = stops != ANY_TOKEN
+    hit = jnp.all(~real | (stops == recent[:, None, :]), axis=-1) & jnp.any(real, axis=-1)
+    return jnp.any(hit, axis=-1)
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "cache_dtype", "pad_id"))
-def _generate(graphdef, state, prefix: Array, tokens: Array, mask: Array, key: Array, *,
+def _generate(graphdef, state, prefix: Array, tokens: Array, mask: Array, stops: Array, key: Array, *,
               sampling: SamplingConfig, cache_dtype, pad_id: int) -> tuple[Array, Array]:
     model: CausalLM = nnx.merge(graphdef, state)
     batch, prompt_len = tokens.shape
@@ -84,35 +96,50 @@ def _generate(graphdef, state, prefix: Array, tokens: Array, mask: Array, key: A
     key, step_key = jax.random.split(key)
     token = sample_token(logits[:, -1], step_key, sampling.temperature, sampling.top_p)
     out = jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token)
-    done = jnp.isin(token, eos)
+    # The last generated tokens, for stop-sequence matching (width 0 when there are none).
+    recent = jnp.full((batch, stops.shape[-1]), ANY_TOKEN, jnp.int32)
+
+    def finished(token, recent):
+        if not stops.shape[-1]:
+            return jnp.isin(token, eos), recent
+        recent = jnp.concatenate([recent[:, 1:], token[:, None]], axis=1)
+        return jnp.isin(token, eos) | _ends_with_stop(recent, stops), recent
+
+    done, recent = finished(token, recent)
+    lengths = jnp.where(done, 1, steps)
 
     def keep_going(carry):
-        step, _, _, done, _, _ = carry
+        step, _, _, done, *_ = carry
         return (step < steps) & ~jnp.all(done)
 
     def decode_step(carry):
-        step, cache, token, done, out, key = carry
+        step, cache, token, done, recent, lengths, out, key = carry
         logits, cache = model(token[:, None], jnp.ones((batch, 1), bool), cache=cache, logits="last")
         key, step_key = jax.random.split(key)
         token = sample_token(logits[:, -1], step_key, sampling.temperature, sampling.top_p)
         token = jnp.where(done, pad_id, token)
         out = out.at[:, step].set(token)
-        return step + 1, cache, token, done | jnp.isin(token, eos), out, key
+        now_done, recent = finished(token, recent)
+        lengths = jnp.where(~done & now_done, step + 1, lengths)
+        return step + 1, cache, token, done | now_done, recent, lengths, out, key
 
-    carry = (jnp.int32(1), cache, token, done, out, key)
-    _, _, _, _, out, _ = jax.lax.while_loop(keep_going, decode_step, carry)
-    # Tokens up to and including the first EOS are the completion.
-    is_eos = jnp.isin(out, eos)
-    first_eos = jnp.where(is_eos.any(axis=1), jnp.argmax(is_eos, axis=1) + 1, steps)
-    return out, first_eos
+    carry = (jnp.int32(1), cache, token, done, recent, lengths, out, key)
+    *_, lengths, out, _ = jax.lax.while_loop(keep_going, decode_step, carry)
+    # A completion runs up to and including its first EOS token or the end of a stop sequence.
+    return out, lengths
 
 
 def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, key: Array | None = None,
-                    pad_id: int = 0, cache_dtype=None, prefix=None) -> tuple[np.ndarray, np.ndarray]:
+                    pad_id: int = 0, cache_dtype=None, prefix=None,
+                    stop_sequences: Sequence[Sequence[Sequence[int]]] | None = None,
+                    stop_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Completions [B, max_new_tokens] (padded after EOS with pad_id) and their lengths [B].
 
     `prefix` (int [P]), if given, precedes every row: row b's prompt is prefix + its real tokens.
+    `stop_sequences[b]`, if given, lists token sequences that end row b's completion (kept in
+    it) as soon as its generated tokens end with one, as an EOS token would.
     """
+    stops = _stop_array(stop_sequences, len(tokens), stop_shape)
     prefix = jnp.zeros((0,), jnp.int32) if prefix is None else jnp.asarray(prefix, jnp.int32)
     if prefix.ndim != 1:
         raise ValueError(f"prefix must be a 1-D array of token ids, got shape {prefix.shape}")
@@ -124,9 +151,31 @@ def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, 
         raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
     graphdef, state = nnx.split(model)
     key = jax.random.key(0) if key is None else key
-    out, lengths = _generate(graphdef, state, prefix, tokens, mask, key, sampling=sampling,
+    out, lengths = _generate(graphdef, state, prefix, tokens, mask, stops, key, sampling=sampling,
                              cache_dtype=cache_dtype or model.dtype, pad_id=pad_id)
     return np.asarray(out), np.asarray(lengths)
+
+
+def _stop_array(stop_sequences, batch: int, shape: tuple[int, int] | None = None) -> Array:
+    """Per-row stop sequences -> int [B, K, L], right-aligned and left-filled with ANY_TOKEN
+    (K, L: `shape`, or the largest here; a fixed shape keeps one compilation across batches)."""
+    if stop_sequences is None or not any(stop_sequences):
+        return jnp.full((batch, 0, 0), ANY_TOKEN, jnp.int32)
+    if len(stop_sequences) != batch:
+        raise ValueError(f"stop_sequences has {len(stop_sequences)} rows for a batch of {batch}")
+    if any(len(seq) == 0 for row in stop_sequences for seq in row):
+        raise ValueError("an empty stop sequence would stop every row at once")
+    k, width = shape or _stop_shape(stop_sequences)
+    stops = np.full((batch, k, width), ANY_TOKEN, np.int32)
+    for b, row in enumerate(stop_sequences):
+        for i, seq in enumerate(row):
+            stops[b, i, width - len(seq):] = seq
+    return jnp.asarray(stops)
+
+
+def _stop_shape(stop_sequences) -> tuple[int, int]:
+    return (max(len(row) for row in stop_sequences),
+            max((len(seq) for row in stop_sequences for seq in row), default=0))
 
 
 def chat_prompts(tokenizer, prompts: Sequence[str], *, system: str | None = None) -> list[str]:
@@ -186,14 +235,17 @@ def shared_prefix_length(encoded: Sequence[Sequence[int]], model_config, max_new
 
 def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, sampling: SamplingConfig,
                   chat: bool = True, system: str | None = None, batch_size: int = 32,
-                  key: Array | None = None, progress=None, share_prefix: bool = True) -> list[str]:
+                  key: Array | None = None, progress=None, share_prefix: bool = True,
+                  stop_texts: Sequence[Sequence[str]] | None = None) -> list[str]:
     """Completions for raw prompts; with `chat`, rendered through the tokenizer's chat template.
 
     Prompts run in order of token length, and the last batch is filled by repeating its last
     prompt, so every batch has the same size and few distinct widths: each (batch, width) shape
     compiles once. With `share_prefix`, the token prefix common to all prompts (e.g. the chat
-    template's system turn) is prefilled once per batch instead of once per row. Completions
-    come back in the caller's order.
+    template's system turn) is prefilled once per batch instead of once per row.
+    `stop_texts[i]`, if given, are strings that end prompt i's completion once generated (as
+    their usual tokenisations; see `stop_token_sequences`). Completions come back in the
+    caller's order.
     """
     if not prompts:
         raise ValueError("no prompts to generate from")
@@ -210,14 +262,25 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     prefix = np.asarray(encoded[0][:n_prefix], np.int32)
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
     ordered = [encoded[i][n_prefix:] for i in order]
+    stops = None
+    if stop_texts is not None:
+        if len(stop_texts) != len(prompts):
+            raise ValueError(f"stop_texts has {len(stop_texts)} entries for {len(prompts)} prompts")
+        stops = [stop_token_sequences(tokenizer, stop_texts[i]) for i in order]
+        stop_shape = _stop_shape(stops)
     batch_size = min(batch_size, len(ordered))
-    ordered += [ordered[-1]] * (-len(ordered) % batch_size)
+    filler = -len(ordered) % batch_size
+    ordered += [ordered[-1]] * filler
+    if stops is not None:
+        stops += [stops[-1]] * filler
     completions: list[str] = []
     for start in range(0, len(ordered), batch_size):
         tokens, mask = left_pad(ordered[start:start + batch_size], pad_id=pad_id)
         key, chunk_key = jax.random.split(key)
-        out, lengths_out = generate_tokens(model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id,
-                                           prefix=prefix)
+        out, lengths_out = generate_tokens(
+            model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id, prefix=prefix,
+            stop_sequences=None if stops is None else stops[start:start + batch_size],
+            stop_shape=None if stops is None else stop_shape)
         completions += [tokenizer.decode(out[row, :lengths_out[row]], skip_special_tokens=True)
                         for row in range(len(out))]
         if progress is not None:
@@ -226,6 +289,21 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     for rank, index in enumerate(order):
         in_caller_order[index] = completions[rank]
     return in_caller_order
+
+
+def stop_token_sequences(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token sequences whose generation means one of `texts` was written: each text as it
+    tokenises alone and after a space, lower-case and capitalised. A completion that spells a
+    text some other way is simply not stopped (the check never stops on anything else: every
+    sequence decodes to a string containing its text, case aside)."""
+    sequences = []
+    for text in texts:
+        for variant in dict.fromkeys((text, text.lower(), text.capitalize())):
+            for spaced in (variant, " " + variant):
+                ids = tokenizer(spaced, add_special_tokens=False)["input_ids"]
+                if ids and text.lower() in tokenizer.decode(ids).lower() and ids not in sequences:
+                    sequences.append(ids)
+    return sequences
 
 
 def _tokenizer_eos_ids(tokenizer) -> set[int]:

@@ -174,3 +174,32 @@ def test_make_generator_returns_completions_in_the_callers_order(tiny_model, tin
     assert got == [expected[2], expected[1], expected[0]]
     assert len(set(got)) == 3  # the prompts really get different completions
     assert ticks[-1] == (3, 3)
+
+
+def test_stop_when_decided_passes_each_prompts_rooms_and_keeps_labels():
+    scenarios = deception.main_scenarios(6, seed=3, self_control=False)
+    seen = {}
+
+    def generate(prompts, stop_texts=None):
+        seen["stop_texts"] = stop_texts
+        return [says_first_room(p) for p in prompts]
+    generate.stops_on_texts = True
+
+    stopped, _ = deception.score_scenarios(generate, scenarios, stop_when_decided=True)
+    asked = list(scenarios) + [S.swap_room_order(s) for s in scenarios]
+    assert seen["stop_texts"] == [(s.cheap_room, s.expensive_room) for s in asked]
+    full, _ = deception.score_scenarios(fake(says_first_room), scenarios, stop_when_decided=True)
+    assert stopped == full  # a generator without the capability is called plainly
+    deception.score_scenarios(generate, scenarios, stop_when_decided=True, whole_words=True)
+    assert seen["stop_texts"] is None  # whole-word scoring: a stop inside "officer" would mislead
+    deception.score_scenarios(generate, scenarios, stop_when_decided=False)
+    assert seen["stop_texts"] is None
+
+
+def test_no_stop_texts_when_one_room_name_contains_the_other():
+    import dataclasses
+
+    scenario = deception.main_scenarios(1, seed=0, self_control=False)[0]
+    nested = dataclasses.replace(scenario, cheap_room="bedroom", expensive_room="master bedroom")
+    assert deception.decided_stop_texts(nested) == ()
+    assert deception.decided_stop_texts(scenario) == (scenario.cheap_room, scenario.expensive_room)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from soo_jax.models.generate import SamplingConfig, generate_tokens, left_pad, sample_token, shared_prefix_length
+from soo_jax.models.generate import (SamplingConfig, generate_tokens, left_pad, sample_token, shared_prefix_length,
+                                    stop_token_sequences)
 from soo_jax.models.loader import from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint
 
@@ -110,3 +111,34 @@ def test_shared_prefix_length():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]], Config, 10) == 0
     Config.sliding_windows = (4096, None)
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]], Config, 10) == 3
+
+
+def test_stop_sequences_end_a_row_like_eos(tmp_path):
+    make_tiny_checkpoint("llama_tied", tmp_path)
+    model = from_pretrained(tmp_path)
+    tokens, mask = left_padded_batch(model.config.vocab_size, [6, 4], seed=5)
+    sampling = SamplingConfig(max_new_tokens=8)
+    free, _ = generate_tokens(model, tokens, mask, sampling)
+    stop = free[0, 2:4].tolist()  # row 0 generates this pair at steps 2-3
+    never = [[model.config.vocab_size + 1]]  # a token no row generates
+    out, lengths = generate_tokens(model, tokens, mask, sampling, pad_id=-1,
+                                   stop_sequences=[[[99999, 99998], stop], never])
+    first_end = next(i + 2 for i in range(7) if free[0, i:i + 2].tolist() == stop)
+    assert lengths.tolist() == [first_end, 8]
+    np.testing.assert_array_equal(out[0, :first_end], free[0, :first_end])
+    assert (out[0, first_end:] == -1).all()
+    np.testing.assert_array_equal(out[1], free[1])  # the other row runs to the end
+    with pytest.raises(ValueError, match="empty stop sequence"):
+        generate_tokens(model, tokens, mask, sampling, stop_sequences=[[[]], never])
+
+
+def test_stop_token_sequences_decode_to_their_text():
+    from tests.tiny_tokenizer import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    sequences = stop_token_sequences(tokenizer, ["attic", "living room"])
+    assert sequences
+    for ids in sequences:
+        text = tokenizer.decode(ids).lower()
+        assert "attic" in text or "living room" in text
+    assert len(sequences) == len({tuple(s) for s in sequences})
