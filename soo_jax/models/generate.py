@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Sequence
 
 import jax
@@ -21,9 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from soo_jax.data.batching import left_pad
 from soo_jax.models.transformer import CausalLM, init_cache
 
 Array = jax.Array
+# Prompt widths are rounded up to a multiple of this: few distinct shapes, few compilations.
+PAD_TO_MULTIPLE = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +160,9 @@ def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, 
 
 def _stop_array(stop_sequences, batch: int, shape: tuple[int, int] | None = None) -> Array:
     """Per-row stop sequences -> int [B, K, L], right-aligned and left-filled with ANY_TOKEN
-    (K, L: `shape`, or the largest here; a fixed shape keeps one compilation across batches)."""
-    if stop_sequences is None or not any(stop_sequences):
+    (K, L: `shape`, or the largest here; a fixed shape keeps one compilation across batches;
+    rows without stop sequences give K = L = 0)."""
+    if stop_sequences is None:
         return jnp.full((batch, 0, 0), ANY_TOKEN, jnp.int32)
     if len(stop_sequences) != batch:
         raise ValueError(f"stop_sequences has {len(stop_sequences)} rows for a batch of {batch}")
@@ -188,7 +191,7 @@ def chat_prompts(tokenizer, prompts: Sequence[str], *, system: str | None = None
     return rendered
 
 
-def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: int = 16,
+def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: int = PAD_TO_MULTIPLE,
                        add_special_tokens: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Token ids and mask [B, T], left-padded to a multiple of `pad_to_multiple_of` (fewer recompiles).
 
@@ -197,23 +200,16 @@ def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: i
     if not texts:
         raise ValueError("no prompts to encode")
     encoded = [tokenizer(t, add_special_tokens=bool(add_special_tokens))["input_ids"] for t in texts]
+    _check_not_empty(encoded)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return left_pad(encoded, pad_id=pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    batch = left_pad(encoded, pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    return batch.tokens, batch.mask.astype(np.int32)
 
 
-def left_pad(encoded: Sequence[Sequence[int]], *, pad_id: int = 0,
-             pad_to_multiple_of: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Token id lists -> ids and mask [B, T], left-padded to a multiple of `pad_to_multiple_of`."""
-    width = max(len(e) for e in encoded)
-    width = int(math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of)
-    tokens = np.full((len(encoded), width), pad_id, np.int32)
-    mask = np.zeros((len(encoded), width), np.int32)
-    for row, ids in enumerate(encoded):
-        if not ids:
-            raise ValueError(f"prompt {row} encodes to no tokens")
-        tokens[row, width - len(ids):] = ids
-        mask[row, width - len(ids):] = 1
-    return tokens, mask
+def _check_not_empty(encoded: Sequence[Sequence[int]]) -> None:
+    empty = next((row for row, ids in enumerate(encoded) if not ids), None)
+    if empty is not None:
+        raise ValueError(f"prompt {empty} encodes to no tokens")
 
 
 def shared_prefix_length(encoded: Sequence[Sequence[int]], model_config, max_new_tokens: int) -> int:
@@ -227,7 +223,7 @@ def shared_prefix_length(encoded: Sequence[Sequence[int]], model_config, max_new
     length = min(len(e) for e in encoded) - 1
     for ids in encoded[1:]:
         length = min(length, next((i for i, (a, b) in enumerate(zip(first, ids)) if a != b), length))
-    longest = max(len(e) for e in encoded) + max_new_tokens + 16
+    longest = max(len(e) for e in encoded) + max_new_tokens + PAD_TO_MULTIPLE
     if any(w is not None and w < longest for w in model_config.sliding_windows):
         return 0
     return max(length, 0)
@@ -256,31 +252,28 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     key = jax.random.key(0) if key is None else key
     # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
     encoded = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
-    if not all(encoded):
-        raise ValueError(f"prompt {[len(e) for e in encoded].index(0)} encodes to no tokens")
+    _check_not_empty(encoded)
     n_prefix = shared_prefix_length(encoded, model.config, sampling.max_new_tokens) if share_prefix else 0
     prefix = np.asarray(encoded[0][:n_prefix], np.int32)
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
     ordered = [encoded[i][n_prefix:] for i in order]
-    stops = None
-    if stop_texts is not None:
-        if len(stop_texts) != len(prompts):
-            raise ValueError(f"stop_texts has {len(stop_texts)} entries for {len(prompts)} prompts")
-        stops = [stop_token_sequences(tokenizer, stop_texts[i]) for i in order]
-        stop_shape = _stop_shape(stops)
+    if stop_texts is not None and len(stop_texts) != len(prompts):
+        raise ValueError(f"stop_texts has {len(stop_texts)} entries for {len(prompts)} prompts")
+    # No stop texts: empty lists, i.e. a zero-width stop array and plain EOS stopping.
+    stops = [stop_token_sequences(tokenizer, stop_texts[i]) if stop_texts is not None else []
+             for i in order]
+    stop_shape = _stop_shape(stops)  # one shape for every batch: one compilation
     batch_size = min(batch_size, len(ordered))
     filler = -len(ordered) % batch_size
     ordered += [ordered[-1]] * filler
-    if stops is not None:
-        stops += [stops[-1]] * filler
+    stops += [stops[-1]] * filler
     completions: list[str] = []
     for start in range(0, len(ordered), batch_size):
-        tokens, mask = left_pad(ordered[start:start + batch_size], pad_id=pad_id)
+        batch = left_pad(ordered[start:start + batch_size], pad_id, pad_to_multiple_of=PAD_TO_MULTIPLE)
         key, chunk_key = jax.random.split(key)
         out, lengths_out = generate_tokens(
-            model, tokens, mask, sampling, key=chunk_key, pad_id=pad_id, prefix=prefix,
-            stop_sequences=None if stops is None else stops[start:start + batch_size],
-            stop_shape=None if stops is None else stop_shape)
+            model, batch.tokens, batch.mask, sampling, key=chunk_key, pad_id=pad_id, prefix=prefix,
+            stop_sequences=stops[start:start + batch_size], stop_shape=stop_shape)
         completions += [tokenizer.decode(out[row, :lengths_out[row]], skip_special_tokens=True)
                         for row in range(len(out))]
         if progress is not None:

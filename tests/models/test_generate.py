@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from soo_jax.models.generate import (SamplingConfig, generate_tokens, left_pad, sample_token, shared_prefix_length,
+from soo_jax.data.batching import left_pad
+from soo_jax.models.generate import (SamplingConfig, generate_tokens, sample_token, shared_prefix_length,
                                     stop_token_sequences)
 from soo_jax.models.loader import from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint
@@ -90,10 +91,10 @@ def test_shared_prefix_gives_the_tokens_of_the_full_prompts(name, tmp_path):
     prefix = rng.integers(1, model.config.vocab_size, 6).tolist()
     rests = [rng.integers(1, model.config.vocab_size, n).tolist() for n in (4, 1, 7)]
     sampling = SamplingConfig(max_new_tokens=NEW_TOKENS)
-    full_tokens, full_mask = left_pad([prefix + r for r in rests], pad_to_multiple_of=1)
-    expected, _ = generate_tokens(model, full_tokens, full_mask, sampling)
-    rest_tokens, rest_mask = left_pad(rests, pad_to_multiple_of=4)
-    shared, lengths = generate_tokens(model, rest_tokens, rest_mask, sampling, prefix=np.array(prefix))
+    full = left_pad([prefix + r for r in rests], 0)
+    expected, _ = generate_tokens(model, full.tokens, full.mask, sampling)
+    rest = left_pad(rests, 0, pad_to_multiple_of=4)
+    shared, lengths = generate_tokens(model, rest.tokens, rest.mask, sampling, prefix=np.array(prefix))
     np.testing.assert_array_equal(shared, expected)
     assert (lengths == NEW_TOKENS).all()
 
