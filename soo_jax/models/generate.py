@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.data.batching import left_pad
-from soo_jax.models.transformer import CausalLM, init_cache
+from soo_jax.models.transformer import CausalLM, KVCache, init_cache
 
 Array = jax.Array
 # Prompt widths are rounded up to a multiple of this: few distinct shapes, few compilations.
@@ -69,6 +69,14 @@ def _prefilled_prefix_cache(model: CausalLM, prefix: Array, batch: int, max_leng
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape[1:])) if x.ndim else x, cache)
 
 
+def extend_cache(cache: KVCache, extra_slots: int) -> KVCache:
+    """The cache with `extra_slots` empty slots appended after its last one."""
+    def pad(x):
+        return jnp.pad(x, [(0, 0), (0, extra_slots)] + [(0, 0)] * (x.ndim - 2))
+    return cache.replace(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
+                         key_valid=pad(cache.key_valid))
+
+
 ANY_TOKEN = -2  # left filler of a right-aligned stop sequence
 
 
@@ -89,12 +97,15 @@ def _generate(graphdef, state, prefix: Array, tokens: Array, mask: Array, stops:
     steps = sampling.max_new_tokens
     eos = jnp.asarray(sampling.eos_token_ids or (-1,), jnp.int32)
 
-    max_length = prefix.shape[0] + prompt_len + steps
+    # The prompt is prefilled into a cache holding exactly prefix + prompt, so its attention
+    # spans no empty decode slots; the slots for new tokens are appended afterwards.
+    prefilled_length = prefix.shape[0] + prompt_len
     if prefix.shape[0]:
-        cache = _prefilled_prefix_cache(model, prefix, batch, max_length, cache_dtype)
+        cache = _prefilled_prefix_cache(model, prefix, batch, prefilled_length, cache_dtype)
     else:
-        cache = init_cache(model.config, batch, max_length, cache_dtype)
+        cache = init_cache(model.config, batch, prefilled_length, cache_dtype)
     logits, cache = model(tokens, mask, cache=cache, logits="last")
+    cache = extend_cache(cache, steps)
     key, step_key = jax.random.split(key)
     token = sample_token(logits[:, -1], step_key, sampling.temperature, sampling.top_p)
     out = jnp.full((batch, steps), pad_id, jnp.int32).at[:, 0].set(token)

@@ -136,14 +136,44 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *, scale: f
     """
     batch, q_len, num_heads, head_dim = q.shape
     num_kv = k.shape[2]
-    q = q.reshape(batch, q_len, num_kv, num_heads // num_kv, head_dim)
-    scores = jnp.einsum("btkge,bske->bkgts", q, k).astype(jnp.float32) * scale
+    groups = num_heads // num_kv
+    if q_len == 1:
+        return _single_query_attention(q, k, v, mask, scale=scale, softcap=softcap)
+    # One plain [G*T, E] @ [E, S] matmul per (row, KV head): the query heads sharing a KV head
+    # are stacked as rows. XLA:CPU runs this layout several times faster than the einsum
+    # "btkge,bske->bkgts" (which contracts the last axis of both operands); on accelerators
+    # the two lower alike.
+    q = q.reshape(batch, q_len, num_kv, groups, head_dim).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(batch, num_kv, groups * q_len, head_dim)
+    scores = jnp.matmul(q, k.transpose(0, 2, 3, 1)).astype(jnp.float32) * scale
+    scores = scores.reshape(batch, num_kv, groups, q_len, -1)
     if softcap is not None:
         scores = jnp.tanh(scores / softcap) * softcap
     scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bske->btkge", probs, v)
+    probs = probs.reshape(batch, num_kv, groups * q_len, -1)
+    out = jnp.matmul(probs, v.transpose(0, 2, 1, 3))  # [B, K, G*T, E]
+    out = out.reshape(batch, num_kv, groups, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, num_heads, head_dim)
+
+
+def _single_query_attention(q: Array, k: Array, v: Array, mask: Array, *, scale: float,
+                            softcap: float | None) -> Array:
+    """dot_product_attention for one query position (a decode step), as multiply-and-reduce:
+    with a single query row the matmuls degenerate to matrix-vector products, which XLA:CPU
+    runs ~3x slower than this fused elementwise form (same sums, same float32 softmax)."""
+    batch, _, num_heads, head_dim = q.shape
+    num_kv = k.shape[2]
+    q = q.reshape(batch, 1, num_kv, num_heads // num_kv, head_dim)  # [B, 1, K, G, E]
+    # Products and sums in float32 so bf16 caches are not reduced in bf16.
+    q, k_f32 = q.astype(jnp.float32), k.astype(jnp.float32)
+    scores = jnp.sum(q * k_f32[:, :, :, None, :], axis=-1) * scale  # [B, S, K, G]
+    if softcap is not None:
+        scores = jnp.tanh(scores / softcap) * softcap
+    scores = jnp.where(mask[:, 0, :, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=1)
+    out = jnp.sum(probs[..., None] * v.astype(jnp.float32)[:, :, :, None, :], axis=1)  # [B, K, G, E]
+    return out.reshape(batch, 1, num_heads, head_dim).astype(v.dtype)
 
 
 class Attention(nnx.Module):
