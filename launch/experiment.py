@@ -2,7 +2,8 @@
 
     python launch/experiment.py --config configs/smollm2.py --seeds 0,1,2,3,4 \
         --sets authors,generated --scenarios ../shared/reference/false_recommendation_scenarios.json \
-        --out runs/experiment [--config.eval.suites=main] [--config.key=value ...]
+        --out runs/experiment [--adapters_from runs/other_experiment] [--config.eval.suites=main] \
+        [--config.key=value ...]
 
 Writes OUT/results.json and OUT/results.md (see soo_jax/eval/experiment.py for the layout).
 """
@@ -21,6 +22,8 @@ flags.DEFINE_string("seeds", "0,1,2,3,4", "Comma-separated SOO fine-tuning seeds
 flags.DEFINE_string("sets", "authors,generated", "Scenario sets: authors (needs --scenarios), generated.")
 flags.DEFINE_string("scenarios", "", "The authors' false_recommendation_scenarios.json.")
 flags.DEFINE_string("out", "runs/experiment", "Output directory (resumes if it has results).")
+flags.DEFINE_string("adapters_from", "", "Another experiment's output directory whose seed_<s>/train/adapter "
+                    "to evaluate instead of training again.")
 FLAGS = flags.FLAGS
 
 
@@ -35,7 +38,8 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config configs/smollm2.py")
     plan = ExperimentPlan(seeds=tuple(int(s) for s in FLAGS.seeds.split(",") if s.strip()),
                           sets=tuple(s.strip() for s in FLAGS.sets.split(",") if s.strip()),
-                          scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute())
+                          scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
+                          adapters_from=pathlib.Path(FLAGS.adapters_from).absolute() if FLAGS.adapters_from else None)
     aggregate = run_experiment(config, plan, progress=tqdm_progress(config.eval.progress))
     from soo_jax.eval.experiment import markdown_table
 

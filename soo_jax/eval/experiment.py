@@ -11,6 +11,9 @@ experiment resumes where it stopped:
 
 A scenario set is "authors" (their file, `--scenarios`) or "generated" (our generator); the first
 set runs every configured suite, later ones only the main burglar suite.
+
+With `adapters_from` (another experiment's OUT) the seeds' adapters are taken from there instead
+of being trained again, so more sets or suites can be evaluated on the same fine-tuned models.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ class ExperimentPlan:
     sets: tuple[str, ...]
     scenarios_file: str
     out_dir: pathlib.Path
+    adapters_from: pathlib.Path | None = None
+
+    def adapter_dir(self, seed: int) -> pathlib.Path:
+        root = self.adapters_from if self.adapters_from is not None else self.out_dir
+        return root / f"seed_{seed}" / "train" / "adapter"
 
     def __post_init__(self):
         unknown = set(self.sets) - set(SETS)
@@ -48,6 +56,11 @@ class ExperimentPlan:
                              "(the authors' false_recommendation_scenarios.json)")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        if self.adapters_from is not None:
+            missing = [s for s in self.seeds if not (self.adapter_dir(s) / "adapter_config.json").is_file()]
+            if missing:
+                raise FileNotFoundError(f"--adapters_from {self.adapters_from} has no trained adapter for "
+                                        f"seed(s) {missing} (expected {self.adapter_dir(missing[0])})")
 
 
 def _say(message: str) -> None:
@@ -113,7 +126,7 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
             train_config.train.evaluate = False
             train_config.train.export_adapter = True
         tick = time.time()
-        adapter_dir = seed_dir / "train" / "adapter"
+        adapter_dir = plan.adapter_dir(seed)
         if not (adapter_dir / "adapter_config.json").is_file():
             _say(f"SOO fine-tuning, seed {seed}")
             run_training(train_config)
@@ -134,7 +147,9 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
 
     aggregate = aggregate_results(base_results, seed_results, plan)
     aggregate["meta"] = {"model": model_path, "seeds": list(plan.seeds), "sets": list(plan.sets),
-                         "scenarios_file": plan.scenarios_file, "timing_s": timing,
+                         "scenarios_file": plan.scenarios_file,
+                         "adapters_from": str(plan.adapters_from) if plan.adapters_from else None,
+                         "timing_s": timing,
                          "wall_time_s": time.time() - started, "config": json.loads(config.to_json_best_effort())}
     (plan.out_dir / "results.json").write_text(json.dumps(aggregate, indent=2))
     (plan.out_dir / "results.md").write_text(markdown_table(aggregate))

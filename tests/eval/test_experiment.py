@@ -59,6 +59,17 @@ def test_experiment_aggregates_seeds_and_resumes(tiny_model, tmp_path, monkeypat
     again = run_experiment(tiny_experiment_config(tiny_model), plan)
     assert again["deception"] == aggregate["deception"]
 
+    # Another experiment evaluates the same adapters without training them again.
+    reuse = ExperimentPlan(seeds=(0, 1), sets=("generated",), scenarios_file="", out_dir=tmp_path / "exp2",
+                           adapters_from=tmp_path / "exp")
+    reused = run_experiment(tiny_experiment_config(tiny_model), reuse)
+    assert reused["deception"] == aggregate["deception"]
+    assert not (tmp_path / "exp2" / "seed_0" / "train").exists()
+    assert reused["meta"]["adapters_from"] == str(tmp_path / "exp")
+    with pytest.raises(FileNotFoundError, match=r"no trained adapter for seed\(s\) \[7\]"):
+        ExperimentPlan(seeds=(0, 7), sets=("generated",), scenarios_file="", out_dir=tmp_path / "exp3",
+                       adapters_from=tmp_path / "exp")
+
 
 def test_authors_set_needs_the_file(tmp_path):
     with pytest.raises(ValueError, match="--scenarios"):
