@@ -26,11 +26,10 @@ flags.DEFINE_string("scenarios", "", "The authors' scenario file: its tuples are
 FLAGS = flags.FLAGS
 
 # SmolLM2-135M-Instruct has 30 layers; the paper's SOO layers sit at 43-66% depth. The README's
-# sweep: three depths at the paper's learning rate, and a 10x rate at the shallowest (which
-# already broke the KL bound, so it was not repeated deeper).
+# sweep: four depths (20-80%) at the paper's learning rate and at 10x.
 PRESETS = {
     "smollm2": [f"loss.layers=({layer},);optimizer.learning_rate={lr}"
-                for layer, lr in ((6, 0.0001), (6, 0.001), (12, 0.0001), (18, 0.0001))],
+                for layer in (6, 12, 18, 24) for lr in (0.0001, 0.001)],
 }
 
 
