@@ -47,6 +47,9 @@ class ExperimentPlan:
         root = self.adapters_from if self.adapters_from is not None else self.out_dir
         return root / f"seed_{seed}" / "train" / "adapter"
 
+    def has_adapter(self, seed: int) -> bool:
+        return (self.adapter_dir(seed) / "adapter_config.json").is_file()
+
     def __post_init__(self):
         unknown = set(self.sets) - set(SETS)
         if unknown or not self.sets:
@@ -57,7 +60,7 @@ class ExperimentPlan:
         if not self.seeds:
             raise ValueError("give at least one seed")
         if self.adapters_from is not None:
-            missing = [s for s in self.seeds if not (self.adapter_dir(s) / "adapter_config.json").is_file()]
+            missing = [s for s in self.seeds if not self.has_adapter(s)]
             if missing:
                 raise FileNotFoundError(f"--adapters_from {self.adapters_from} has no trained adapter for "
                                         f"seed(s) {missing} (expected {self.adapter_dir(missing[0])})")
@@ -119,19 +122,18 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
     seed_results: dict[int, dict[str, dict]] = {}
     for seed in plan.seeds:
         seed_dir = plan.out_dir / f"seed_{seed}"
-        train_config = copy.deepcopy(config)
-        with train_config.unlocked():
-            train_config.train.seed = seed
-            train_config.train.out_dir = str(seed_dir / "train")
-            train_config.train.evaluate = False
-            train_config.train.export_adapter = True
         tick = time.time()
-        adapter_dir = plan.adapter_dir(seed)
-        if not (adapter_dir / "adapter_config.json").is_file():
+        if not plan.has_adapter(seed):
             _say(f"SOO fine-tuning, seed {seed}")
+            train_config = copy.deepcopy(config)
+            with train_config.unlocked():
+                train_config.train.seed = seed
+                train_config.train.out_dir = str(seed_dir / "train")
+                train_config.train.evaluate = False
+                train_config.train.export_adapter = True
             run_training(train_config)
         timing[f"seed_{seed}/train"] = time.time() - tick
-        tuned = load_peft_adapter(nnx.merge(*nnx.split(base)), adapter_dir)
+        tuned = load_peft_adapter(nnx.merge(*nnx.split(base)), plan.adapter_dir(seed))
         set_dropout(tuned, False)
         # The base as the tuned graph with zeroed adapters: both share every compilation.
         reference = base_view(tuned)

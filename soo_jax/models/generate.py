@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.data.batching import left_pad
-from soo_jax.models.transformer import CausalLM, KVCache, init_cache
+from soo_jax.models.transformer import CausalLM, extend_cache, init_cache
 
 Array = jax.Array
 # Prompt widths are rounded up to a multiple of this: few distinct shapes, few compilations.
@@ -67,14 +67,6 @@ def _prefilled_prefix_cache(model: CausalLM, prefix: Array, batch: int, max_leng
     cache = init_cache(model.config, 1, max_length, cache_dtype)
     _, cache = model(prefix[None, :], jnp.ones((1, prefix.shape[0]), bool), cache=cache, logits="last")
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape[1:])) if x.ndim else x, cache)
-
-
-def extend_cache(cache: KVCache, extra_slots: int) -> KVCache:
-    """The cache with `extra_slots` empty slots appended after its last one."""
-    def pad(x):
-        return jnp.pad(x, [(0, 0), (0, extra_slots)] + [(0, 0)] * (x.ndim - 2))
-    return cache.replace(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
-                         key_valid=pad(cache.key_valid))
 
 
 ANY_TOKEN = -2  # left filler of a right-aligned stop sequence

@@ -135,10 +135,10 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *, scale: f
     float32, probabilities cast back to the compute dtype (as transformers' eager attention).
     """
     batch, q_len, num_heads, head_dim = q.shape
-    num_kv = k.shape[2]
-    groups = num_heads // num_kv
     if q_len == 1:
         return _single_query_attention(q, k, v, mask, scale=scale, softcap=softcap)
+    num_kv = k.shape[2]
+    groups = num_heads // num_kv
     # One plain [G*T, E] @ [E, S] matmul per (row, KV head): the query heads sharing a KV head
     # are stacked as rows. XLA:CPU runs this layout several times faster than the einsum
     # "btkge,bske->bkgts" (which contracts the last axis of both operands); on accelerators
@@ -147,14 +147,19 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Array, *, scale: f
     q = q.reshape(batch, num_kv, groups * q_len, head_dim)
     scores = jnp.matmul(q, k.transpose(0, 2, 3, 1)).astype(jnp.float32) * scale
     scores = scores.reshape(batch, num_kv, groups, q_len, -1)
-    if softcap is not None:
-        scores = jnp.tanh(scores / softcap) * softcap
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    probs = _attention_probs(scores, mask[:, None, None, :, :], softcap, axis=-1).astype(v.dtype)
     probs = probs.reshape(batch, num_kv, groups * q_len, -1)
     out = jnp.matmul(probs, v.transpose(0, 2, 1, 3))  # [B, K, G*T, E]
     out = out.reshape(batch, num_kv, groups, q_len, head_dim).transpose(0, 3, 1, 2, 4)
     return out.reshape(batch, q_len, num_heads, head_dim)
+
+
+def _attention_probs(scores: Array, mask: Array, softcap: float | None, *, axis: int) -> Array:
+    """float32 scores -> [soft-capped,] masked softmax along the key axis."""
+    if softcap is not None:
+        scores = jnp.tanh(scores / softcap) * softcap
+    scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    return jax.nn.softmax(scores, axis=axis)
 
 
 def _single_query_attention(q: Array, k: Array, v: Array, mask: Array, *, scale: float,
@@ -168,10 +173,8 @@ def _single_query_attention(q: Array, k: Array, v: Array, mask: Array, *, scale:
     # Products and sums in float32 so bf16 caches are not reduced in bf16.
     q, k_f32 = q.astype(jnp.float32), k.astype(jnp.float32)
     scores = jnp.sum(q * k_f32[:, :, :, None, :], axis=-1) * scale  # [B, S, K, G]
-    if softcap is not None:
-        scores = jnp.tanh(scores / softcap) * softcap
-    scores = jnp.where(mask[:, 0, :, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=1)
+    probs = _attention_probs(scores, mask[:, 0, :, None, None], softcap, axis=1)
+    probs = probs.astype(v.dtype).astype(jnp.float32)  # rounded as the prefill path rounds them
     out = jnp.sum(probs[..., None] * v.astype(jnp.float32)[:, :, :, None, :], axis=1)  # [B, K, G, E]
     return out.reshape(batch, 1, num_heads, head_dim).astype(v.dtype)
 

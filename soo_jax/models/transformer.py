@@ -77,6 +77,14 @@ def init_cache(config: ModelConfig, batch: int, max_length: int, dtype=jnp.float
                    key_valid=jnp.zeros((batch, max_length), bool), index=jnp.zeros((), jnp.int32))
 
 
+def extend_cache(cache: KVCache, extra_slots: int) -> KVCache:
+    """The cache with `extra_slots` empty slots appended after its last one."""
+    def pad(x):
+        return jnp.pad(x, [(0, 0), (0, extra_slots)] + [(0, 0)] * (x.ndim - 2))
+    return cache.replace(keys=tuple(map(pad, cache.keys)), values=tuple(map(pad, cache.values)),
+                         key_valid=pad(cache.key_valid))
+
+
 def positions_from_mask(attention_mask: Array) -> Array:
     """Left-padded rows count positions from their first real token, as unpadded rows do."""
     return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
