@@ -1,32 +1,33 @@
 """SOO fine-tuning: `python launch/train.py --config configs/smollm2.py [--config.key=value ...]`.
 
-Resumes automatically from the latest checkpoint in `train.out_dir`. On a TPU pod slice or a
-multi-host GPU cluster every host runs this same command (see launch/tpu_pod.sh, launch/slurm.sbatch).
+Resumes from the latest checkpoint in `train.out_dir` when the result-changing settings are the
+same, and refuses (naming each differing key) when they are not; `--fresh` moves an old run
+aside first. SIGINT/SIGTERM save a checkpoint at the current step and exit; rerun to resume. On
+a TPU pod slice or a multi-host GPU cluster every host runs this same command (see
+launch/tpu_pod.sh, launch/slurm.sbatch).
 """
 
-import pathlib
-import sys
+from soo_jax import cli
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+cli.starting("SOO fine-tuning")
 
-from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration file (configs/*.py).",
                                           lock_config=True)
+_RESUME_FROM_PREVIOUS = flags.DEFINE_bool(
+    "resume_from_previous", False, "If the latest checkpoint cannot be read, move it aside and resume from the "
+    "newest step that can (never done silently).")
 
 
 def main(argv):
-    del argv
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)  # orbax and jax log every checkpoint step at INFO
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {argv[1:]}")
     from soo_jax.train.loop import run_training
 
-    config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config configs/smollm2.py")
-    run_training(config, evaluate=_evaluator())
+    run_training(_CONFIG.value, evaluate=_evaluator(), fresh=flags.FLAGS.fresh,
+                 resume_from_previous=_RESUME_FROM_PREVIOUS.value)
 
 
 def _evaluator():
@@ -41,4 +42,4 @@ def _evaluator():
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

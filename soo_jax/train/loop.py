@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import sys
 import time
 from typing import Callable
 
@@ -18,6 +17,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from soo_jax import run_dir
 from soo_jax.data.batching import PairBatch, batch_pairs
 from soo_jax.data.pairs import PromptPair, batch_indices, soo_training_pairs, steps_per_epoch
 from soo_jax.lora import apply_lora
@@ -90,22 +90,86 @@ def _is_main_process() -> bool:
 
 def _say(message: str) -> None:
     if _is_main_process():
-        print(message, file=sys.stderr, flush=True)
+        run_dir.say(message)
+
+
+# Settings that cannot change the trained adapter: where and how often things are written, the
+# end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape.
+NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
+                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh")
+FRESH_HINT = "a new train.out_dir, or --fresh to move the old run aside"
+
+
+def model_identity(model_path: pathlib.Path) -> str:
+    """The model's config.json hash and total weight-file size: the same directory path can hold
+    another model, and the same model can sit at another path (a moved cache)."""
+    import hashlib
+
+    config_file = pathlib.Path(model_path) / "config.json"
+    digest = hashlib.sha256(config_file.read_bytes()).hexdigest()[:16] if config_file.is_file() else "none"
+    size = sum(f.stat().st_size for f in pathlib.Path(model_path).glob("*.safetensors"))
+    return f"config.json sha256 {digest}, {size} bytes of safetensors"
+
+
+def train_settings(c: ml_collections.ConfigDict, model_path: pathlib.Path) -> dict:
+    """The flat settings the trained adapter depends on (compared on every rerun)."""
+    settings = run_dir.without(run_dir.flatten(c.to_dict()), NOT_RESULT_CHANGING)
+    return {**settings, "model.identity": model_identity(model_path)}
+
+
+def _legacy_settings(model_path: pathlib.Path) -> Callable[[pathlib.Path], dict | None]:
+    """For an out_dir written before manifests: the config its newest checkpoint recorded."""
+    def read(out_dir: pathlib.Path) -> dict | None:
+        steps = sorted((int(p.name) for p in (out_dir / "checkpoints").glob("*") if p.name.isdigit()), reverse=True)
+        for step in steps:
+            meta_file = out_dir / "checkpoints" / str(step) / "meta" / "metadata"
+            if meta_file.is_file():
+                config = ml_collections.ConfigDict(run_dir.read_json(meta_file)["config"])
+                return train_settings(config, model_path)
+        return None
+    return read
+
+
+def _remove_orphans(out_dir: pathlib.Path) -> None:
+    """Temporary directories a killed run left behind (an adapter export or a checkpoint being
+    written); nobody else writes here while we hold the lock."""
+    import shutil
+
+    for orphan in [*out_dir.glob(".adapter.*"), *(out_dir / "checkpoints").glob("*.orbax-checkpoint-tmp*")]:
+        shutil.rmtree(orphan, ignore_errors=True)
 
 
 def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = None,
-                 stop_after: int | None = None) -> RunResult:
+                 stop_after: int | None = None, fresh: bool = False,
+                 resume_from_previous: bool = False) -> RunResult:
     """Runs (or resumes) the SOO fine-tuning described by config `c`.
 
-    `stop_after` ends the run early after that many steps in this invocation (used to simulate an
-    interruption); `evaluate(tuned_model, tokenizer, c) -> dict` runs at the end if given and
-    `train.evaluate` is set; its result goes to `before_after.json` (and its "summary" is printed).
+    `train.out_dir` is claimed first (`soo_jax.run_dir.claim`): a rerun there with other
+    result-changing settings is refused naming each key, unless `fresh` (the old run is moved
+    aside); a second process is refused while the first runs. `stop_after` ends the run early
+    after that many steps in this invocation (used to simulate an interruption);
+    `evaluate(tuned_model, tokenizer, c) -> dict` runs at the end if given and `train.evaluate`
+    is set; its result goes to `before_after.json` (and its "summary" is printed), and a rerun of
+    a finished run reuses it while the evaluation settings are the same. SIGINT/SIGTERM end the
+    run after the current step with a checkpoint (`run_dir.Interrupted`). A latest checkpoint
+    that cannot be read stops the run, unless `resume_from_previous` (then it is moved aside
+    and the newest readable step is used).
     """
     run_config.validate(c)
     initialize_distributed()
     out_dir = pathlib.Path(c.train.out_dir).absolute()
-    out_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model_path(c.model.path)
+    with run_dir.claim(out_dir, train_settings(c, model_path), kind="train", fresh=fresh, fresh_hint=FRESH_HINT,
+                       legacy_settings=_legacy_settings(model_path), info={"model": str(model_path)},
+                       enabled=_is_main_process()):
+        if _is_main_process():
+            _remove_orphans(out_dir)
+        return _train(c, out_dir, model_path, evaluate=evaluate, stop_after=stop_after,
+                      resume_from_previous=resume_from_previous)
+
+
+def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: pathlib.Path, *,
+           evaluate: Callable | None, stop_after: int | None, resume_from_previous: bool) -> RunResult:
     mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
     _say(f"model: {model_path}\nmesh: {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es)")
@@ -136,7 +200,9 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
                                      max_to_keep=int(c.train.max_to_keep))
     resumed_from = checkpointer.latest_step()
     if resumed_from is not None:
-        state, meta = checkpointer.restore(abstract_like(state, shardings.state))
+        state, meta = checkpointer.restore(abstract_like(state, shardings.state),
+                                           fall_back_to_previous=resume_from_previous)
+        resumed_from = int(state.step)
         _check_resumable(meta, c, lora_cfg)
         _say(f"resuming from checkpoint step {resumed_from} (epoch {meta['epoch']}, batch {meta['batch_in_epoch']})")
     start = int(state.step)
@@ -150,14 +216,21 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
 
     global_shape = (schedule.grad_accum, 2 * micro_pairs, pairs.tokens.shape[1])
     rows = process_batch_rows(shardings.batch, global_shape) if jax.process_count() > 1 else None
-    log = MetricsLog(out_dir / "metrics.jsonl", enabled=_is_main_process(), tensorboard_dir=out_dir / "tensorboard")
+    # Records past the restored step were written by the interrupted run and are re-made now.
+    log = MetricsLog(out_dir / "metrics.jsonl", enabled=_is_main_process(), tensorboard_dir=out_dir / "tensorboard",
+                     keep_through_step=start)
     first_soo = last_soo = None
+    first_loss = last_loss = None
     end = schedule.total_steps if stop_after is None else min(schedule.total_steps, start + stop_after)
+    if start < end:
+        _say(f"training {end - start} steps (the first compiles the step: about half a minute for SmolLM2 "
+             f"on 2 CPU cores)")
     progress = log.progress(total=schedule.total_steps, initial=start)
     started = time.perf_counter()
     tokens_done = 0
+    stop = run_dir.StopRequest()
     try:
-        with jax.set_mesh(mesh):  # activation sharding constraints read the ambient mesh
+        with jax.set_mesh(mesh), stop:  # activation sharding constraints read the ambient mesh
             for step in range(start, end):
                 local_tokens, local_mask = schedule.microbatches(pairs, step, rows)
                 tokens, mask = global_batch_from_host_slices(local_tokens, local_mask, shardings.batch)
@@ -166,7 +239,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
                 if not metrics.pop("finite"):
                     last_good = checkpointer.latest_step()
                     raise FloatingPointError(
-                        f"non-finite loss or gradient at step {step} (loss={metrics['loss']}, "
+                        f"non-finite loss or gradient at step {step + 1} (loss={metrics['loss']}, "
                         f"grad_norm={metrics['grad_norm']}); the update was not applied. Last good checkpoint: "
                         f"{checkpointer.path_of(last_good) if last_good is not None else 'none'}")
                 # Real tokens of the global batch (estimated from this process's share on several hosts).
@@ -176,14 +249,25 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
                 record = {"step": step + 1, "epoch": epoch, **metrics, "tokens_per_s": tokens_done / max(elapsed, 1e-9)}
                 first_soo = metrics["soo"] if first_soo is None else first_soo
                 last_soo = metrics["soo"]
+                first_loss = metrics["loss"] if first_loss is None else first_loss
+                last_loss = metrics["loss"]
                 log.write(record, progress)
                 checkpointer.save(step + 1, state, meta_for(step + 1))
+                if stop:
+                    break
         checkpointer.save(int(state.step), state, meta_for(int(state.step)), force=True)
     finally:
         progress.close()
         checkpointer.wait()
         log.close()
 
+    if stop:
+        checkpointer.close()
+        raise stop.interrupted(f"interrupted at step {int(state.step)}/{schedule.total_steps}; checkpoint "
+                               f"{checkpointer.path_of(int(state.step))} written; rerun the same command to resume")
+    if first_loss is not None and abs(last_loss) > LOSS_BLOWUP * max(abs(first_loss), 1e-12):
+        _say(f"warning: the loss grew from {first_loss:.4g} (first step of this run) to {last_loss:.4g} (last); "
+             f"training probably diverged: try a lower optimizer.learning_rate")
     adapter_dir = None
     evaluation = None
     finished = int(state.step) == schedule.total_steps
@@ -192,14 +276,40 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
         if c.train.export_adapter and _is_main_process():
             adapter_dir = export_peft_adapter(model, lora_cfg, out_dir / "adapter", base_model=str(model_path))
         if evaluate is not None and c.train.evaluate and _is_main_process():
-            evaluation = evaluate(model, tokenizer, c)
-            (out_dir / "before_after.json").write_text(json.dumps(evaluation, indent=2))
+            evaluation = _before_after(evaluate, model, tokenizer, c, out_dir, int(state.step))
     checkpointer.close()
     result = RunResult(out_dir=out_dir, checkpoint_dir=checkpointer.directory, metrics_file=log.path,
                        adapter_dir=adapter_dir, first_soo=first_soo, last_soo=last_soo, steps=int(state.step),
                        resumed_from=resumed_from, evaluation=evaluation)
     _report(result, schedule.total_steps)
     return result
+
+
+LOSS_BLOWUP = 100.0  # last/first loss ratio above which a finished run warns
+
+
+def evaluation_settings(c: ml_collections.ConfigDict, trained_steps: int) -> dict:
+    """What before_after.json depends on beyond the adapter (fixed by the run's manifest)."""
+    return {**run_dir.flatten({"eval": c.eval.to_dict()}), "train.eval_scenarios": int(c.train.eval_scenarios),
+            "trained_steps": trained_steps}
+
+
+def _before_after(evaluate: Callable, model, tokenizer, c: ml_collections.ConfigDict, out_dir: pathlib.Path,
+                  trained_steps: int) -> dict:
+    """The end-of-run evaluation, or the stored one when the adapter and its settings are the same."""
+    path = out_dir / "before_after.json"
+    settings = run_dir.flatten(evaluation_settings(c, trained_steps))
+    if path.is_file():
+        stored = run_dir.read_json(path)
+        if stored.get("settings") == settings:
+            _say(f"before/after evaluation: reusing {path} (same adapter, same evaluation settings)")
+            return stored
+    n = int(c.train.eval_scenarios)
+    _say(f"before/after evaluation: {n} held-out scenarios x 2 room orders, base model then tuned, and the "
+         f"latent SOO at the training site (about 1 min for SmolLM2 on 2 CPU cores)")
+    evaluation = {**evaluate(model, tokenizer, c), "settings": settings}
+    run_dir.atomic_write_json(path, evaluation)
+    return evaluation
 
 
 def _check_resumable(meta: dict, c: ml_collections.ConfigDict, lora_cfg) -> None:

@@ -10,9 +10,15 @@ from tqdm.auto import tqdm
 
 
 class MetricsLog:
-    def __init__(self, path: pathlib.Path, *, enabled: bool = True, tensorboard_dir: pathlib.Path | None = None):
+    """`keep_through_step`: on a resume, the records after the restored step (written by the
+    interrupted run after its last checkpoint) are dropped first, so each step appears once."""
+
+    def __init__(self, path: pathlib.Path, *, enabled: bool = True, tensorboard_dir: pathlib.Path | None = None,
+                 keep_through_step: int | None = None):
         self.path = pathlib.Path(path)
         self.enabled = enabled
+        if enabled and keep_through_step is not None:
+            truncate_records(self.path, keep_through_step)
         self._file = open(self.path, "a") if enabled else None
         self._tensorboard = _tensorboard_writer(tensorboard_dir) if enabled and tensorboard_dir else None
 
@@ -41,6 +47,23 @@ class MetricsLog:
         if self._tensorboard is not None:
             self._tensorboard.close()
             self._tensorboard = None
+
+
+def truncate_records(path: pathlib.Path, last_step: int) -> None:
+    """Keeps the JSONL records with step <= last_step (and drops a torn last line)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+        if record.get("step", 0) <= last_step:
+            kept.append(line)
+    from soo_jax.run_dir import atomic_write_text
+
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def _tensorboard_writer(directory: pathlib.Path):

@@ -1,0 +1,141 @@
+"""What every launcher shares: a quiet start, one-line errors, and a clear word on bad flags.
+
+    from soo_jax import cli
+    cli.starting("SOO fine-tuning")           # first line, before JAX is imported
+    _CONFIG = config_flags.DEFINE_config_file("config", ...)
+    ...
+    if __name__ == "__main__":
+        cli.run(main)
+
+Errors a user can act on (a bad config value, a missing file, a refused rerun) print one line
+naming the key or file and exit 2; `--debug` shows the traceback instead. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+
+import ml_collections
+from absl import app, flags
+
+from soo_jax.run_dir import Interrupted, RunDirError, say
+
+flags.DEFINE_bool("debug", False, "Show Python tracebacks for errors instead of one-line messages.")
+flags.DEFINE_bool("fresh", False, "Move an existing output directory aside (to NAME.old-TIME) and start anew.")
+
+# Errors whose message is the whole story for a user (ConfigError is a ValueError).
+USER_ERRORS = (RunDirError, ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError)
+
+EXIT_USAGE = 2
+
+
+def starting(what: str) -> None:
+    """The first line a launcher prints: the rest of its start-up (JAX, the config) takes seconds."""
+    say(f"{os.path.basename(sys.argv[0])}: {what} (importing JAX and reading the config)...")
+
+
+def quiet_startup() -> None:
+    """Silences start-up log lines that look like errors on a CPU machine."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file it writes at INFO
+    # JAX probes for a TPU and logs "Unable to initialize backend 'tpu' ... libtpu.so" at INFO.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError) and text.startswith("'") and text.endswith("'"):
+        text = text[1:-1]
+    return text or type(err).__name__
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USAGE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------
+
+def flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`path.py` or `path.py:arg` -> its get_config() (as config_flags loads it)."""
+    path, _, arg = spec.partition(":") if not os.path.isfile(spec) else (spec, "", "")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location("_launcher_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_overrides(config: ml_collections.ConfigDict, argv: list[str]) -> list[str]:
+    """One message per `--config.KEY...` argument whose KEY path is not in `config`."""
+    errors = []
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        key = arg[len("--config."):].split("=", 1)[0]
+        node = config
+        for depth, part in enumerate(key.split(".")):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                where = ".".join(["config", *key.split(".")[:depth]])
+                errors.append(f"unknown config key {key!r} in {arg!r}: {where} has no field {part!r}"
+                              + (f" (fields: {', '.join(known)})" if known else ""))
+                break
+            node = node[part]
+    return errors
+
+
+def parse_flags(argv: list[str], *, config_required: bool = True) -> list[str]:
+    """absl's parser with one-line answers for a missing --config, an unknown --config.KEY, a
+    config file that does not load or validate, and any other bad flag."""
+    spec = flag_value(argv, "config")
+    if config_required and spec is None:
+        fail("--config FILE is required, e.g. --config configs/smollm2.py")
+    debug = "--debug" in argv
+    try:
+        if spec is not None:
+            errors = unknown_overrides(load_config_file(spec), argv)
+            if errors:
+                fail(errors[0] + ("" if len(errors) == 1 else f" (and {len(errors) - 1} more)"))
+        return flags.FLAGS(argv)
+    except SystemExit:
+        raise
+    except Exception as err:  # noqa: BLE001  (a flag or config file error: the message is the point)
+        if debug:
+            raise
+        fail(one_line(err))
+
+
+def run(main, *, config_required: bool = True) -> None:
+    """`absl.app.run(main)` with a quiet start and one-line errors (tracebacks with --debug)."""
+
+    def wrapped(argv):
+        quiet_startup()
+        try:
+            return main(argv)
+        except Interrupted as err:
+            print(one_line(err), file=sys.stderr, flush=True)
+            sys.exit(err.exit_code)
+        except USER_ERRORS as err:
+            if flags.FLAGS.debug:
+                raise
+            fail(one_line(err))
+
+    app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, config_required=config_required))
