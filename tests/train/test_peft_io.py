@@ -11,6 +11,7 @@ from soo_jax.lora import LoRAConfig, apply_lora, set_dropout
 from soo_jax.models.loader import from_pretrained
 from soo_jax.train.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter
 from tests.train.lora_fixtures import randomise_lora_b
+from tests.train.peft_reference import peft_from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint, torch_forward
 
 LORA = LoRAConfig(rank=4, alpha=16, dropout=0.2, targets=("q_proj", "v_proj", "o_proj"), layers=(0, 2))
@@ -22,14 +23,12 @@ def trained_looking(model):
 
 @pytest.mark.parametrize("name", ["qwen2", "gemma2_27b_style"])
 def test_exported_adapter_loads_in_peft_and_matches_our_logits(name, tmp_path):
-    from peft import PeftModel
-
     torch_model = make_tiny_checkpoint(name, tmp_path / "base")
     model = trained_looking(apply_lora(from_pretrained(tmp_path / "base"), LORA, rngs=nnx.Rngs(0)))
     set_dropout(model, False)
     export_peft_adapter(model, LORA, tmp_path / "adapter", base_model=str(tmp_path / "base"))
 
-    peft_model = PeftModel.from_pretrained(torch_model, str(tmp_path / "adapter")).eval()
+    peft_model = peft_from_pretrained(torch_model, tmp_path / "adapter")
     tokens, mask = left_padded_batch(model.config.vocab_size, [9, 6])
     with torch.no_grad():
         positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
