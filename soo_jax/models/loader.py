@@ -9,6 +9,7 @@ Our parameter paths mirror transformers' module names, so the key map is a rule,
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 import sys
 from typing import Any
@@ -29,6 +30,18 @@ from soo_jax.sharding import DEFAULT_RULES, Rules, state_shardings
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _drop_no_torch_advice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("PyTorch was not found.")
+
+
+# We use transformers only for configs and tokenizers, so without torch (the runtime install)
+# its import-time "PyTorch was not found. Models won't be available ..." is noise that reads
+# like an error. It is logged on the library's root logger, whose filters survive transformers'
+# own logging set-up; installed here, before any of our code imports transformers.
+if _drop_no_torch_advice not in logging.getLogger("transformers").filters:
+    logging.getLogger("transformers").addFilter(_drop_no_torch_advice)
 
 
 def as_dtype(dtype: Any):
