@@ -57,7 +57,9 @@ def difference_bars(differences: Mapping[str, dict], path):
     plt.close(fig)
 
 
-def classification_curve(episode_counts, accuracy_mean, accuracy_per_seed, path):
+def classification_curve(episode_counts, accuracy_mean, accuracy_per_seed, path, eval_seeds: int):
+    """Deceptive vs honest classification accuracy by mean SOO; `eval_seeds`: evaluation seeds
+    per training seed (the run's `evaluate.classification_eval_seeds`)."""
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for acc in accuracy_per_seed:
         ax.plot(episode_counts, 100 * np.asarray(acc), color="grey", alpha=0.3, lw=0.8)
@@ -68,7 +70,7 @@ def classification_curve(episode_counts, accuracy_mean, accuracy_per_seed, path)
     ax.set_ylim(-3, 103)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    ax.set_title("Deceptive vs honest agent classification by mean SOO (10 eval seeds)")
+    ax.set_title(f"Deceptive vs honest agent classification by mean SOO ({eval_seeds} eval seeds)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -105,6 +107,7 @@ def save_all(out_dir: pathlib.Path, *, grids, differences, classification, histo
     count_contours(grids, controls, paths["counts_controls"], n_seeds)
     difference_bars(differences, paths["differences"])
     classification_curve(classification["episode_counts"], classification["accuracy_mean"],
-                         classification["accuracy_per_training_seed"], paths["classification"])
+                         classification["accuracy_per_training_seed"], paths["classification"],
+                         classification["eval_seeds"])
     training_curves(histories, paths["training"])
     return {k: str(v) for k, v in paths.items()}
