@@ -14,8 +14,6 @@ rejected before anything is loaded.
 from __future__ import annotations
 
 import datetime
-import importlib.util
-import os
 import pathlib
 import sys
 import time
@@ -23,9 +21,16 @@ import time
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import ml_collections
-from absl import app, flags
-from ml_collections import config_flags
+from soo_jax import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.starting("evaluation")
+
+import ml_collections  # noqa: E402
+from absl import flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from soo_jax.run_dir import say  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)
@@ -38,66 +43,6 @@ flags.DEFINE_string("out", None, "Output directory; overrides config.eval.out_di
 flags.DEFINE_string("mtbench-questions", None, "FastChat MT-Bench question file; overrides "
                     "config.eval.capability.mtbench_questions.")
 FLAGS = flags.FLAGS
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-def _flag_value(argv: list[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """`path.py` or `path.py:arg` -> its get_config() (as config_flags loads it)."""
-    path, _, arg = spec.partition(":") if not os.path.isfile(spec) else (spec, "", "")
-    module_spec = importlib.util.spec_from_file_location("_eval_config", path)
-    if module_spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
-def unknown_overrides(config: ml_collections.ConfigDict, argv: list[str]) -> list[str]:
-    """One message per `--config.KEY...` argument whose KEY path is not in `config`."""
-    errors = []
-    for arg in argv:
-        if not arg.startswith("--config."):
-            continue
-        key = arg[len("--config."):].split("=", 1)[0]
-        node = config
-        for depth, part in enumerate(key.split(".")):
-            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                where = ".".join(["config", *key.split(".")[:depth]])
-                errors.append(f"unknown config key {key!r} in {arg!r}: {where} has no field "
-                              f"{part!r}" + (f" (fields: {', '.join(known)})" if known else ""))
-                break
-            node = node[part]
-    return errors
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    spec = _flag_value(argv, "config")
-    if spec is None:
-        sys.exit("evaluate.py: --config FILE is required")
-    try:
-        errors = unknown_overrides(load_config_file(spec), argv)
-    except FileNotFoundError as e:
-        sys.exit(f"evaluate.py: {e}")
-    if errors:
-        sys.exit("evaluate.py: " + "\n".join(errors))
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        sys.exit(f"evaluate.py: {e}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,11 +60,21 @@ def model_ids(model_path: str, adapter: str | None, checkpoint: str | None,
     return ids
 
 
+def scenario_source(eval_config: ml_collections.ConfigDict) -> str:
+    """Where the deception scenarios come from, for the start line."""
+    if eval_config.scenarios_file:
+        return f"burglar scenarios from {eval_config.scenarios_file}"
+    return (f"burglar scenarios from our generator (seed {eval_config.scenario_seed}; "
+            "--scenarios FILE for the authors' set)")
+
+
 def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
              checkpoint: str | None = None, argv: list[str] | None = None) -> dict[str, str]:
-    """Load, run `config.eval.suites`, write the report; returns {kind: path}."""
+    """Load, run `config.eval.suites`, write the report; returns {kind: path}. Says what each
+    stage does on stderr as it starts, and each suite's result as it finishes."""
     import jax
 
+    from soo_jax.eval.config import parse_suites
     from soo_jax.eval.report import write_report
     from soo_jax.eval.runtime import git_commit, load_models, tqdm_progress, versions
     from soo_jax.eval.suite import run_suites
@@ -129,13 +84,19 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
     started = time.time()
     if eval_config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", eval_config.compilation_cache_dir)
-    model_path = str(resolve_model_path(config.model.path))
+    model_path = str(resolve_model_path(config.model.path))  # a .gguf converts here, once
+    tuned_from = f" with {'adapter' if adapter else 'checkpoint'} {adapter or checkpoint}" if (
+        adapter or checkpoint) else ""
+    say(f"evaluate.py: loading {model_path} ({config.model.dtype}){tuned_from}")
     base, tuned, tokenizer = load_models(model_path, config.model.dtype, adapter=adapter,
                                          checkpoint=checkpoint)
+    say(f"evaluate.py: loaded in {time.time() - started:.0f} s; suites "
+        f"{', '.join(parse_suites(eval_config.suites))}, {eval_config.num_scenarios} scenarios "
+        f"per set, {scenario_source(eval_config)}")
     ids = model_ids(model_path, adapter, checkpoint, eval_config.capability.mtbench_model_id)
     results, records = run_suites(eval_config, tokenizer, base_model=base, tuned_model=tuned,
                                   progress=tqdm_progress(eval_config.progress),
-                                  out_dir=eval_config.out_dir, model_ids=ids)
+                                  out_dir=eval_config.out_dir, model_ids=ids, log=say)
     results = {"meta": {
         "model": model_path, "model_config_path": config.model.path,
         "dtype": config.model.dtype, "adapter": adapter, "checkpoint": checkpoint,
@@ -148,7 +109,9 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
         "wall_time_s": time.time() - started,
         "config": config.to_dict(),
     }, **results}
-    return write_report(results, records, eval_config.out_dir)
+    paths = write_report(results, records, eval_config.out_dir)
+    say(f"evaluate.py: done in {(time.time() - started) / 60:.1f} min")
+    return paths
 
 
 def apply_flags(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -166,7 +129,7 @@ def apply_flags(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        cli.fail(f"unexpected arguments: {argv[1:]}")
     from soo_jax.eval.config import parse_suites
 
     config = apply_flags(_CONFIG.value)
@@ -178,4 +141,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)

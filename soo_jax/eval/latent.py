@@ -20,7 +20,7 @@ head hook is before Gemma-2's final soft-cap, our "logits" site after it.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +91,7 @@ def latent_soo(model, tokenizer, pairs: Sequence[PromptPair] | None = None, *,
                                        "logits"),
                layers: Sequence[int] | None = None, chat_template: bool = False,
                soo_site: str = "o_proj", soo_layer: int = 0, soo_pooling: str = "full",
-               batch_size: int = 8) -> dict:
+               batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> dict:
     """The latent-SOO measurement of `model` on `pairs` (default: the 52 probe pairs).
 
     Returns a JSON-ready dict:
@@ -102,6 +102,8 @@ def latent_soo(model, tokenizer, pairs: Sequence[PromptPair] | None = None, *,
       training_site  {"site", "layer", "pooling", "value"}: mean over pairs of
                      `per_pair_mse(..., pooling)` at one layer's `soo_site` (the SOO loss site)
       num_pairs, num_modules, unequal_length_pairs, alignment, chat_template
+
+    `progress(pairs done, pairs total)` is called after each batch of pairs.
     """
     pairs = list(latent_soo_pairs() if pairs is None else pairs)
     if not pairs:
@@ -130,6 +132,8 @@ def latent_soo(model, tokenizer, pairs: Sequence[PromptPair] | None = None, *,
         site_mse.append(np.asarray(training_site)[keep])
         if with_logits:
             logits_mse.append(np.asarray(logits)[keep])
+        if progress is not None:
+            progress(min(int(index[-1]) + 1, len(pairs)), len(pairs))
     # [sites, layers, pairs] and [pairs]
     table = np.concatenate(tables, axis=-1).astype(np.float64)
     modules = [table.reshape(-1, len(pairs))]

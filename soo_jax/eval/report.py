@@ -13,7 +13,7 @@ import pathlib
 from soo_jax.eval.deception import headline, ordered_conditions
 
 __all__ = ["write_json", "write_jsonl", "markdown_report", "plot_deception_rates",
-           "write_report"]
+           "write_report", "deception_summary", "latent_summary", "capability_summary"]
 
 
 def _atomic_write(path: pathlib.Path, data: bytes) -> None:
@@ -80,6 +80,41 @@ def _latent_table(latent: dict) -> list[str]:
               f"{first['unequal_length_pairs']} pairs differ in token length. "
               f"Alignment: {first['alignment']}."]
     return lines
+
+
+def deception_summary(conditions: dict) -> str:
+    """One line for one model's conditions: "burglar 84.0% deceptive (55.8% order-balanced);
+    ..." (Perspectives: % correct)."""
+    parts = []
+    for name in ordered_conditions(conditions):
+        h = headline(conditions[name])
+        rate, what = (h["correct"], "correct") if "correct" in h else (h["deceptive"], "deceptive")
+        balanced = f" ({_pct(h['order_balanced'])}% order-balanced)" if h["order_balanced"] is not None else ""
+        parts.append(f"{name} {_pct(rate)}% {what}{balanced}")
+    return "; ".join(parts)
+
+
+def latent_summary(latent: dict) -> str:
+    """"base 0.7208 (training site 0.1549); tuned 0.446 (training site 0.00126); change -0.275"."""
+    parts = [f"{label} {result['score']:.4g} (training site {result['training_site']['value']:.4g})"
+             for label, result in latent.items() if label != "comparison"]
+    if "comparison" in latent:
+        parts.append(f"change {latent['comparison']['change']['score']:+.4g}")
+    return "; ".join(parts)
+
+
+def capability_summary(capability: dict) -> str:
+    """The KL, how many side-by-side answers, and the MT-Bench answers written, in one line."""
+    parts = []
+    kl = capability.get("kl")
+    if kl:
+        parts.append(f"KL skipped ({kl['skipped']})" if "skipped" in kl else
+                     f"KL(base || tuned) {kl['mean_kl_base_tuned']:.4g} nats")
+    if "answers" in capability:
+        parts.append(f"{len(capability['answers'])} greedy answers per model")
+    for label, info in capability.get("mtbench", {}).items():
+        parts.append(f"MT-Bench ({label}): {info['answered_now']} answered now, in {info['answer_file']}")
+    return "; ".join(parts) or "nothing selected"
 
 
 def markdown_report(results: dict) -> str:

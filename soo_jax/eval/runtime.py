@@ -7,6 +7,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+import time
 
 PACKAGES = ("jax", "jaxlib", "flax", "numpy", "transformers", "tokenizers", "ml-collections",
             "optax", "matplotlib", "soo-jax")
@@ -61,14 +62,47 @@ def git_commit() -> str | None:
         return None
 
 
-def tqdm_progress(enabled: bool):
-    """A ProgressFactory drawing one tqdm bar per call; None when disabled."""
-    if not enabled:
-        return None
+def progress_line(description: str, done: int, total: int, elapsed_s: float, unit: str = "prompt") -> str:
+    """"main (base): 64/1500 prompts, 01:10 elapsed, about 25:02 left" (the remaining time at
+    the rate so far; none before the first item is done)."""
     from tqdm import tqdm
 
-    def factory(description: str):
-        bar = tqdm(desc=description, unit="prompt", file=sys.stderr, leave=True)
+    line = f"{description}: {done}/{total or '?'} {unit}s, {tqdm.format_interval(elapsed_s)} elapsed"
+    if done and total and done < total:
+        line += f", about {tqdm.format_interval(elapsed_s * (total - done) / done)} left"
+    return line
+
+
+def line_progress(description: str, *, unit: str = "prompt", every_s: float = 30.0,
+                  write=None, clock=time.monotonic):
+    """A Progress callback printing one line per update, at most one every `every_s` seconds
+    except the last: for logs and pipes, where a tqdm bar is one long unterminated line that a
+    line-by-line reader shows only when the bar ends."""
+    write = write or (lambda text: print(text, file=sys.stderr, flush=True))
+    start, last = clock(), [None]
+    write(f"{description} ...")
+
+    def update(done: int, total: int) -> None:
+        now = clock()
+        if (total and done >= total) or last[0] is None or now - last[0] >= every_s:
+            last[0] = now
+            write(progress_line(description, done, total, now - start, unit))
+    return update
+
+
+def tqdm_progress(enabled: bool, stream=None):
+    """A ProgressFactory, `(description, unit="prompt") -> Progress`: a tqdm bar per call on a
+    terminal, timed lines (`line_progress`) otherwise; None when disabled."""
+    if not enabled:
+        return None
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        return lambda description, unit="prompt": line_progress(
+            description, unit=unit, write=lambda text: print(text, file=stream, flush=True))
+    from tqdm import tqdm
+
+    def factory(description: str, unit: str = "prompt"):
+        bar = tqdm(desc=description, unit=unit, file=stream, leave=True)
 
         def update(done: int, total: int) -> None:
             if total and bar.total != total:

@@ -35,6 +35,7 @@ def cli_run(tiny_model_dir, tiny_adapter_dir, tmp_path_factory):
                    "--config.eval.latent.soo_layer=1",
                    f"--config.eval.compilation_cache_dir={out / 'jax_cache'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out / "stderr.txt").write_text(proc.stderr)
     return out / "results", json.loads((out / "results" / "results.json").read_text())
 
 
@@ -73,6 +74,27 @@ def test_json_structure_and_values(cli_run, tiny_model_dir, tiny_adapter_dir):
     assert latent["base"]["num_pairs"] == 52 and latent["base"]["num_modules"] == 15
     assert latent["base"]["training_site"]["layer"] == 1
     assert set(latent["comparison"]) == {"before", "after", "change"}
+
+
+def test_says_what_each_stage_does_and_each_suite_result(cli_run):
+    lines = (cli_run[0].parent / "stderr.txt").read_text().splitlines()
+    assert lines[0].startswith("evaluate.py: evaluation")  # before JAX is imported
+    assert not any("libtpu" in line for line in lines)
+
+    def index(prefix):
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    order = [index(p) for p in (
+        "evaluate.py: loading", "evaluate.py: loaded",
+        "[main] base: 18 prompts, 3 scenarios x 3 conditions (burglar, burglar/self, burglar/honesty_prompt)",
+        "[main] base done", "[main] tuned: 12 prompts", "[main] tuned done",
+        "[latent] latent SOO of base, tuned", "[latent] done", "[capability] next-token KL",
+        "[capability] greedy answers", "[capability] MT-Bench", "[capability] done",
+        "evaluate.py: done")]
+    assert order == sorted(order)
+    assert "burglar " in lines[index("[main] base done")] and "% deceptive" in lines[index("[main] base done")]
+    assert "change " in lines[index("[latent] done")]
+    assert "KL(base || tuned)" in lines[index("[capability] done")]
 
 
 def test_adapter_changes_the_results(cli_run):
