@@ -1,5 +1,11 @@
 """Orbax checkpoints for the experiment's stages (atomic writes; orbax renames a finished
-temporary directory into place, so a crash never leaves a half-written checkpoint behind)."""
+temporary directory into place, so a crash never leaves a half-written checkpoint behind).
+
+A stage is finished when `done.json` exists; it is written last, and implies everything before
+it. Its content is written first, as `done.pending.json`, so a kill after the final checkpoint
+but before the marker leaves a stage that the next run completes by renaming the marker,
+instead of training again into a checkpoint step that already exists.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import json
 import pathlib
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
+
+from soo_jax.run_dir import atomic_write_text
 
 
 def _options() -> ocp.CheckpointManagerOptions:
@@ -29,8 +36,20 @@ class StageCheckpoints:
     def done_path(self) -> pathlib.Path:
         return self.dir / "done.json"
 
+    @property
+    def pending_done_path(self) -> pathlib.Path:
+        return self.dir / "done.pending.json"
+
     def is_done(self) -> bool:
         return self.done_path.exists() and self._final.latest_step() is not None
+
+    def complete_interrupted_finish(self) -> bool:
+        """A final checkpoint committed without its marker (killed in between): writes the
+        marker from its pending copy. Returns whether the stage is now finished."""
+        if self.is_done() or self._final.latest_step() is None or not self.pending_done_path.exists():
+            return self.is_done()
+        self.pending_done_path.replace(self.done_path)
+        return True
 
     def latest_progress(self) -> int | None:
         return self._progress.latest_step()
@@ -50,10 +69,13 @@ class StageCheckpoints:
         return step, state, [h for h in history if h["episodes_done"] <= step]
 
     def save_final(self, agents: Any, info: dict, history: list[dict]) -> None:
+        _write_json(self.dir / "history.json", history)
+        _write_json(self.pending_done_path, info)
+        if self._final.latest_step() is not None:  # a stale final from a run whose marker never came
+            self._final.delete(self._final.latest_step())
         self._final.save(0, args=ocp.args.StandardSave(agents), force=True)
         self._final.wait_until_finished()
-        _write_json(self.dir / "history.json", history)
-        _write_json(self.done_path, info)  # written last: marks the stage finished
+        self.pending_done_path.replace(self.done_path)  # last: marks the stage finished
 
     def restore_final(self, abstract_agents: Any) -> Any:
         if self._final.latest_step() is None:
@@ -68,10 +90,4 @@ class StageCheckpoints:
 
 
 def _write_json(path: pathlib.Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
-
-
-def abstract(tree_fn, *args) -> Any:
-    return jax.eval_shape(tree_fn, *args)
+    atomic_write_text(path, json.dumps(obj, indent=1))

@@ -15,7 +15,8 @@ from ml_collections import ConfigDict
 from soo_jax.rl import config as config_lib
 from soo_jax.rl import metrics, plots
 from soo_jax.rl.checkpoints import StageCheckpoints
-from soo_jax.rl.experiment import _fmt_time, git_commit, load_agents, stage_dir
+from soo_jax.rl.experiment import _fmt_time, claim_stage, git_commit, load_agents, stage_dir
+from soo_jax.run_dir import atomic_write_json, read_json
 from soo_jax.rl.rollouts import make_evaluator
 
 CONDITIONS = ("deceptive", "soo", "honest", "capability", "random")
@@ -146,11 +147,11 @@ def _markdown(results: dict) -> str:
 
 
 def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
-    out_dir = stage_dir(config, "evaluate")
+    out_dir = claim_stage(config, "evaluate")
     done = out_dir / "results.json"
     if done.exists():
         log(f"[evaluate] already finished; results in {done}")
-        return json.loads(done.read_text())
+        return read_json(done)
     start = time.time()
     stages = {}
     agents = {}
@@ -187,9 +188,7 @@ def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=
         "figures": figures,
     }
     (out_dir / "results.md").write_text(_markdown(results))
-    tmp = out_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(done)
+    atomic_write_json(done, results)  # last: marks the stage finished
     log(f"[evaluate] done in {_fmt_time(time.time() - start)}; results in {out_dir}")
     log(_markdown(results))
     return results

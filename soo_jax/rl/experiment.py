@@ -3,14 +3,15 @@
 Each training stage runs in chunks of `chunk_episodes` (one compiled scan, vmapped over
 seeds), prints progress, checkpoints the full state every `checkpoint_every_chunks` chunks and
 the trained agents at the end. A rerun skips finished stages and resumes an interrupted one
-from its last checkpoint.
+from its last checkpoint. Each stage directory has a manifest of the settings its result
+depends on (`stage_settings`): a rerun with other values there is refused, naming each key.
+SIGINT/SIGTERM end a stage after the current chunk with a checkpoint.
 """
 
 from __future__ import annotations
 
 import functools
 import pathlib
-import subprocess
 import time
 
 import jax
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import ConfigDict
 
+from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
 from soo_jax.rl.checkpoints import StageCheckpoints
 from soo_jax.rl.maddpg.core import init_agents
@@ -38,11 +40,38 @@ def stage_keys(seeds, stage: str) -> jax.Array:
 
 
 def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    return run_dir.git_commit() or "unknown"
+
+
+# What a stage's result depends on: every stage the seeds, environment, learner and chunking
+# (the key streams are split per chunk); fine-tuning stages also the deceptive baseline they start
+# from and their own settings; the evaluation everything. Where and how often progress is
+# logged or checkpointed never changes a result (resumes are bitwise).
+_COMMON = ("seeds", "chunk_episodes", "env", "maddpg")
+_STAGE_SECTIONS = {**{s: _COMMON + ("baseline",) for s in config_lib.BASELINE_STAGES},
+                   **{s: _COMMON + ("baseline", "finetune") for s in config_lib.FINETUNE_STAGES},
+                   "evaluate": _COMMON + ("baseline", "finetune", "evaluate")}
+FRESH_HINT = "another --config.workdir, or --fresh to move the old workdir aside"
+
+
+def stage_settings(config: ConfigDict, stage: str) -> dict:
+    flat = run_dir.flatten(config.to_dict())
+    sections = _STAGE_SECTIONS[stage]
+    return {k: v for k, v in flat.items() if any(k == s or k.startswith(s + ".") for s in sections)}
+
+
+def _legacy_stage_settings(config: ConfigDict, stage: str):
+    """A stage directory from before manifests: the workdir's config.json (written by every run
+    of that time) says what it was made with, when it is there."""
+    def read(directory: pathlib.Path):
+        legacy = directory.parent / "config.json"
+        return stage_settings(ConfigDict(run_dir.read_json(legacy)), stage) if legacy.is_file() else None
+    return read
+
+
+def claim_stage(config: ConfigDict, stage: str) -> pathlib.Path:
+    return run_dir.check_manifest(stage_dir(config, stage), stage_settings(config, stage), kind=f"rl/{stage}",
+                                  fresh_hint=FRESH_HINT, legacy_settings=_legacy_stage_settings(config, stage))
 
 
 def _fmt_time(seconds: float) -> str:
@@ -101,8 +130,9 @@ def _chunk_record(outputs, episodes_done: int, elapsed: float) -> dict:
 
 
 def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(print, flush=True)) -> None:
+    claim_stage(config, stage)
     ckpt = StageCheckpoints(stage_dir(config, stage))
-    if ckpt.is_done():
+    if ckpt.complete_interrupted_finish():
         log(f"[{stage}] already finished ({ckpt.done_info()['wall_time_s']:.0f} s); skipping")
         return
     hyper = config_lib.maddpg_hyper(config)
@@ -129,26 +159,24 @@ def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(pri
     start = time.time()
     n_chunks = n_episodes // config.chunk_episodes
     first_chunk = episodes_done // config.chunk_episodes
-    for c in range(first_chunk, n_chunks):
-        first_step = jnp.int32(c * config.chunk_episodes * hyper.episode_length)
-        state, outputs = chunk(state, first_step, params)
-        episodes_done = (c + 1) * config.chunk_episodes
-        elapsed = elapsed_before + time.time() - start
-        record = _chunk_record(outputs, episodes_done, elapsed)
-        history.append(record)
-        done_now = c + 1 - first_chunk
-        if (c + 1) % config.log_every_chunks == 0 or c + 1 == n_chunks:
-            eta = (time.time() - start) / done_now * (n_chunks - c - 1)
-            losses = record["losses"]
-            extra = ""
-            if "soo_loss" in losses and losses["soo_loss"] is not None:
-                extra = f" | soo {losses['soo_loss']:.4g} cap {losses['capability_loss']:.4g}"
-            log(f"[{stage}] ep {episodes_done}/{n_episodes} | return adv "
-                f"{record['return_adversary']:.2f} blue {record['return_blue']:.2f} | trap "
-                f"{record['trap_rate']:.2f}{extra} | elapsed {_fmt_time(elapsed)} | "
-                f"ETA {_fmt_time(eta)}")
-        if (c + 1) % config.checkpoint_every_chunks == 0 and c + 1 < n_chunks:
-            ckpt.save_progress(episodes_done, state, history)
+    stop = run_dir.StopRequest()
+    with stop:
+        for c in range(first_chunk, n_chunks):
+            first_step = jnp.int32(c * config.chunk_episodes * hyper.episode_length)
+            state, outputs = chunk(state, first_step, params)
+            episodes_done = (c + 1) * config.chunk_episodes
+            elapsed = elapsed_before + time.time() - start
+            record = _chunk_record(outputs, episodes_done, elapsed)
+            history.append(record)
+            if (c + 1) % config.log_every_chunks == 0 or c + 1 == n_chunks:
+                eta = (time.time() - start) / (c + 1 - first_chunk) * (n_chunks - c - 1)
+                log(_progress_line(stage, record, n_episodes, elapsed, eta))
+            if stop and c + 1 < n_chunks:
+                ckpt.save_progress(episodes_done, state, history)
+                raise stop.interrupted(f"[{stage}] interrupted at episode {episodes_done}/{n_episodes}; checkpoint "
+                                       f"written; rerun the same command to resume")
+            if (c + 1) % config.checkpoint_every_chunks == 0 and c + 1 < n_chunks:
+                ckpt.save_progress(episodes_done, state, history)
     info = {"stage": stage, "episodes": n_episodes, "seeds": list(config.seeds),
             "wall_time_s": elapsed_before + time.time() - start, "commit": git_commit(),
             "device": str(jax.devices()[0].device_kind), "reward_mode": reward_mode,
@@ -157,16 +185,29 @@ def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(pri
     log(f"[{stage}] finished in {_fmt_time(info['wall_time_s'])}")
 
 
-def run(config: ConfigDict, log=functools.partial(print, flush=True)) -> None:
-    config_lib.validate(config)
-    workdir = pathlib.Path(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
-    stages = config_lib.STAGES if config.stage == "all" else (config.stage,)
-    for stage in stages:
-        if stage == "evaluate":
-            from soo_jax.rl import evaluate  # noqa: PLC0415  (heavy; only when needed)
+def _progress_line(stage: str, record: dict, n_episodes: int, elapsed: float, eta: float) -> str:
+    losses = record["losses"]
+    extra = ""
+    if "soo_loss" in losses and losses["soo_loss"] is not None:
+        extra = f" | soo {losses['soo_loss']:.4g} cap {losses['capability_loss']:.4g}"
+    return (f"[{stage}] ep {record['episodes_done']}/{n_episodes} | return adv {record['return_adversary']:.2f} "
+            f"blue {record['return_blue']:.2f} | trap {record['trap_rate']:.2f}{extra} | elapsed "
+            f"{_fmt_time(elapsed)} | ETA {_fmt_time(eta)}")
 
-            evaluate.run_evaluation_stage(config, log=log)
-        else:
-            run_training_stage(config, stage, log=log)
+
+def run(config: ConfigDict, log=functools.partial(print, flush=True), *, fresh: bool = False) -> None:
+    """Runs `config.stage` (or every stage) in `config.workdir`, locked against a second process;
+    `fresh` moves an existing workdir aside first."""
+    config_lib.validate(config)
+    workdir = pathlib.Path(config.workdir).absolute()
+    if fresh:
+        run_dir.start_fresh(workdir)
+    stages = config_lib.STAGES if config.stage == "all" else (config.stage,)
+    with run_dir.DirLock(workdir):
+        for stage in stages:
+            if stage == "evaluate":
+                from soo_jax.rl import evaluate  # noqa: PLC0415  (heavy; only when needed)
+
+                evaluate.run_evaluation_stage(config, log=log)
+            else:
+                run_training_stage(config, stage, log=log)

@@ -74,5 +74,66 @@ def test_cli_rejects_unknown_config_key():
         [sys.executable, "launch/rl.py", "--config", "configs/rl_tiny.py", "--config.nokey=1"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
-    assert result.returncode != 0
-    assert "nokey" in result.stderr and "bad --config override" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: unknown config key 'nokey'" in result.stderr
+
+
+def test_a_final_checkpoint_without_its_marker_is_completed_not_retrained(tmp_path):
+    """A kill after the final checkpoint and before done.json (the old order wedged the stage:
+    'Checkpoint for step 0 already exists' on every rerun)."""
+    logs = []
+    config = tiny(tmp_path)
+    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    stage = tmp_path / "deceptive"
+    finished = experiment.load_agents(config, "deceptive")
+    (stage / "done.json").rename(stage / "done.pending.json")  # the state a kill leaves now
+    logs.clear()
+    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    assert any("skipping" in line for line in logs) and (stage / "done.json").exists()
+    # The old order's leftover (final, no marker, no pending copy) trains to the end and saves.
+    (stage / "done.json").unlink()
+    logs.clear()
+    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    assert any("resuming at episode 4/8" in line for line in logs) and (stage / "done.json").exists()
+    jax.tree.map(np.testing.assert_array_equal, experiment.load_agents(config, "deceptive"), finished)
+
+
+def test_a_changed_setting_is_refused_per_stage_naming_the_key(tmp_path):
+    from soo_jax.run_dir import RunDirError
+
+    config = tiny(tmp_path)
+    experiment.run_training_stage(config, "deceptive", log=lambda *a: None)
+    with pytest.raises(RunDirError, match=r"maddpg\.lr: 0\.003 -> 0\.001"):
+        experiment.run_training_stage(tiny(tmp_path, **{"maddpg.lr": 1e-3}), "deceptive", log=lambda *a: None)
+    # A fine-tuning setting does not touch the baselines' result: the finished stage is reused.
+    logs = []
+    experiment.run_training_stage(tiny(tmp_path, **{"finetune.soo_weight": 2.0}), "deceptive", log=logs.append)
+    assert any("skipping" in line for line in logs)
+    # A workdir written before manifests is checked against its config.json.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(tmp_path / "deceptive", legacy / "deceptive")
+    (legacy / "deceptive" / "manifest.json").unlink()
+    (legacy / "config.json").write_text(tiny(legacy, **{"seeds": (0, 1, 2, 9)}).to_json_best_effort())
+    with pytest.raises(RunDirError, match=r"seeds: \[0, 1, 2, 9\] -> \[0, 1, 2, 3\]"):
+        experiment.run_training_stage(tiny(legacy), "deceptive", log=lambda *a: None)
+
+
+def test_sigterm_saves_the_current_chunk_and_exits_nonzero(tmp_path):
+    import signal
+    import time
+
+    workdir = tmp_path / "rl"
+    args = [sys.executable, "launch/rl.py", "--config", "configs/rl_tiny.py", "--config.stage=deceptive",
+            f"--config.workdir={workdir}", "--config.baseline.n_episodes=40", "--config.checkpoint_every_chunks=1000"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (workdir / "deceptive" / "manifest.json").exists() or not any(
+            "ep 8/40" in line for line in [proc.stdout.readline()]):
+        assert time.time() < deadline and proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "interrupted at episode" in err and "rerun the same command to resume" in err
+    saved = int(err.split("interrupted at episode ")[1].split("/")[0])
+    assert 8 <= saved < 40 and saved in [int(p.name) for p in (workdir / "deceptive" / "progress").iterdir()
+                                          if p.name.isdigit()]
