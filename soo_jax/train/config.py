@@ -8,12 +8,13 @@ instead of a silently ignored setting.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import config_dict
 
 from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.layers import LAYER_SITES
 from soo_jax.soo import POOLINGS
-from soo_jax.train.step import LossConfig, OptimizerConfig
+from soo_jax.train.step import MICROBATCH_REDUCTIONS, LossConfig, OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 
@@ -37,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
         pooling="full",         # "full" | "mean" | "last" (paper_spec.md 1.3)
         kl_mask_padding=True,   # kl_logits only: False reproduces the public code (pads included)
         kl_to_base_weight=0.0,  # optional capability term; the paper has none
+        microbatch_reduction="mean",  # "sum": the public code's accumulation (paper_spec.md 1.2)
     ))
     c.data = ml_collections.ConfigDict(dict(
         chat_template=False,    # wrap each training prompt as a user turn of the chat template
@@ -62,7 +64,25 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.eval = default_eval_config()  # launch/evaluate.py and the end-of-run evaluation
+    link_latent_training_site(c)
     return c
+
+
+def link_latent_training_site(c: ml_collections.ConfigDict) -> None:
+    """The evaluation's latent SOO "training site" reads the loss settings whenever it is read:
+    `eval.latent.soo_layer` is `loss.layers[0]`, `soo_site` is `loss.site`, `soo_pooling` is
+    `loss.pooling`. So a config file's `c.loss.layers = (20,)`, a command line's
+    `--config.loss.layers=(12,)` or a sweep override all move it, and the eval config's -1
+    default (the paper's Mistral depth, 19/32 of the layers: layer 27 of Gemma-2's 46, 51 of
+    CalmeRys' 86, not their trained 20 and 57) never stands in for a trained layer. Setting one
+    of the three fields itself replaces its link with that value."""
+    latent = c.eval.latent
+    # ml_collections has no public "item of a tuple" operation on a reference; an _Op is what
+    # its own arithmetic on references builds.
+    latent.soo_layer = ml_collections.FieldReference(
+        0, field_type=int, op=config_dict._Op(lambda _, layers: int(layers[0]), [c.loss.get_ref("layers")]))
+    latent.soo_site = c.loss.get_ref("site").identity()
+    latent.soo_pooling = c.loss.get_ref("pooling").identity()
 
 
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -85,6 +105,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("loss.objective", f"{c.loss.objective!r} is not 'mse' or 'kl_logits'")
     if c.loss.pooling not in POOLINGS:
         _fail("loss.pooling", f"{c.loss.pooling!r} is not one of {POOLINGS}")
+    if c.loss.microbatch_reduction not in MICROBATCH_REDUCTIONS:
+        _fail("loss.microbatch_reduction", f"{c.loss.microbatch_reduction!r} is not one of {MICROBATCH_REDUCTIONS}")
     if c.loss.site not in LAYER_SITES:
         _fail("loss.site", f"{c.loss.site!r} is not one of {LAYER_SITES}")
     if not c.loss.layers or any(int(i) < 0 for i in c.loss.layers):
@@ -117,7 +139,8 @@ def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
 def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
     return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=tuple(int(i) for i in c.loss.layers),
                       pooling=c.loss.pooling, kl_mask_padding=bool(c.loss.kl_mask_padding),
-                      kl_to_base_weight=float(c.loss.kl_to_base_weight))
+                      kl_to_base_weight=float(c.loss.kl_to_base_weight),
+                      microbatch_reduction=c.loss.microbatch_reduction)
 
 
 def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:

@@ -25,13 +25,20 @@ from soo_jax.soo import POOLINGS, kl_to_reference, soo_kl_logits, soo_mse
 
 Array = jax.Array
 LoRAParams = dict[str, Array]  # flat: "layers/3/self_attn/q_proj/lora/a" -> array
+MICROBATCH_REDUCTIONS = ("mean", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """objective "mse": SOO MSE at `site` of `layers` (mean over layers); "kl_logits": the public
     code's KL between output distributions. `kl_to_base_weight` > 0 adds KL(base || tuned) on the
-    training prompts' next-token distributions (off by default: the paper has no such term)."""
+    training prompts' next-token distributions (off by default: the paper has no such term).
+
+    `microbatch_reduction`: how the microbatches of one optimizer step combine. "mean" averages
+    their gradients (the step's gradient is that of one batch of all its pairs); "sum" adds them,
+    as the public code did (it called `backward()` on every batch's loss without dividing by its
+    4 accumulation steps, paper_spec.md section 1.2). Logged metrics are per-microbatch means
+    either way, comparable to the per-batch losses the authors printed."""
 
     objective: Literal["mse", "kl_logits"] = "mse"
     site: str = "o_proj"
@@ -39,6 +46,7 @@ class LossConfig:
     pooling: str = "full"
     kl_mask_padding: bool = True
     kl_to_base_weight: float = 0.0
+    microbatch_reduction: Literal["mean", "sum"] = "mean"
 
     def __post_init__(self):
         if self.objective not in ("mse", "kl_logits"):
@@ -50,6 +58,9 @@ class LossConfig:
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
         if self.kl_to_base_weight < 0:
             raise ValueError(f"kl_to_base_weight must be >= 0, got {self.kl_to_base_weight}")
+        if self.microbatch_reduction not in MICROBATCH_REDUCTIONS:
+            raise ValueError(f"unknown microbatch_reduction {self.microbatch_reduction!r}; "
+                             f"use one of {MICROBATCH_REDUCTIONS}")
 
 
 @struct.dataclass
@@ -198,7 +209,8 @@ def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax
         (grads, loss, metrics), _ = jax.lax.scan(
             microbatch_grads, (zeros, jnp.zeros(()), metric_zeros),
             (jnp.arange(num_micro), tokens, mask))
-        grads = jax.tree.map(lambda g: g / num_micro, grads)
+        if loss_config.microbatch_reduction == "mean":
+            grads = jax.tree.map(lambda g: g / num_micro, grads)
         loss = loss / num_micro
         metrics = {k: v / num_micro for k, v in metrics.items()}
         grad_norm = optax.tree.norm(grads)
