@@ -215,7 +215,10 @@ def main() -> None:
         parser.error(f"--model {args.model} needs --tokenizer DIR")
     tokenizer = load_tokenizer(args.tokenizer or resolve_embedded(args.model))
     ours, torch_model, model_name = load_models(args, tokenizer)
-    eos = set() if (args.ignore_eos or random_model) else {int(tokenizer.eos_token_id)}
+    from soo_jax.models.generate import eos_token_ids
+
+    # The EOS ids every generating caller of ours uses; transformers gets the same set.
+    eos = set() if (args.ignore_eos or random_model) else set(eos_token_ids(ours.config, tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = build_batches(tokenizer, prompts_for(args), args.batch_size, chat=not args.raw)
 

@@ -102,12 +102,13 @@ def make_chat_function(model, tokenizer, *, seed: int = 0,
                        system: str | None = None) -> ChatFunction:
     """A `soo_jax.eval.mtbench.ChatFunction` on our generator: the whole conversation through
     the tokenizer's chat template; greedy below FastChat's temperature threshold, else
-    temperature sampling (top_p 1, as FastChat). The sampling key depends only on `seed` and
-    the rendered conversation, so a resumed run draws what an uninterrupted one would."""
-    from soo_jax.models.generate import SamplingConfig, encode_left_padded, generate_tokens
+    temperature sampling (top_p 1, as FastChat); an answer ends at any id of
+    `soo_jax.models.generate.eos_token_ids` (as every generation does). The sampling key depends
+    only on `seed` and the rendered conversation, so a resumed run draws what an uninterrupted
+    one would."""
+    from soo_jax.models.generate import SamplingConfig, encode_left_padded, eos_token_ids, generate_tokens
 
-    eos = tuple(sorted({int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None
-                       else set()))
+    eos = eos_token_ids(model.config, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     base_key = jax.random.key(seed)
 

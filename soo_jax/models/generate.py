@@ -249,8 +249,8 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     if not prompts:
         raise ValueError("no prompts to generate from")
     texts = chat_prompts(tokenizer, prompts, system=system) if chat else list(prompts)
-    eos = set(sampling.eos_token_ids) | set(model.config.eos_token_ids) | _tokenizer_eos_ids(tokenizer)
-    sampling = dataclasses.replace(sampling, eos_token_ids=tuple(sorted(eos)))
+    sampling = dataclasses.replace(sampling, eos_token_ids=eos_token_ids(model.config, tokenizer,
+                                                                         sampling.eos_token_ids))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     key = jax.random.key(0) if key is None else key
     # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
@@ -302,8 +302,13 @@ def stop_token_sequences(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return sequences
 
 
-def _tokenizer_eos_ids(tokenizer) -> set[int]:
-    ids = set()
+def eos_token_ids(model_config, tokenizer, extra: Sequence[int] = ()) -> tuple[int, ...]:
+    """Every token id that ends a completion, sorted: the model's (config.json's `eos_token_id`
+    merged with generation_config.json's by `soo_jax.models.loader.load_config`), the
+    tokenizer's EOS, and `extra`. The one place that decides it, for every generating caller:
+    a chat model may end its turn with a token only generation_config.json names (Gemma-2-it's
+    <end_of_turn>), and an answer that missed it would run on to max_new_tokens."""
+    ids = {int(i) for i in (*model_config.eos_token_ids, *extra)}
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    return ids
+    return tuple(sorted(ids))
