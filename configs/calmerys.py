@@ -1,26 +1,37 @@
 """CalmeRys-78B-Orpo-v0.1 (Qwen2-72B-shaped, 86 layers) on a TPU pod slice or a GPU cluster.
 
-SOO layer 57 (paper). LoRA/optimizer settings for CalmeRys are not reported; Gemma's are used
-(paper_spec.md section 6, item 2). The mesh comes from the simulated scale plan in
-docs/scaling.md; on H100 clusters use --config.mesh.tensor=8 (one NVLink domain).
+From the paper (paper_spec.md 1.1, appendix A.1.1-A.1.2): SOO MSE at layer 57's o_proj, chat
+template, the answer suffix "Only respond with the room name, no other text.". Not reported for
+CalmeRys, so Gemma-2's settings as in `gemma2.py` (paper_spec.md section 6, item 2): LoRA r=4
+alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, batch 4, AdamW with the public code's eps 1e-6 and
+no gradient clipping.
+
+The mesh comes from the simulated scale plan in docs/scaling.md: on a 64-chip v5e slice this is
+4 x 1 x 16, one pair per data shard (the plan measured two, i.e. `--config.train.batch_size=8`);
+on H100 clusters use --config.mesh.tensor=8 (one NVLink domain).
 """
 
+from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL
 from soo_jax.train.config import base_config, finalize
+
+MODEL = "calmerys-78b-orpo-v0.1"  # key of ARXIV_ANSWER_SUFFIX_BY_MODEL
 
 
 def get_config():
     c = base_config()
     c.model.path = "/path/to/CalmeRys-78B-Orpo-v0.1"
     c.model.dtype = "bfloat16"
-    c.loss.layers = (57,)
+    c.loss.layers = (57,)  # the latent SOO's training site follows (link_latent_training_site)
     c.lora.rank, c.lora.alpha, c.lora.dropout = 4, 8.0, 0.1
     c.data.chat_template = True
     c.train.epochs = 8
-    c.train.batch_size = 8
+    c.train.batch_size = 4
     c.train.out_dir = "runs/calmerys"
     c.train.checkpoint_every = 20
     c.optimizer.learning_rate = 9e-4
+    c.optimizer.eps, c.optimizer.max_grad_norm = 1e-6, 0.0  # the public code's AdamW, unclipped
+    c.eval.answer_suffix = ARXIV_ANSWER_SUFFIX_BY_MODEL[MODEL]
     # docs/scaling.md: tensor parallelism splits the frozen weights with no gathering; fsdp saves
-    # nothing for a frozen base. On a 64-chip v5e slice this is 4 x 1 x 16, 2 pairs per data shard.
+    # nothing for a frozen base.
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 16
     return finalize(c)
