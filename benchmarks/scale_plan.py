@@ -30,26 +30,9 @@ import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # configs/: each model's recipe (SOO layer, LoRA, optimizer)
 GIB = 1024 ** 3
 DEVICE_MEMORY_GIB = {"16 GiB (v5e)": 16, "32 GiB (v4)": 32, "80 GiB (H100)": 80}
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """The paper's SOO recipe per model (shared/paper_spec.md section 1.1)."""
-
-    soo_layer: int
-    lora_rank: int
-    lora_alpha: float
-    lora_dropout: float
-
-
-RECIPES = {
-    "mistral-7b": Recipe(soo_layer=19, lora_rank=8, lora_alpha=32, lora_dropout=0.2),
-    "gemma-2-27b": Recipe(soo_layer=20, lora_rank=4, lora_alpha=8, lora_dropout=0.1),
-    # CalmeRys' LoRA settings are not in the paper's text we have; Mistral's rank/alpha, Gemma's dropout.
-    "calmerys-78b": Recipe(soo_layer=57, lora_rank=8, lora_alpha=32, lora_dropout=0.1),
-}
 
 # model:DATAxFSDPxTENSOR, the rows of docs/scaling.md.
 DEFAULT_ROWS = (
@@ -99,20 +82,22 @@ def plan_row(row: Row) -> dict:
     import jax.numpy as jnp
     from flax import nnx
 
-    from configs.model_shapes import model_config
-    from soo_jax.lora import LoRAConfig, apply_lora
+    from configs.model_shapes import model_config, paper_config
+    from soo_jax.lora import apply_lora
     from soo_jax.models import build_model
+    from soo_jax.train import config as run_config
     from soo_jax.train.mesh import MeshConfig, check_global_batch, make_mesh
-    from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, TrainState, jit_train_step,
-                                    make_optimizer, make_train_step, plan_shardings)
+    from soo_jax.train.step import (SplitModel, TrainState, jit_train_step, make_optimizer, make_train_step,
+                                    plan_shardings)
 
-    recipe = RECIPES[row.model]
+    recipe = paper_config(row.model)
+    loss = run_config.loss_config(recipe)
     config = model_config(row.model)
     if row.truncate_layers:
         n = row.truncate_layers
-        recipe = dataclasses.replace(recipe, soo_layer=n - 1)
+        loss = dataclasses.replace(loss, layers=(n - 1,))
         config = config.replace(num_layers=n, sliding_windows=config.sliding_windows[:n])
-    lora = LoRAConfig(rank=recipe.lora_rank, alpha=recipe.lora_alpha, dropout=recipe.lora_dropout)
+    lora = run_config.lora_config(recipe)
 
     def abstract_model():
         return build_model(config, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
@@ -131,9 +116,9 @@ def plan_row(row: Row) -> dict:
     # "dropout" stream so that the step's reseed replaces their RNG state with traced keys.
     model = apply_lora(nnx.eval_shape(abstract_model), lora, rngs=nnx.Rngs(params=1, dropout=2))
     split = SplitModel(model)
-    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-4))
+    optimizer = make_optimizer(run_config.optimizer_config(recipe, total_steps=100))
     shardings = plan_shardings(split, optimizer, mesh)
-    step = make_train_step(split, LossConfig(layers=(recipe.soo_layer,)), optimizer)
+    step = make_train_step(split, loss, optimizer)
 
     def placed(x, sharding):
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
@@ -170,7 +155,7 @@ def plan_row(row: Row) -> dict:
     total = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"] + sizes["generated_code"]
     return {
         "key": row.key(), **dataclasses.asdict(row), "devices": row.devices, "global_pairs": row.global_pairs,
-        "soo_layer": recipe.soo_layer, "lora_rank": recipe.lora_rank,
+        "soo_layer": loss.layers[0], "lora_rank": lora.rank,
         "params_b": sum(math.prod(x.shape) for x in jax.tree.leaves(split.frozen)) / 1e9,
         "frozen_per_device": per_device(frozen), "train_state_per_device": per_device(state),
         **{f"{k}_bytes": v for k, v in sizes.items()}, "total_bytes": total,
@@ -187,7 +172,9 @@ def markdown_table(results: list[dict]) -> str:
     header = ("| model | mesh d×f×t (devices) | global batch (pairs × tokens) | weights | LoRA+Adam | argument | "
               "output | temp | code | **total** | fits " + " / ".join(DEVICE_MEMORY_GIB) + " | compile |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    order = {name: i for i, name in enumerate(RECIPES)}
+    from configs.model_shapes import PAPER_CONFIG_MODULES
+
+    order = {name: i for i, name in enumerate(PAPER_CONFIG_MODULES)}
     for r in sorted(results, key=lambda r: (order[r["model"]], r.get("truncate_layers") or 0, r["devices"],
                                             r["data"], bool(r.get("constrain")))):
         fits = " / ".join("yes" if r["total_bytes"] <= size * GIB else "no" for size in DEVICE_MEMORY_GIB.values())
@@ -233,7 +220,6 @@ def main() -> None:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + f" --xla_force_host_platform_device_count={args.devices}")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    sys.path.insert(0, str(REPO_ROOT))
 
     done = {r["key"] for r in read_results(args.out)}
     for row in rows:

@@ -1,9 +1,10 @@
 """SOO train-step throughput: our jitted JAX step vs the same step in PyTorch + transformers + PEFT.
 
-Both sides: the same architecture and batch, LoRA (q_proj, v_proj) on every layer, SOO MSE at one
-layer's o_proj output (full pooling over the positions real in both prompts), AdamW, one optimizer
-step per batch. Prints a Markdown table with tokens/s, step time, the ratio, and model FLOP
-utilisation where the device's peak is known.
+Both sides: the same architecture and batch, LoRA on every layer, SOO MSE at one layer's o_proj
+output (full pooling over the positions real in both prompts), AdamW, one optimizer step per
+batch. LoRA and optimizer settings are those of the architecture's run config (configs/smollm2.py,
+configs/mistral.py: the paper's recipe), never copied here. Prints a Markdown table with
+tokens/s, step time, the ratio, and model FLOP utilisation where the device's peak is known.
 
   CPU, SmolLM2 (embedded weights, fp32):   python benchmarks/train_step.py --arch smollm2
   GPU, Mistral-7B shape (random, bf16):    python benchmarks/train_step.py --arch mistral-7b --dtype bfloat16
@@ -38,11 +39,23 @@ def parse_args():
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--pairs", type=int, default=4, help="prompt pairs per step")
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--layer", type=int, default=None, help="SOO layer (default: 59%% depth, as Mistral's 19/32)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="SOO layer (default: the config's for mistral-7b, 19; 59%% depth for smollm2, as Mistral's 19/32)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--skip-torch", action="store_true")
     return p.parse_args()
+
+
+def recipe_config(arch: str):
+    """The run config whose LoRA and optimizer settings both sides use."""
+    if arch == "mistral-7b":
+        from configs.model_shapes import paper_config
+
+        return paper_config("mistral-7b")
+    from configs.smollm2 import get_config
+
+    return get_config()
 
 
 def make_batch(vocab: int, pairs: int, length: int, seed: int = 0):
@@ -76,25 +89,28 @@ def time_steps(step, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def jax_step(model_dir, hf_config, args, tokens, mask, layer):
+def jax_step(model_dir, hf_config, args, tokens, mask, layer, recipe):
+    import dataclasses
+
     import jax
     from flax import nnx
 
-    from soo_jax.lora import LoRAConfig, apply_lora
+    from soo_jax.lora import apply_lora
     from soo_jax.models import build_model, from_hf_config
     from soo_jax.models.loader import from_pretrained
-    from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, init_train_state, make_optimizer,
-                                    make_train_step)
+    from soo_jax.train import config as run_config
+    from soo_jax.train.step import SplitModel, init_train_state, make_optimizer, make_train_step
 
     if model_dir is not None:
         model = from_pretrained(model_dir, dtype=args.dtype)
     else:
         dtype = {"float32": jax.numpy.float32, "bfloat16": jax.numpy.bfloat16}[args.dtype]
         model = build_model(from_hf_config(hf_config), dtype=dtype, rngs=nnx.Rngs(0))
-    apply_lora(model, LoRAConfig(rank=8, alpha=32, dropout=0.2), rngs=nnx.Rngs(0))
+    apply_lora(model, run_config.lora_config(recipe), rngs=nnx.Rngs(0))
     split = SplitModel(model)
-    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-4, total_steps=1000))
-    step_fn = jax.jit(make_train_step(split, LossConfig(layers=(layer,)), optimizer), donate_argnums=(1,))
+    optimizer = make_optimizer(run_config.optimizer_config(recipe, total_steps=1000))
+    loss = dataclasses.replace(run_config.loss_config(recipe), layers=(layer,))
+    step_fn = jax.jit(make_train_step(split, loss, optimizer), donate_argnums=(1,))
     state = init_train_state(split, optimizer)
     tokens, mask = jax.device_put(tokens[None]), jax.device_put(mask[None])
     holder = {"state": state}
@@ -106,10 +122,12 @@ def jax_step(model_dir, hf_config, args, tokens, mask, layer):
     return step, model.config
 
 
-def torch_step(model_dir, hf_config, args, tokens, mask, layer):
+def torch_step(model_dir, hf_config, args, tokens, mask, layer, recipe):
     import torch
     import transformers
     from peft import LoraConfig, get_peft_model
+
+    from soo_jax.train import config as run_config
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -117,10 +135,13 @@ def torch_step(model_dir, hf_config, args, tokens, mask, layer):
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     else:
         model = transformers.AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
-    model = get_peft_model(model.to(device), LoraConfig(r=8, lora_alpha=32, lora_dropout=0.2,
-                                                        target_modules=["q_proj", "v_proj"]))
+    lora = run_config.lora_config(recipe)
+    model = get_peft_model(model.to(device), LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                                        target_modules=list(lora.targets)))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+    opt = run_config.optimizer_config(recipe, total_steps=1000)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=opt.learning_rate,
+                                  betas=(opt.b1, opt.b2), eps=opt.eps, weight_decay=opt.weight_decay)
     captured = {}
     o_proj = model.base_model.model.model.layers[layer].self_attn.o_proj
     o_proj.register_forward_hook(lambda _m, _i, out: captured.__setitem__("acts", out))
@@ -146,7 +167,8 @@ def torch_step(model_dir, hf_config, args, tokens, mask, layer):
         both = (mask_t[0::2] * mask_t[1::2]).unsqueeze(-1).float()
         per_pair = ((acts[0::2] - acts[1::2]) ** 2 * both).sum((1, 2)) / (both.sum((1, 2)) * acts.shape[-1])
         per_pair.mean().backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        if opt.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], opt.max_grad_norm)
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -167,19 +189,26 @@ def main():
     else:
         model_dir, hf_config = None, transformers.MistralConfig(**MISTRAL_7B)
         num_layers, vocab = MISTRAL_7B["num_hidden_layers"], MISTRAL_7B["vocab_size"]
-    layer = args.layer if args.layer is not None else round(num_layers * 19 / 32)
+    recipe = recipe_config(args.arch)
+    loss = recipe.loss
+    if (loss.objective, loss.pooling, loss.site) != ("mse", "full", "o_proj"):
+        raise SystemExit(f"the PyTorch side implements only full-pooled o_proj MSE, not {loss.to_dict()}")
+    if args.layer is not None:
+        layer = args.layer
+    else:  # SmolLM2 at the paper's relative depth, as docs/benchmarks.md measured it
+        layer = int(loss.layers[0]) if args.arch == "mistral-7b" else round(num_layers * 19 / 32)
     tokens, mask = make_batch(vocab, args.pairs, args.seq_len)
     real_tokens = int(mask.sum())
 
     rows = []
-    step, our_config = jax_step(model_dir, hf_config, args, tokens, mask, layer)
+    step, our_config = jax_step(model_dir, hf_config, args, tokens, mask, layer, recipe)
     ours = time_steps(step, args.steps, args.warmup)
     device = jax.devices()[0].device_kind
     flops = model_flops_per_step(our_config, layer, tokens.size, args.seq_len)
     peak = next((v.get(args.dtype) for k, v in PEAK_TFLOPS.items() if k in device), None)
     rows.append(("soo-jax (jax.jit)", ours, device))
     if not args.skip_torch:
-        step, torch_device = torch_step(model_dir, hf_config, args, tokens, mask, layer)
+        step, torch_device = torch_step(model_dir, hf_config, args, tokens, mask, layer, recipe)
         rows.append(("PyTorch + transformers + PEFT", time_steps(step, args.steps, args.warmup), torch_device))
 
     print(f"\nSOO train step, {args.arch}, {args.dtype}, {args.pairs} pairs x {args.seq_len} tokens "
