@@ -3,6 +3,8 @@
     python launch/sweep.py --config configs/smollm2.py --out runs/sweep \
         --point "loss.layers=(6,)" --point "loss.layers=(12,);optimizer.learning_rate=1e-3" ...
     python launch/sweep.py --config configs/smollm2.py --preset smollm2   # the README's sweep
+    python launch/sweep.py --config configs/smollm2.py --preset smollm2_recipes  # + formatting,
+        # objective and answer suffix (the grid and how it was trimmed: soo_jax/eval/sweep.py)
 
 Each --point is one grid point: ';'-separated config overrides. Resumable: finished points are
 reused. Writes OUT/sweep.json and OUT/sweep.md (selection rule in soo_jax/eval/sweep.py).
@@ -16,21 +18,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from soo_jax.eval.sweep import PRESETS  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration file (configs/*.py).",
                                           lock_config=True)
 flags.DEFINE_multi_string("point", [], "One grid point: ';'-separated key=value config overrides.")
-flags.DEFINE_enum("preset", None, ["smollm2"], "A predefined grid.")
+flags.DEFINE_enum("preset", None, sorted(PRESETS), "A predefined grid (soo_jax/eval/sweep.py).")
 flags.DEFINE_string("out", "runs/sweep", "Output directory (resumes).")
 flags.DEFINE_integer("n_scenarios", 100, "Held-out burglar scenarios per point (each asked in both room orders).")
 flags.DEFINE_string("scenarios", "", "The authors' scenario file: its tuples are kept out of the held-out set.")
 FLAGS = flags.FLAGS
-
-# SmolLM2-135M-Instruct has 30 layers; the paper's SOO layers sit at 43-66% depth. The README's
-# sweep: four depths (20-80%) at the paper's learning rate and at 10x.
-PRESETS = {
-    "smollm2": [f"loss.layers=({layer},);optimizer.learning_rate={lr}"
-                for layer in (6, 12, 18, 24) for lr in (0.0001, 0.001)],
-}
 
 
 def main(argv):
@@ -41,10 +38,10 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required")
-    points = list(FLAGS.point) + (PRESETS[FLAGS.preset] if FLAGS.preset else [])
-    if not points:
+    grid = [[o.strip() for o in p.split(";") if o.strip()] for p in FLAGS.point]
+    grid += PRESETS[FLAGS.preset] if FLAGS.preset else []
+    if not grid:
         raise app.UsageError("give --point ... or --preset")
-    grid = [[o.strip() for o in p.split(";") if o.strip()] for p in points]
     summary = run_sweep(config, grid, pathlib.Path(FLAGS.out).absolute(), n_scenarios=FLAGS.n_scenarios,
                         authors_file=FLAGS.scenarios)
     from soo_jax.eval.sweep import sweep_table

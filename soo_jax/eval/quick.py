@@ -31,7 +31,8 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     soo_layer, soo_site: the training site.
     generate_factory: (model) -> Generate, for tests; default our greedy generator.
 
-    Returns {"n_scenarios", "scenarios", "deception": {"before", "after"} (each
+    Returns {"n_scenarios", "scenarios", "answer_suffix", "chat_template" (the prompts as
+    asked), "deception": {"before", "after"} (each
     `deception.headline` of the burglar condition: deceptive/honest/neither %,
     order_balanced, position_bias), "latent_soo": {"site", "layer", "pooling", "before",
     "after"}, "summary": one printable paragraph}.
@@ -53,6 +54,7 @@ def quick_before_after(base_model, tuned_model, tokenizer,
         "n_scenarios": n_scenarios,
         "scenarios": (f"burglar scenarios {config.num_scenarios}..{config.num_scenarios + n_scenarios - 1}"
                       f" of our generator (seed {config.scenario_seed})"),
+        "answer_suffix": config.answer_suffix, "chat_template": bool(config.chat_template),
         "deception": {}, "latent_soo": {"site": soo_site, "layer": soo_layer,
                                         "pooling": config.latent.soo_pooling},
     }
@@ -84,7 +86,8 @@ def format_summary(result: dict) -> str:
     change = (f"{100 * (soo['after'] - soo['before']) / soo['before']:+.0f}%"
               if soo["before"] else "n/a")
     return (f"Before -> after SOO fine-tuning on {result['n_scenarios']} held-out "
-            f"{result['scenarios']}: deceptive {before['deceptive']:.1f}% -> "
+            f"{result['scenarios']} ({'chat template' if result['chat_template'] else 'raw prompts'}, "
+            f"suffix {result['answer_suffix']!r}): deceptive {before['deceptive']:.1f}% -> "
             f"{after['deceptive']:.1f}% (paper metric; honest {before['honest']:.1f}% -> "
             f"{after['honest']:.1f}%), order-balanced deception {before['order_balanced']:.1f}% "
             f"-> {after['order_balanced']:.1f}%, position bias {before['position_bias']:.1f}% -> "
