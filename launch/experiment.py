@@ -5,15 +5,19 @@
         --out runs/experiment [--adapters_from runs/other_experiment] [--config.eval.suites=main] \
         [--config.key=value ...]
 
-Writes OUT/results.json and OUT/results.md (see soo_jax/eval/experiment.py for the layout).
+Writes OUT/results.json and OUT/results.md (see soo_jax/eval/experiment.py for the layout). A
+rerun resumes; one with other result-changing settings is refused naming each key, unless
+--fresh moves the old OUT aside.
 """
 
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from soo_jax import cli
 
-from absl import app, flags, logging  # noqa: E402
+cli.starting("multi-seed SOO experiment")
+
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration file (configs/*.py).",
@@ -28,19 +32,17 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {argv[1:]}")
     from soo_jax.eval.experiment import ExperimentPlan, run_experiment
     from soo_jax.eval.runtime import tqdm_progress
 
     config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config configs/smollm2.py")
     plan = ExperimentPlan(seeds=tuple(int(s) for s in FLAGS.seeds.split(",") if s.strip()),
                           sets=tuple(s.strip() for s in FLAGS.sets.split(",") if s.strip()),
                           scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
                           adapters_from=pathlib.Path(FLAGS.adapters_from).absolute() if FLAGS.adapters_from else None)
-    aggregate = run_experiment(config, plan, progress=tqdm_progress(config.eval.progress))
+    aggregate = run_experiment(config, plan, progress=tqdm_progress(config.eval.progress), fresh=FLAGS.fresh)
     from soo_jax.eval.experiment import markdown_table
 
     print(markdown_table(aggregate))
@@ -49,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -14,6 +14,10 @@ set runs every configured suite, later ones only the main burglar suite.
 
 With `adapters_from` (another experiment's OUT) the seeds' adapters are taken from there instead
 of being trained again, so more sets or suites can be evaluated on the same fine-tuned models.
+
+OUT and every piece directory hold a manifest (`soo_jax.run_dir`): a rerun with other
+result-changing settings is refused naming each key, so a stored piece is only reused for the
+settings that made it. More seeds or sets may be added to an existing OUT.
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ import copy
 import dataclasses
 import json
 import pathlib
-import sys
 import time
 from typing import Callable
 
 import ml_collections
 import numpy as np
 
+from soo_jax import run_dir
 from soo_jax.eval.deception import headline, ordered_conditions
 
 SETS = ("authors", "generated")
@@ -66,8 +70,37 @@ class ExperimentPlan:
                                         f"seed(s) {missing} (expected {self.adapter_dir(missing[0])})")
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+_say = run_dir.say
+
+# Settings that never change a result: where things go, progress bars, the compilation cache.
+NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
+                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "mesh", "eval.out_dir",
+                       "eval.progress", "eval.compilation_cache_dir")
+FRESH_HINT = "another --out, or --fresh to move the old experiment aside"
+
+
+def file_digest(path: str | pathlib.Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:16]
+
+
+def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan) -> dict:
+    """What every piece of OUT depends on (seeds and sets may grow: each has its own directory)."""
+    settings = run_dir.without(run_dir.flatten(config.to_dict()), NOT_RESULT_CHANGING)
+    if plan.scenarios_file:
+        settings["scenarios_file.sha256"] = file_digest(plan.scenarios_file)
+    settings["adapters_from"] = str(plan.adapters_from) if plan.adapters_from else None
+    return settings
+
+
+def _piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
+    settings = run_dir.without(run_dir.flatten({"eval": eval_config.to_dict()}), NOT_RESULT_CHANGING)
+    if eval_config.scenarios_file:
+        settings["eval.scenarios_file"] = file_digest(eval_config.scenarios_file)  # content, not path
+    if adapter_dir is not None:
+        settings["adapter.sha256"] = file_digest(adapter_dir / "adapter_model.safetensors")
+    return settings
 
 
 def eval_config_for(config: ml_collections.ConfigDict, plan: ExperimentPlan, scenario_set: str,
@@ -79,17 +112,27 @@ def eval_config_for(config: ml_collections.ConfigDict, plan: ExperimentPlan, sce
     return eval_config
 
 
-def _cached(directory: pathlib.Path, compute: Callable[[], dict]) -> dict:
+def _cached(directory: pathlib.Path, settings: dict, compute: Callable[[], dict]) -> dict:
+    """A piece's results: stored ones when its manifest matches `settings`, else computed."""
+    run_dir.check_manifest(directory, settings, kind="experiment piece", fresh_hint=FRESH_HINT)
     results_file = directory / "results.json"
     if results_file.is_file():
         _say(f"reusing {results_file}")
-        return json.loads(results_file.read_text())
+        return run_dir.read_json(results_file)
     compute()
-    return json.loads(results_file.read_text())
+    return run_dir.read_json(results_file)
 
 
-def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, progress=None) -> dict:
-    """Runs (or resumes) every piece of the experiment and writes the aggregate."""
+def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, progress=None,
+                   fresh: bool = False) -> dict:
+    """Runs (or resumes) every piece of the experiment and writes the aggregate; `fresh` moves an
+    existing OUT aside first."""
+    with run_dir.claim(plan.out_dir, experiment_settings(config, plan), kind="experiment", fresh=fresh,
+                       fresh_hint=FRESH_HINT):
+        return _run_experiment(config, plan, progress=progress)
+
+
+def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, progress=None) -> dict:
     import jax
     from flax import nnx
 
@@ -115,8 +158,8 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
         directory = plan.out_dir / "base" / scenario_set
         eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
         tick = time.time()
-        base_results[scenario_set] = _cached(directory, lambda: write_report(*run_suites(
-            eval_config, tokenizer, base_model=base, progress=progress), str(directory)))
+        base_results[scenario_set] = _cached(directory, _piece_settings(eval_config, None), lambda: write_report(
+            *run_suites(eval_config, tokenizer, base_model=base, progress=progress), str(directory)))
         timing[f"base/{scenario_set}"] = time.time() - tick
 
     seed_results: dict[int, dict[str, dict]] = {}
@@ -142,7 +185,8 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
             directory = seed_dir / scenario_set
             eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
             tick = time.time()
-            seed_results[seed][scenario_set] = _cached(directory, lambda: write_report(*run_suites(
+            settings = _piece_settings(eval_config, plan.adapter_dir(seed))
+            seed_results[seed][scenario_set] = _cached(directory, settings, lambda: write_report(*run_suites(
                 eval_config, tokenizer, base_model=reference, tuned_model=tuned, progress=progress,
                 generate_for=("tuned",)), str(directory)))
             timing[f"seed_{seed}/{scenario_set}"] = time.time() - tick
@@ -153,8 +197,8 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
                          "adapters_from": str(plan.adapters_from) if plan.adapters_from else None,
                          "timing_s": timing,
                          "wall_time_s": time.time() - started, "config": json.loads(config.to_json_best_effort())}
-    (plan.out_dir / "results.json").write_text(json.dumps(aggregate, indent=2))
-    (plan.out_dir / "results.md").write_text(markdown_table(aggregate))
+    run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
+    run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_table(aggregate))
     return aggregate
 
 

@@ -59,6 +59,18 @@ def test_experiment_aggregates_seeds_and_resumes(tiny_model, tmp_path, monkeypat
     again = run_experiment(tiny_experiment_config(tiny_model), plan)
     assert again["deception"] == aggregate["deception"]
 
+    # A rerun with a result-changing setting is refused, naming it, before any piece is reused.
+    from soo_jax.run_dir import RunDirError
+
+    changed = tiny_experiment_config(tiny_model)
+    changed.eval.max_new_tokens = 4
+    with pytest.raises(RunDirError, match=r"eval\.max_new_tokens: 3 -> 4"):
+        run_experiment(changed, plan)
+    changed = tiny_experiment_config(tiny_model)
+    changed.optimizer.learning_rate = 1e-2
+    with pytest.raises(RunDirError, match=r"optimizer\.learning_rate: 0\.005 -> 0\.01"):
+        run_experiment(changed, plan)
+
     # Another experiment evaluates the same adapters without training them again.
     reuse = ExperimentPlan(seeds=(0, 1), sets=("generated",), scenarios_file="", out_dir=tmp_path / "exp2",
                            adapters_from=tmp_path / "exp")
