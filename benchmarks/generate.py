@@ -30,6 +30,8 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.loadavg import load_average, load_line  # noqa: E402
 # JAX and torch share the GPU: JAX must not grab 75% of its memory up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
@@ -202,6 +204,7 @@ def main() -> None:
     parser.add_argument("--work-dir", default=None, help="where the random model is written")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
+    load_at_start = load_average()  # before we add our own threads
 
     import jax
     import torch
@@ -246,6 +249,7 @@ def main() -> None:
           f"{'raw prompts' if args.raw else 'chat template'}, greedy, "
           f"{len(batches.tokens)} batches, jax {jax.__version__}, torch {torch.__version__}")
     print(table(rows))
+    print(load_line(load_at_start, load_average()))
     if torch_run is not None:
         same = sum(a == b for a, b in zip(runs[1].completions, torch_run.completions))
         print(f"identical completions (ours warm vs transformers): {same}/{len(torch_run.completions)}")

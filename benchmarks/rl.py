@@ -31,6 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.loadavg import load_average, load_line  # noqa: E402
 from soo_jax.rl.env import PhysicalDeception  # noqa: E402
 
 
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="", help="a launch/rl.py workdir to report")
     parser.add_argument("--json", default="", help="also write the rows here")
     args = parser.parse_args()
+    load_at_start = load_average()  # before we add our own threads
 
     device = jax.devices()[0]
     device_name = f"{device.platform}: {getattr(device, 'device_kind', '')}".strip()
@@ -125,6 +127,7 @@ def main() -> None:
     for row in rows:
         print(f"| {device_name} | {row['implementation']} | {row['envs']} | {row['steps_per_s']:,.0f} | "
               f"{row['steps_per_s'] / numpy_rate:,.1f}x |")
+    print(load_line(load_at_start, load_average()))
 
     stages = experiment_rows(pathlib.Path(args.experiment)) if args.experiment else []
     if stages:

@@ -31,6 +31,8 @@ import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # configs/: each model's recipe (SOO layer, LoRA, optimizer)
+
+from benchmarks.loadavg import load_average, load_line  # noqa: E402
 GIB = 1024 ** 3
 DEVICE_MEMORY_GIB = {"16 GiB (v5e)": 16, "32 GiB (v4)": 32, "80 GiB (H100)": 80}
 
@@ -221,6 +223,7 @@ def main() -> None:
                                + f" --xla_force_host_platform_device_count={args.devices}")
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+    load_at_start = load_average()  # compile times below depend on it
     done = {r["key"] for r in read_results(args.out)}
     for row in rows:
         if row.key() in done:
@@ -232,6 +235,7 @@ def main() -> None:
         print(f"{row.key()}: total {gib(result['total_bytes'])} GiB/device "
               f"(args {gib(result['argument_bytes'])}, temp {gib(result['temp_bytes'])}), "
               f"lower {result['lower_s']} s, compile {result['compile_s']} s", flush=True)
+    print(load_line(load_at_start, load_average()), flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks.loadavg import load_average, load_line  # noqa: E402
+
 PEAK_TFLOPS = {"H100": {"bfloat16": 989.0, "float32": 67.0}, "H200": {"bfloat16": 989.0, "float32": 67.0}}
 
 MISTRAL_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
@@ -178,6 +180,7 @@ def torch_step(model_dir, hf_config, args, tokens, mask, layer, recipe):
 
 def main():
     args = parse_args()
+    load_at_start = load_average()  # before we add our own threads
     import jax
     import transformers
 
@@ -223,6 +226,7 @@ def main():
         ratio = f"{torch_time / seconds:.2f}x" if torch_time else "n/a"
         print(f"| {name} | {dev} | {1e3 * seconds:.1f} | {tokens.size / seconds:,.0f} | {tflops:.3f} | {mfu} | "
               f"{ratio} |")
+    print(f"\n{load_line(load_at_start, load_average())}")
 
 
 if __name__ == "__main__":
