@@ -14,7 +14,7 @@ from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.layers import LAYER_SITES
 from soo_jax.soo import POOLINGS
-from soo_jax.train.step import MICROBATCH_REDUCTIONS, LossConfig, OptimizerConfig
+from soo_jax.train.step import MICROBATCH_REDUCTIONS, SCHEDULES, LossConfig, OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 
@@ -117,6 +117,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
             _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
     if c.train.batch_size % c.train.grad_accum:
         _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches")
+    if c.optimizer.schedule not in SCHEDULES:  # checked here, not after the model has loaded
+        _fail("optimizer.schedule", f"{c.optimizer.schedule!r} is not one of {SCHEDULES}")
     if c.optimizer.learning_rate <= 0:
         _fail("optimizer.learning_rate", f"must be > 0, got {c.optimizer.learning_rate}")
     for axis in ("data", "fsdp", "tensor"):

@@ -138,12 +138,15 @@ def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,
 
 # --- Optimizer -----------------------------------------------------------------------------
 
+SCHEDULES = ("constant", "cosine", "linear")
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     learning_rate: float = 1e-4
     warmup_steps: int = 0
     total_steps: int = 100
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    schedule: Literal["constant", "cosine", "linear"] = "constant"  # one of SCHEDULES
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999

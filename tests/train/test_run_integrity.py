@@ -143,6 +143,9 @@ def test_bad_input_answers_in_one_line(tiny_model, tmp_path):
     assert "unknown config key 'lora.rnak'" in line
     line = error_line(run(train_args(tiny_model, tmp_path / "b", "--config.loss.layers=(9,)")))
     assert "config.loss.layers" in line and "out of range" in line
+    line = error_line(run(train_args(tiny_model, tmp_path / "s", "--config.optimizer.schedule=cosin")))
+    assert "config.optimizer.schedule: 'cosin' is not one of" in line
+    assert not (tmp_path / "s").exists()  # refused before anything was loaded or written
     line = error_line(run(train_args(tiny_model, tmp_path / "c", "--config.model.path=/nonexistent/model")))
     assert "/nonexistent/model" in line
     proc = run(train_args(tiny_model, tmp_path / "d", "--config.loss.layers=(9,)", "--debug"))
