@@ -2,6 +2,8 @@
 
 --model takes a Hugging Face model directory, a .gguf file, or "embedded" (the default,
 SmolLM2-135M-Instruct). Prompts are rendered with the model's chat template unless --raw.
+`--scenario N` asks burglar scenario N of the evaluation's generated set (seed 0) exactly as
+launch/evaluate.py does: its full prompt with the answer suffix, 75 new tokens, greedy.
 """
 
 import argparse
@@ -15,7 +17,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="model directory, .gguf file, or 'embedded'")
-    parser.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for a batch)")
+    parser.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
+    parser.add_argument("--scenario", action="append", type=int, default=[],
+                        help="burglar scenario N of the evaluation's generated set as the prompt (repeatable)")
     parser.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory to apply")
     parser.add_argument("--max-new-tokens", type=int, default=75)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -24,11 +28,28 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--raw", action="store_true", help="continue the raw text instead of a chat turn")
     parser.add_argument("--system", default=None, help="optional system message")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.prompt and not args.scenario:
+        parser.error("give --prompt TEXT or --scenario N")
+    if any(n < 0 for n in args.scenario):
+        parser.error("--scenario takes a scenario number >= 0")
+    return args
+
+
+def scenario_prompts(numbers: list[int]) -> list[str]:
+    """The evaluation's prompts (`main_scenarios`, default seed and answer suffix) for these
+    burglar scenario numbers."""
+    from soo_jax.eval.deception import main_scenarios
+
+    scenarios = main_scenarios(max(numbers, default=-1) + 1, self_control=False) if numbers else []
+    return [scenarios[n].prompt for n in numbers]
 
 
 def main(argv=None):
     args = parse_args(argv)
+    prompts = args.prompt + scenario_prompts(args.scenario)
+    for n, prompt in zip(args.scenario, prompts[len(args.prompt):]):
+        print(f"[scenario {n}] {prompt}", file=sys.stderr)
     import jax
 
     from soo_jax.models.embedded import cache_root
@@ -52,11 +73,11 @@ def main(argv=None):
         set_dropout(model, False)
     loaded = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
-    completions = generate_text(model, tokenizer, args.prompt, sampling=sampling, chat=not args.raw,
+    completions = generate_text(model, tokenizer, prompts, sampling=sampling, chat=not args.raw,
                                 system=args.system, key=jax.random.key(args.seed))
     done = time.perf_counter()
-    for prompt, completion in zip(args.prompt, completions):
-        if len(args.prompt) > 1:
+    for prompt, completion in zip(prompts, completions):
+        if len(prompts) > 1:
             print(f"### {prompt}")
         print(completion)
     print(f"[load {loaded - started:.1f}s, generate {done - loaded:.1f}s]", file=sys.stderr)

@@ -1,0 +1,30 @@
+"""launch/generate.py --scenario asks a burglar scenario exactly as the evaluation does."""
+import importlib.util
+import pathlib
+
+import pytest
+
+from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
+from soo_jax.eval.deception import main_scenarios
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "launch" / "generate.py"
+
+
+def launcher():
+    spec = importlib.util.spec_from_file_location("generate_launcher", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scenario_prompts_are_the_evaluations():
+    generate = launcher()
+    evaluated = main_scenarios(3, self_control=False)
+    assert generate.scenario_prompts([2, 0]) == [evaluated[2].prompt, evaluated[0].prompt]
+    assert evaluated[0].prompt.endswith(REPO_ANSWER_SUFFIX)
+    args = generate.parse_args(["--scenario", "0"])
+    assert args.prompt == [] and args.scenario == [0] and args.max_new_tokens == 75
+    assert not args.raw and args.temperature == 0.0  # chat template, greedy: as evaluate.py asks
+    for bad in ([], ["--scenario", "-1"]):
+        with pytest.raises(SystemExit):
+            generate.parse_args(bad)
