@@ -61,11 +61,20 @@ def model_ids(model_path: str, adapter: str | None, checkpoint: str | None,
 
 
 def scenario_source(eval_config: ml_collections.ConfigDict) -> str:
-    """Where the deception scenarios come from, for the start line."""
-    if eval_config.scenarios_file:
-        return f"burglar scenarios from {eval_config.scenarios_file}"
-    return (f"burglar scenarios from our generator (seed {eval_config.scenario_seed}; "
-            "--scenarios FILE for the authors' set)")
+    """Where the selected deception suites' scenarios come from, for the start line."""
+    from soo_jax.eval.config import parse_suites
+
+    suites = parse_suites(eval_config.suites)
+    parts = []
+    if "main" in suites:
+        parts.append(f"burglar scenarios from {eval_config.scenarios_file}" if eval_config.scenarios_file
+                     else f"burglar scenarios from our generator (seed {eval_config.scenario_seed}; "
+                     "--scenarios FILE for the authors' set)")
+    if "generalisation" in suites:
+        parts.append(f"generalisation combinations from {eval_config.combinations_file}"
+                     if eval_config.combinations_file else
+                     f"generalisation combinations from our generator (seed {eval_config.generalisation_seed})")
+    return "; ".join(parts)
 
 
 def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
@@ -90,9 +99,10 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
     say(f"evaluate.py: loading {model_path} ({config.model.dtype}){tuned_from}")
     base, tuned, tokenizer = load_models(model_path, config.model.dtype, adapter=adapter,
                                          checkpoint=checkpoint)
+    source = scenario_source(eval_config)
     say(f"evaluate.py: loaded in {time.time() - started:.0f} s; suites "
-        f"{', '.join(parse_suites(eval_config.suites))}, {eval_config.num_scenarios} scenarios "
-        f"per set, {scenario_source(eval_config)}")
+        f"{', '.join(parse_suites(eval_config.suites))}"
+        + (f"; {eval_config.num_scenarios} scenarios per set, {source}" if source else ""))
     ids = model_ids(model_path, adapter, checkpoint, eval_config.capability.mtbench_model_id)
     results, records = run_suites(eval_config, tokenizer, base_model=base, tuned_model=tuned,
                                   progress=tqdm_progress(eval_config.progress),

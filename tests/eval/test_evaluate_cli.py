@@ -137,6 +137,22 @@ def test_model_ids_name_base_and_tuned():
         "base": "smol", "tuned": "smol-soo_seed1"}
 
 
+def test_start_line_says_where_the_scenarios_come_from():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import evaluate as launcher
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    config = default_eval_config()
+    assert launcher.scenario_source(config) == (
+        "burglar scenarios from our generator (seed 0; --scenarios FILE for the authors' set); "
+        "generalisation combinations from our generator (seed 1)")
+    config.suites, config.scenarios_file = "main,latent", "authors.json"
+    assert launcher.scenario_source(config) == "burglar scenarios from authors.json"
+    config.suites = "latent"
+    assert launcher.scenario_source(config) == ""
+
+
 def test_default_eval_config():
     config = default_eval_config()
     assert config.max_new_tokens == 75 and config.num_scenarios == 250
