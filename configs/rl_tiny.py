@@ -1,4 +1,4 @@
-"""A seconds-long version of rl_deception.py for CI and smoke runs (same code paths).
+"""A one-minute version of rl_deception.py for CI and smoke runs (same code paths; the time is mostly compilation).
 
 Small networks, frequent updates and a lower learning rate, so that the learning check in
 tests/rl/test_learning.py (400 episodes of this config) learns; the consistent variants of the

@@ -40,7 +40,7 @@ def stage_keys(seeds, stage: str) -> jax.Array:
 
 
 def git_commit() -> str:
-    return run_dir.git_commit() or "unknown"
+    return (run_dir.git_commit() or "unknown")[:12]
 
 
 # What a stage's result depends on: every stage the seeds, environment, learner and chunking
