@@ -84,26 +84,58 @@ def gguf_fingerprint(gguf_path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def _is_converted(model_dir: Path) -> bool:
-    # import_gguf renames a finished directory into place, so config.json there means complete.
-    return (model_dir / "config.json").is_file()
+# What a finished conversion holds (import_gguf renames a complete directory into place, so
+# a missing file means the cache was damaged afterwards, e.g. by a partial manual cleanup).
+CONVERTED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json")
+STALE_PARTIAL_S = 600  # a conversion takes seconds; an older staging directory was left by a kill
+
+
+def _missing_files(model_dir: Path) -> list[str]:
+    missing = [f for f in CONVERTED_FILES if not (model_dir / f).is_file()]
+    if not any(model_dir.glob("*.safetensors")):
+        missing.append("model.safetensors")
+    return missing
+
+
+def _remove_stale_partials(model_dir: Path) -> None:
+    """Staging directories of conversions that were killed (their cleanup never ran)."""
+    import shutil
+    import time
+
+    for partial in model_dir.parent.glob(f".{model_dir.name}.partial-*"):
+        try:
+            if time.time() - partial.stat().st_mtime > STALE_PARTIAL_S:
+                shutil.rmtree(partial, ignore_errors=True)
+        except FileNotFoundError:
+            pass  # another process removed or published it meanwhile
 
 
 def cached_gguf_import(gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
                        *, name: str | None = None) -> Path:
-    """Hugging Face directory converted from any GGUF file, converting it on first use only."""
+    """Hugging Face directory converted from any GGUF file, converting it on first use only.
+
+    A cached directory that lost a file is converted again (it repairs itself), and staging
+    directories of killed conversions are removed.
+    """
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     model_dir = cache_root(cache_dir) / f"{name or gguf_path.stem}-{gguf_fingerprint(gguf_path)}"
-    if _is_converted(model_dir):
+    missing = _missing_files(model_dir) if model_dir.exists() else None
+    if missing == []:
         return model_dir
-    print(f"soo_jax: converting {gguf_path.name} into {model_dir} (one-time)", file=sys.stderr)
+    if model_dir.parent.is_dir():
+        _remove_stale_partials(model_dir)
+    if missing:
+        print(f"soo_jax: the converted model in {model_dir} lacks {', '.join(missing)}; converting it again",
+              file=sys.stderr)
+    else:
+        print(f"soo_jax: converting {gguf_path.name} into {model_dir} (one-time, about 15 s)", file=sys.stderr)
     try:
-        import_gguf(gguf_path, model_dir)
+        import_gguf(gguf_path, model_dir, overwrite=bool(missing))
     except FileExistsError:
         # Another process finished the same conversion first; its result is as good as ours.
-        if not _is_converted(model_dir):
+        if _missing_files(model_dir):
             raise
     return model_dir
 

@@ -536,3 +536,28 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     )
     assert result.returncode == 1
     assert "error: GGUF file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cached_conversion_repairs_itself_and_drops_stale_staging(f32_ggufs, tmp_path, capsys):
+    import os
+    import time
+
+    from soo_jax.models.embedded import STALE_PARTIAL_S, cached_gguf_import
+
+    model_dir = cached_gguf_import(f32_ggufs["llama"], tmp_path, name="tiny")
+    config = (model_dir / "config.json").read_text()
+    (model_dir / "tokenizer.json").unlink()  # a damaged cache: once "pass overwrite=True", impossible from a CLI
+    (model_dir / "config.json").unlink()
+    stale = tmp_path / f".{model_dir.name}.partial-0123456789ab"  # left by a killed conversion
+    stale.mkdir()
+    os.utime(stale, (time.time() - STALE_PARTIAL_S - 1,) * 2)
+    fresh = tmp_path / f".{model_dir.name}.partial-ba9876543210"  # another process converting now
+    fresh.mkdir()
+    capsys.readouterr()
+    assert cached_gguf_import(f32_ggufs["llama"], tmp_path, name="tiny") == model_dir
+    assert "lacks config.json, tokenizer.json; converting it again" in capsys.readouterr().err
+    assert (model_dir / "tokenizer.json").is_file() and (model_dir / "config.json").read_text() == config
+    assert not stale.exists() and fresh.exists()
+    capsys.readouterr()
+    cached_gguf_import(f32_ggufs["llama"], tmp_path, name="tiny")  # complete: reused silently
+    assert capsys.readouterr().err == ""
