@@ -245,8 +245,9 @@ def test_conversion_announces_itself_on_stderr(monkeypatch, tmp_path, capsys):
 
 def test_a_concurrent_finished_conversion_is_used(monkeypatch, tmp_path):
     def lose_the_race(gguf_path, out_dir, **kwargs):
-        out_dir.mkdir(parents=True)  # the other process's finished result
-        (out_dir / "config.json").write_text("{}")
+        out_dir.mkdir(parents=True)  # the other process's finished result: every file of a conversion
+        for name in (*embedded.CONVERTED_FILES, "model.safetensors"):
+            (out_dir / name).write_text("{}")
         raise FileExistsError(f"{out_dir} was created by someone else while importing")
 
     monkeypatch.setattr(embedded, "import_gguf", lose_the_race)
