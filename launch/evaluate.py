@@ -77,23 +77,73 @@ def scenario_source(eval_config: ml_collections.ConfigDict) -> str:
     return "; ".join(parts)
 
 
+# Settings that never change what an evaluation writes.
+NOT_RESULT_CHANGING = ("eval.out_dir", "eval.progress", "eval.compilation_cache_dir")
+FRESH_HINT = "another --out, or --fresh to move the old results aside"
+ANSWER_LOG = "answers.partial.jsonl"
+
+
+def evaluation_settings(config: ml_collections.ConfigDict, model_path: str, adapter: str | None,
+                        checkpoint: str | None) -> dict:
+    """What the results in --out depend on: the evaluation settings, the model, the adapter
+    (files by content, so a moved file is the same and a replaced one is not)."""
+    from soo_jax import run_dir
+
+    settings = run_dir.without(run_dir.flatten({"eval": config.eval.to_dict(), "model.dtype": config.model.dtype}),
+                               NOT_RESULT_CHANGING)
+    for key in ("eval.scenarios_file", "eval.combinations_file"):
+        if settings.get(key):
+            settings[key] = f"sha256 {run_dir.file_digest(settings[key])}"
+    settings["model.identity"] = run_dir.model_identity(model_path)
+    if adapter:
+        settings["adapter"] = f"sha256 {run_dir.file_digest(pathlib.Path(adapter) / 'adapter_model.safetensors')}"
+    if checkpoint:
+        settings["checkpoint"] = str(pathlib.Path(checkpoint).absolute())
+    return settings
+
+
 def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
-             checkpoint: str | None = None, argv: list[str] | None = None) -> dict[str, str]:
+             checkpoint: str | None = None, argv: list[str] | None = None, fresh: bool = False) -> dict[str, str]:
     """Load, run `config.eval.suites`, write the report; returns {kind: path}. Says what each
-    stage does on stderr as it starts, and each suite's result as it finishes."""
+    stage does on stderr as it starts, and each suite's result as it finishes.
+
+    The output directory is claimed first (`soo_jax.run_dir.claim`): finished results made
+    with the same settings are reused, other settings are refused naming each key (`fresh`
+    moves the old results aside, so a directory never mixes two runs' files). Answers are
+    stored as each batch finishes, so an interrupted run resumes without re-answering."""
+    from soo_jax import run_dir
+    from soo_jax.models.loader import resolve_model_path
+
+    model_path = str(resolve_model_path(config.model.path))  # a .gguf converts here, once
+    out_dir = pathlib.Path(config.eval.out_dir).absolute()
+    with run_dir.claim(out_dir, evaluation_settings(config, model_path, adapter, checkpoint), kind="evaluate",
+                       fresh=fresh, fresh_hint=FRESH_HINT):
+        finished = out_dir / "results.json"
+        if finished.is_file():
+            say(f"evaluate.py: {out_dir} already holds these results (same settings); nothing to do")
+            return {kind: str(out_dir / name) for kind, name in (
+                ("json", "results.json"), ("markdown", "results.md"), ("plot", "deception_rates.png"),
+                ("responses", "responses.jsonl")) if (out_dir / name).is_file()}
+        return _evaluate(config, model_path, adapter=adapter, checkpoint=checkpoint, argv=argv)
+
+
+def _evaluate(config: ml_collections.ConfigDict, model_path: str, *, adapter: str | None, checkpoint: str | None,
+              argv: list[str] | None) -> dict[str, str]:
     import jax
 
+    from soo_jax.eval.answer_log import AnswerLog
     from soo_jax.eval.config import parse_suites
     from soo_jax.eval.report import write_report
     from soo_jax.eval.runtime import git_commit, load_models, tqdm_progress, versions
     from soo_jax.eval.suite import run_suites
-    from soo_jax.models.loader import resolve_model_path
 
     eval_config = config.eval
     started = time.time()
     if eval_config.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", eval_config.compilation_cache_dir)
-    model_path = str(resolve_model_path(config.model.path))  # a .gguf converts here, once
+    answer_log = AnswerLog(pathlib.Path(eval_config.out_dir) / ANSWER_LOG)
+    if answer_log.answers:
+        say(f"evaluate.py: resuming with {len(answer_log.answers)} answers stored by the interrupted run")
     tuned_from = f" with {'adapter' if adapter else 'checkpoint'} {adapter or checkpoint}" if (
         adapter or checkpoint) else ""
     say(f"evaluate.py: loading {model_path} ({config.model.dtype}){tuned_from}")
@@ -106,7 +156,8 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
     ids = model_ids(model_path, adapter, checkpoint, eval_config.capability.mtbench_model_id)
     results, records = run_suites(eval_config, tokenizer, base_model=base, tuned_model=tuned,
                                   progress=tqdm_progress(eval_config.progress),
-                                  out_dir=eval_config.out_dir, model_ids=ids, log=say)
+                                  out_dir=eval_config.out_dir, model_ids=ids, log=say,
+                                  answer_log=answer_log)
     results = {"meta": {
         "model": model_path, "model_config_path": config.model.path,
         "dtype": config.model.dtype, "adapter": adapter, "checkpoint": checkpoint,
@@ -120,7 +171,9 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
         "config": config.to_dict(),
     }, **results}
     paths = write_report(results, records, eval_config.out_dir)
-    say(f"evaluate.py: done in {(time.time() - started) / 60:.1f} min")
+    answer_log.remove()
+    say(f"evaluate.py: done in {(time.time() - started) / 60:.1f} min"
+        + (f" ({answer_log.reused} answers taken from the interrupted run)" if answer_log.reused else ""))
     return paths
 
 
@@ -145,7 +198,7 @@ def main(argv: list[str]) -> None:
     config = apply_flags(_CONFIG.value)
     parse_suites(config.eval.suites)  # fail on a typo before loading the model
     paths = evaluate(config, adapter=FLAGS.adapter, checkpoint=FLAGS.checkpoint,
-                     argv=sys.argv)
+                     argv=sys.argv, fresh=FLAGS.fresh)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 

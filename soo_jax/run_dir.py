@@ -119,6 +119,27 @@ def git_commit() -> str | None:
         return None
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """Short content hash: a result depends on a file's bytes, not on where it lies."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def model_identity(model_dir: str | os.PathLike) -> str:
+    """A model directory's config.json hash and total weight-file size: the same path can hold
+    another model, and the same model can sit at another path (a moved cache)."""
+    model_dir = pathlib.Path(model_dir)
+    config = model_dir / "config.json"
+    digest = file_digest(config) if config.is_file() else "none"
+    size = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    return f"config.json sha256 {digest}, {size} bytes of safetensors"
+
+
 # ---------------------------------------------------------------------------------------------
 # Settings: flat {"section.key": JSON value} dicts, so differences name keys as the CLI spells them
 # ---------------------------------------------------------------------------------------------

@@ -39,13 +39,15 @@ def make_generator(model, tokenizer, *, max_new_tokens: int = 75, chat: bool = T
 
     sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
 
-    def generate(prompts: Sequence[str], stop_texts: Sequence[Sequence[str]] | None = None) -> list[str]:
+    def generate(prompts: Sequence[str], stop_texts: Sequence[Sequence[str]] | None = None,
+                 on_batch=None) -> list[str]:
         if not prompts:
             return []
         return generate_text(model, tokenizer, list(prompts), sampling=sampling, chat=chat, system=system,
-                             batch_size=batch_size, progress=progress, stop_texts=stop_texts)
+                             batch_size=batch_size, progress=progress, stop_texts=stop_texts, on_batch=on_batch)
 
     generate.stops_on_texts = True  # see score_scenarios(stop_when_decided=...)
+    generate.reports_batches = True  # see soo_jax.eval.answer_log
     return generate
 
 

@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from soo_jax import run_dir
+from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.deception import headline, ordered_conditions
 
 SETS = ("authors", "generated")
@@ -79,17 +80,11 @@ NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_eve
 FRESH_HINT = "another --out, or --fresh to move the old experiment aside"
 
 
-def file_digest(path: str | pathlib.Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()[:16]
-
-
 def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan) -> dict:
     """What every piece of OUT depends on (seeds and sets may grow: each has its own directory)."""
     settings = run_dir.without(run_dir.flatten(config.to_dict()), NOT_RESULT_CHANGING)
     if plan.scenarios_file:
-        settings["scenarios_file.sha256"] = file_digest(plan.scenarios_file)
+        settings["scenarios_file.sha256"] = run_dir.file_digest(plan.scenarios_file)
     settings["adapters_from"] = str(plan.adapters_from) if plan.adapters_from else None
     return settings
 
@@ -97,9 +92,9 @@ def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan)
 def _piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
     settings = run_dir.without(run_dir.flatten({"eval": eval_config.to_dict()}), NOT_RESULT_CHANGING)
     if eval_config.scenarios_file:
-        settings["eval.scenarios_file"] = file_digest(eval_config.scenarios_file)  # content, not path
+        settings["eval.scenarios_file"] = run_dir.file_digest(eval_config.scenarios_file)  # content, not path
     if adapter_dir is not None:
-        settings["adapter.sha256"] = file_digest(adapter_dir / "adapter_model.safetensors")
+        settings["adapter.sha256"] = run_dir.file_digest(adapter_dir / "adapter_model.safetensors")
     return settings
 
 
@@ -112,14 +107,18 @@ def eval_config_for(config: ml_collections.ConfigDict, plan: ExperimentPlan, sce
     return eval_config
 
 
-def _cached(directory: pathlib.Path, settings: dict, compute: Callable[[], dict]) -> dict:
+def _cached(directory: pathlib.Path, settings: dict, compute: Callable[[AnswerLog], dict]) -> dict:
     """A piece's results: stored ones when its manifest matches `settings`, else computed."""
     run_dir.check_manifest(directory, settings, kind="experiment piece", fresh_hint=FRESH_HINT)
     results_file = directory / "results.json"
     if results_file.is_file():
         _say(f"reusing {results_file}")
         return run_dir.read_json(results_file)
-    compute()
+    answer_log = AnswerLog(directory / "answers.partial.jsonl")
+    if answer_log.answers:
+        _say(f"{directory}: resuming with {len(answer_log.answers)} stored answers")
+    compute(answer_log)
+    answer_log.remove()
     return run_dir.read_json(results_file)
 
 
@@ -158,8 +157,9 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
         directory = plan.out_dir / "base" / scenario_set
         eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
         tick = time.time()
-        base_results[scenario_set] = _cached(directory, _piece_settings(eval_config, None), lambda: write_report(
-            *run_suites(eval_config, tokenizer, base_model=base, progress=progress), str(directory)))
+        base_results[scenario_set] = _cached(directory, _piece_settings(eval_config, None), lambda log: write_report(
+            *run_suites(eval_config, tokenizer, base_model=base, progress=progress, answer_log=log, log=_say),
+            str(directory)))
         timing[f"base/{scenario_set}"] = time.time() - tick
 
     seed_results: dict[int, dict[str, dict]] = {}
@@ -186,9 +186,9 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
             eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
             tick = time.time()
             settings = _piece_settings(eval_config, plan.adapter_dir(seed))
-            seed_results[seed][scenario_set] = _cached(directory, settings, lambda: write_report(*run_suites(
+            seed_results[seed][scenario_set] = _cached(directory, settings, lambda log: write_report(*run_suites(
                 eval_config, tokenizer, base_model=reference, tuned_model=tuned, progress=progress,
-                generate_for=("tuned",)), str(directory)))
+                generate_for=("tuned",), answer_log=log, log=_say), str(directory)))
             timing[f"seed_{seed}/{scenario_set}"] = time.time() - tick
 
     aggregate = aggregate_results(base_results, seed_results, plan)

@@ -21,6 +21,7 @@ import ml_collections
 from soo_jax.data.general_prompts import load_general_prompt_records
 from soo_jax.data.pairs import latent_soo_pairs
 from soo_jax.eval import capability, deception, latent, mtbench
+from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.config import parse_csv, parse_layers, parse_suites, resolve_soo_layer
 from soo_jax.eval.report import capability_summary, deception_summary, latent_summary
 from soo_jax.eval.scoring import condition_name
@@ -41,13 +42,14 @@ def model_generator_factory(tokenizer, config: ml_collections.ConfigDict,
     """Generators on our KV-cache decoder with the config's chat-template switch, system
     prompt and batch size; one progress bar per generation call, "{task} ({model label})"."""
     def factory(model, label: str, max_new_tokens: int) -> deception.Generate:
-        def generate(prompts, stop_texts=None):
+        def generate(prompts, stop_texts=None, on_batch=None):
             bar = progress(f"{task} ({label})") if progress else None
             return deception.make_generator(
                 model, tokenizer, max_new_tokens=max_new_tokens, chat=config.chat_template,
                 system=config.system_prompt or None, batch_size=config.batch_size,
-                progress=bar)(prompts, stop_texts=stop_texts)
+                progress=bar)(prompts, stop_texts=stop_texts, on_batch=on_batch)
         generate.stops_on_texts = True
+        generate.reports_batches = True
         return generate
     return factory
 
@@ -163,7 +165,7 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
                progress: ProgressFactory | None = None, out_dir: str | None = None,
                model_ids: dict[str, str] | None = None,
                generate_for: tuple[str, ...] | None = None,
-               log: Log | None = None) -> tuple[dict, list[dict]]:
+               log: Log | None = None, answer_log: AnswerLog | None = None) -> tuple[dict, list[dict]]:
     """Run `config.suites` (an eval config, `default_eval_config()`); returns (results,
     per-response records). `results["deception"][label][condition]` is a `summarise`
     condition summary; labels are "base" and, with `tuned_model`, "tuned".
@@ -171,14 +173,19 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
     `generate_for` limits the generation-based parts (deception suites, side-by-side answers,
     MT-Bench) to those labels, e.g. ("tuned",) when the base model's answers are already known;
     latent SOO and the KL retention still see both models. `log` gets a line before each
-    stage and one with each suite's result as it finishes."""
+    stage and one with each suite's result as it finishes. With an `answer_log` every
+    generated answer is stored as its batch finishes and stored answers are not asked again."""
     suites = parse_suites(config.suites)
     log = log or (lambda _line: None)
     models = {"base": base_model} | ({"tuned": tuned_model} if tuned_model is not None else {})
     generating = {label: m for label, m in models.items() if generate_for is None or label in generate_for}
 
     def generators_for(task: str) -> GeneratorFactory:
-        return generators or model_generator_factory(tokenizer, config, progress, task)
+        factory = generators or model_generator_factory(tokenizer, config, progress, task)
+        if answer_log is None:
+            return factory
+        return lambda model, label, max_new_tokens: answer_log.wrap(factory(model, label, max_new_tokens), label,
+                                                                    max_new_tokens)
 
     model_ids = model_ids or {label: label for label in models}
     results: dict = {"suites": list(suites), "models": list(models), "timing_s": {}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -235,7 +235,8 @@ def shared_prefix_length(encoded: Sequence[Sequence[int]], model_config, max_new
 def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, sampling: SamplingConfig,
                   chat: bool = True, system: str | None = None, batch_size: int = 32,
                   key: Array | None = None, progress=None, share_prefix: bool = True,
-                  stop_texts: Sequence[Sequence[str]] | None = None) -> list[str]:
+                  stop_texts: Sequence[Sequence[str]] | None = None,
+                  on_batch: Callable[[list[int], list[str]], None] | None = None) -> list[str]:
     """Completions for raw prompts; with `chat`, rendered through the tokenizer's chat template.
 
     Prompts run in order of token length, and the last batch is filled by repeating its last
@@ -244,7 +245,8 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     template's system turn) is prefilled once per batch instead of once per row.
     `stop_texts[i]`, if given, are strings that end prompt i's completion once generated (as
     their usual tokenisations; see `stop_token_sequences`). Completions come back in the
-    caller's order.
+    caller's order; `on_batch(prompt indices, completions)` gets each batch's as it finishes
+    (fillers left out), so a caller can store answers before the whole call ends.
     """
     if not prompts:
         raise ValueError("no prompts to generate from")
@@ -277,8 +279,12 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
         out, lengths_out = generate_tokens(
             model, batch.tokens, batch.mask, sampling, key=chunk_key, pad_id=pad_id, prefix=prefix,
             stop_sequences=stops[start:start + batch_size], stop_shape=stop_shape)
+        done_before = len(completions)
         completions += [tokenizer.decode(out[row, :lengths_out[row]], skip_special_tokens=True)
                         for row in range(len(out))]
+        if on_batch is not None:
+            real = range(done_before, min(len(completions), len(texts)))
+            on_batch([int(order[rank]) for rank in real], [completions[rank] for rank in real])
         if progress is not None:
             progress(min(len(completions), len(texts)), len(texts))
     in_caller_order = [""] * len(texts)

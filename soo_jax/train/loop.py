@@ -100,21 +100,10 @@ NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_eve
 FRESH_HINT = "a new train.out_dir, or --fresh to move the old run aside"
 
 
-def model_identity(model_path: pathlib.Path) -> str:
-    """The model's config.json hash and total weight-file size: the same directory path can hold
-    another model, and the same model can sit at another path (a moved cache)."""
-    import hashlib
-
-    config_file = pathlib.Path(model_path) / "config.json"
-    digest = hashlib.sha256(config_file.read_bytes()).hexdigest()[:16] if config_file.is_file() else "none"
-    size = sum(f.stat().st_size for f in pathlib.Path(model_path).glob("*.safetensors"))
-    return f"config.json sha256 {digest}, {size} bytes of safetensors"
-
-
 def train_settings(c: ml_collections.ConfigDict, model_path: pathlib.Path) -> dict:
     """The flat settings the trained adapter depends on (compared on every rerun)."""
     settings = run_dir.without(run_dir.flatten(c.to_dict()), NOT_RESULT_CHANGING)
-    return {**settings, "model.identity": model_identity(model_path)}
+    return {**settings, "model.identity": run_dir.model_identity(model_path)}
 
 
 def _legacy_settings(model_path: pathlib.Path) -> Callable[[pathlib.Path], dict | None]:

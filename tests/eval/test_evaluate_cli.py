@@ -165,3 +165,68 @@ def test_default_eval_config():
     assert resolve_soo_layer(-1, 32) == 19 and resolve_soo_layer(5, 30) == 5
     with pytest.raises(ValueError):
         resolve_soo_layer(30, 30)
+
+
+def test_answer_log_answers_from_storage_and_logs_per_batch(tmp_path):
+    from soo_jax.eval.answer_log import AnswerLog
+
+    calls = []
+
+    def generate(prompts, stop_texts=None, on_batch=None):
+        calls.append(list(prompts))
+        out = [f"answer to {p}" for p in prompts]
+        for start in range(0, len(prompts), 2):  # batches of two, reported as they finish
+            on_batch(list(range(start, min(start + 2, len(prompts)))), out[start:start + 2])
+        return out
+
+    generate.reports_batches = True
+    log = AnswerLog(tmp_path / "answers.jsonl")
+    wrapped = log.wrap(generate, "base", 5)
+    assert wrapped(["a", "b", "c"], stop_texts=[["x"], ["y"], ["z"]]) == ["answer to a", "answer to b", "answer to c"]
+    with open(tmp_path / "answers.jsonl", "a") as f:
+        f.write('{"key": "cut short by a ki')  # a kill mid-line
+    resumed = AnswerLog(tmp_path / "answers.jsonl")
+    again = resumed.wrap(generate, "base", 5)
+    assert again(["c", "d", "a"], stop_texts=[["z"], ["w"], ["x"]]) == ["answer to c", "answer to d", "answer to a"]
+    assert calls == [["a", "b", "c"], ["d"]] and resumed.reused == 2
+    # Another label, length or stop list is another question.
+    assert resumed.wrap(generate, "tuned", 5)(["a"], stop_texts=[["x"]]) and calls[-1] == ["a"]
+    assert resumed.wrap(generate, "base", 6)(["a"], stop_texts=[["x"]]) and len(calls) == 4
+
+
+def test_an_interrupted_evaluation_resumes_without_re_answering(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    import signal
+    import time
+
+    def args(out):
+        return [sys.executable, str(SCRIPT), "--config", TINY_CONFIG, f"--config.model.path={tiny_model_dir}",
+                "--adapter", tiny_adapter_dir, "--suite", "main", "--out", out, "--config.eval.batch_size=2",
+                f"--config.eval.compilation_cache_dir={tmp_path / 'jax_cache'}"]
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    whole = subprocess.run(args(tmp_path / "whole"), capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(args(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    log = out / "answers.partial.jsonl"
+    deadline = time.time() + 300
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 4):
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stored = len(log.read_text().splitlines())
+    assert not (out / "results.json").exists()
+    resumed = subprocess.run(args(out), capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming with {stored} answers" in resumed.stderr
+    assert f"({stored} answers taken from the interrupted run)" in resumed.stderr
+    assert not log.exists()
+    assert (out / "responses.jsonl").read_text() == (tmp_path / "whole" / "responses.jsonl").read_text()
+    # A rerun with the same settings has nothing to do; with other settings it is refused.
+    again = subprocess.run(args(out), capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert again.returncode == 0 and "already holds these results" in again.stderr
+    changed = subprocess.run(args(out) + ["--config.eval.max_new_tokens=4"], capture_output=True, text=True,
+                             env=env, cwd=REPO, timeout=600)
+    assert changed.returncode == 2 and "eval.max_new_tokens: 6 -> 4" in changed.stderr
+    assert "Traceback" not in changed.stderr
