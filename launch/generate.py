@@ -28,6 +28,7 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--raw", action="store_true", help="continue the raw text instead of a chat turn")
     parser.add_argument("--system", default=None, help="optional system message")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     args = parser.parse_args(argv)
     if not args.prompt and not args.scenario:
         parser.error("give --prompt TEXT or --scenario N")
@@ -84,4 +85,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from soo_jax import cli
+
+    try:
+        main()
+    except cli.USER_ERRORS as err:  # a missing model or adapter: one line (--debug: traceback)
+        if "--debug" in sys.argv:
+            raise
+        cli.fail(cli.one_line(err))

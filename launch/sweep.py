@@ -11,11 +11,12 @@ reused. Writes OUT/sweep.json and OUT/sweep.md (selection rule in soo_jax/eval/s
 """
 
 import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from soo_jax import cli
 
-from absl import app, flags, logging  # noqa: E402
+cli.starting("SOO hyperparameter sweep")
+
+from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from soo_jax.eval.sweep import PRESETS  # noqa: E402
@@ -31,17 +32,15 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments: {argv[1:]}")
     from soo_jax.eval.sweep import run_sweep
 
     config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required")
     grid = [[o.strip() for o in p.split(";") if o.strip()] for p in FLAGS.point]
     grid += PRESETS[FLAGS.preset] if FLAGS.preset else []
     if not grid:
-        raise app.UsageError("give --point ... or --preset")
+        cli.fail("give --point KEY=VALUE;... or --preset NAME")
     summary = run_sweep(config, grid, pathlib.Path(FLAGS.out).absolute(), n_scenarios=FLAGS.n_scenarios,
                         authors_file=FLAGS.scenarios)
     from soo_jax.eval.sweep import sweep_table
@@ -50,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

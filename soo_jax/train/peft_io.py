@@ -22,6 +22,7 @@ from soo_jax.lora import LoRAConfig, apply_lora, lora_linears
 from soo_jax.models.gguf_import import atomic_directory
 from soo_jax.models.safetensors_io import SafetensorsFile
 from soo_jax.models.transformer import CausalLM
+from soo_jax.run_dir import read_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -114,7 +115,7 @@ def read_peft_config(adapter_dir: str | pathlib.Path) -> LoRAConfig:
     config_file = adapter_dir / ADAPTER_CONFIG
     if not config_file.is_file():
         raise FileNotFoundError(f"no {ADAPTER_CONFIG} in {adapter_dir}: not a PEFT adapter directory")
-    raw = json.loads(config_file.read_text())
+    raw = read_json(config_file)  # names the file when it is not valid JSON
     if raw.get("peft_type") != "LORA":
         raise ValueError(f"{config_file}: only LoRA adapters are supported, got peft_type={raw.get('peft_type')!r}")
     for flag in ("use_dora", "use_rslora", "fan_in_fan_out"):

@@ -66,3 +66,12 @@ def test_bad_adapters_are_rejected(tmp_path):
         {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"], "use_dora": True}))
     with pytest.raises(ValueError, match="use_dora"):
         load_peft_adapter(from_pretrained(tmp_path / "base"), tmp_path / "dora")
+
+
+def test_an_invalid_adapter_config_names_its_file(tmp_path):
+    from soo_jax.run_dir import RunDirError
+    from soo_jax.train.peft_io import ADAPTER_CONFIG, read_peft_config
+
+    (tmp_path / ADAPTER_CONFIG).write_text('{"peft_type": "LORA",')  # cut short
+    with pytest.raises(RunDirError, match=rf"{ADAPTER_CONFIG} is not valid JSON"):
+        read_peft_config(tmp_path)
