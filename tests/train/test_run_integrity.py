@@ -17,13 +17,6 @@ from tests.tiny_tokenizer import make_tiny_model_dir
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_model")
-    make_tiny_model_dir(path)
-    return path
-
-
 def train_args(model, out, *extra):
     # 12 steps, a checkpoint every 4 (configs/tiny.py); no end-of-run evaluation.
     return [sys.executable, "launch/train.py", "--config", "configs/tiny.py", f"--config.model.path={model}",
@@ -87,10 +80,14 @@ def test_sigkill_and_resume_keeps_each_metric_step_once(tiny_model, tmp_path):
     proc.kill()
     proc.wait()
     assert len(metric_steps(out)) > checkpoint_steps(out)[-1]  # records past the last checkpoint exist
+    orphans = [out / ".adapter.tmp-killed", out / "checkpoints" / "20.orbax-checkpoint-tmp-1234"]
+    for orphan in orphans:  # what a kill during an export or a checkpoint write leaves
+        orphan.mkdir(exist_ok=True)
     resumed = run(args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from checkpoint step" in resumed.stderr
     assert metric_steps(out) == list(range(1, 25))
+    assert not any(orphan.exists() for orphan in orphans)
 
 
 def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_nonzero(tiny_model, tmp_path):

@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 
 from soo_jax.train.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
-from tests.tiny_tokenizer import make_tiny_model_dir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_model")
-    make_tiny_model_dir(path)
-    return path
 
 
 def tiny_config(model_dir, out_dir, **overrides):
