@@ -134,7 +134,8 @@ def _evaluate(config: ml_collections.ConfigDict, model_path: str, *, adapter: st
     from soo_jax.eval.answer_log import AnswerLog
     from soo_jax.eval.config import parse_suites
     from soo_jax.eval.report import write_report
-    from soo_jax.eval.runtime import git_commit, load_models, tqdm_progress, versions
+    from soo_jax.eval.runtime import load_models, tqdm_progress, versions
+    from soo_jax.run_dir import git_commit
     from soo_jax.eval.suite import run_suites
 
     eval_config = config.eval

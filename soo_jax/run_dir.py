@@ -79,13 +79,13 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
-    """Writes `text` to `path` so that a reader (or a crash) sees the old file or the new one."""
+def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> pathlib.Path:
+    """Writes `text` (or bytes) to `path` so that a reader, or a crash, sees the old file or the new one."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

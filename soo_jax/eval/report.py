@@ -11,27 +11,18 @@ import os
 import pathlib
 
 from soo_jax.eval.deception import headline, ordered_conditions
+from soo_jax.run_dir import atomic_write_text
 
 __all__ = ["write_json", "write_jsonl", "markdown_report", "plot_deception_rates",
            "write_report", "deception_summary", "latent_summary", "capability_summary"]
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json(obj, path: str | os.PathLike) -> None:
-    _atomic_write(pathlib.Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_text(pathlib.Path(path), (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def write_jsonl(rows, path: str | os.PathLike) -> None:
-    _atomic_write(pathlib.Path(path), "".join(json.dumps(r) + "\n" for r in rows).encode())
+    atomic_write_text(pathlib.Path(path), "".join(json.dumps(r) + "\n" for r in rows).encode())
 
 
 def _pct(value) -> str:
@@ -198,7 +189,7 @@ def write_report(results: dict, records: list[dict], out_dir: str | os.PathLike)
     out = pathlib.Path(out_dir)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
     write_json(results, paths["json"])
-    _atomic_write(paths["markdown"], markdown_report(results).encode())
+    atomic_write_text(paths["markdown"], markdown_report(results).encode())
     if results.get("deception"):
         paths["plot"] = out / "deception_rates.png"
         plot_deception_rates(results["deception"], paths["plot"])

@@ -1,11 +1,10 @@
-"""What the evaluation launchers share: loading base/tuned models, progress bars, provenance."""
+"""What the evaluation launchers share: loading base/tuned models, progress bars, provenance
+(the git commit comes from `soo_jax.run_dir.git_commit`)."""
 
 from __future__ import annotations
 
 import importlib.metadata
-import pathlib
 import platform
-import subprocess
 import sys
 import time
 
@@ -51,15 +50,6 @@ def versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=pathlib.Path(__file__).resolve().parent, timeout=10,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def progress_line(description: str, done: int, total: int, elapsed_s: float, unit: str = "prompt") -> str:
