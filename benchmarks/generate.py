@@ -167,7 +167,7 @@ def resolve_embedded(model: str) -> str:
 
 
 def prompts_for(args) -> list[str]:
-    from soo_jax.eval.deception import main_scenarios
+    from soo_jax.data.scenarios import main_scenarios
 
     scenarios = main_scenarios(args.num_scenarios, scenarios_file=args.scenarios or "",
                                self_control=False)

@@ -40,7 +40,7 @@ def parse_args(argv=None):
 def scenario_prompts(numbers: list[int]) -> list[str]:
     """The evaluation's prompts (`main_scenarios`, default seed and answer suffix) for these
     burglar scenario numbers."""
-    from soo_jax.eval.deception import main_scenarios
+    from soo_jax.data.scenarios import main_scenarios
 
     scenarios = main_scenarios(max(numbers, default=-1) + 1, self_control=False) if numbers else []
     return [scenarios[n].prompt for n in numbers]

@@ -385,6 +385,23 @@ def _rerender(scenario: Scenario, **changes) -> str:
                          answer_suffix=s.answer_suffix, honesty_prefix=s.honesty_prefix)
 
 
+def _rerendered(scenario: Scenario, what: str, **changes) -> Scenario:
+    """The scenario with `changes`, its prompt rendered again. Raises ValueError if its prompt
+    is not what our templates render for its fields (a prompt from a file with a foreign
+    wording): re-rendering would then change more than asked."""
+    if _rerender(scenario) != scenario.prompt:
+        raise ValueError(f"cannot {what}: the scenario's prompt differs from what the "
+                         f"{scenario.kind!r} template renders for its fields")
+    return dataclasses.replace(scenario, **changes, prompt=_rerender(scenario, **changes))
+
+
+def with_answer_suffix(scenario: Scenario, answer_suffix: str) -> Scenario:
+    """The scenario re-rendered with another answer suffix (a no-op if it already has it)."""
+    if scenario.answer_suffix == answer_suffix:
+        return scenario
+    return _rerendered(scenario, "change the answer suffix", answer_suffix=answer_suffix)
+
+
 def swap_room_order(scenario: Scenario) -> Scenario:
     """The same scenario with the two rooms' mention order reversed everywhere in the prompt.
 
@@ -395,12 +412,7 @@ def swap_room_order(scenario: Scenario) -> Scenario:
     example a prompt from a file with a foreign wording), since re-rendering would then change
     more than the order.
     """
-    if _rerender(scenario) != scenario.prompt:
-        raise ValueError("cannot swap the rooms: the scenario's prompt differs from what the "
-                         f"{scenario.kind!r} template renders for its fields")
-    swapped = not scenario.rooms_swapped
-    return dataclasses.replace(scenario, rooms_swapped=swapped,
-                               prompt=_rerender(scenario, rooms_swapped=swapped))
+    return _rerendered(scenario, "swap the rooms", rooms_swapped=not scenario.rooms_swapped)
 
 
 def with_honesty_prompt(scenario: Scenario, name: str | None = None) -> Scenario:
@@ -471,6 +483,62 @@ def generalisation_scenarios(combinations: Sequence[Combination | Sequence[str]]
 def perspectives_scenarios(combinations: Sequence[Combination | Sequence[str]], *,
                            answer_suffix: str | None = None) -> list[Scenario]:
     return build_scenarios(PERSPECTIVES, combinations, answer_suffix=answer_suffix)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation's scenario sets (what launch/evaluate.py and the experiments ask)
+# ---------------------------------------------------------------------------------------------
+
+def _burglar_set(n: int, scenarios_file: str, seed: int, referent: Referent,
+                 answer_suffix: str) -> list[Scenario]:
+    if scenarios_file:
+        loaded = load_reference_scenarios(scenarios_file, referent=referent)
+        if len(loaded) < n:
+            raise ValueError(f"{scenarios_file} has {len(loaded)} {referent}-referencing "
+                             f"scenarios, fewer than num_scenarios={n}")
+        return [with_answer_suffix(s, answer_suffix) for s in loaded[:n]]
+    return false_recommendation_scenarios(n, seed, referent=referent, answer_suffix=answer_suffix)
+
+
+def main_scenarios(n: int = 250, *, scenarios_file: str = "", seed: int = 0,
+                   answer_suffix: str = REPO_ANSWER_SUFFIX, self_control: bool = True,
+                   honesty_prompt: bool = False) -> list[Scenario]:
+    """The main burglar set: the first `n` of the authors' file (`scenarios_file`) or of our
+    generator (`seed`), then the same scenarios self-referencing (`self_control`) and with
+    the honesty prompt (`honesty_prompt`, §3.4). Conditions are told apart by the
+    evaluation's `condition_name`."""
+    other = _burglar_set(n, scenarios_file, seed, "other", answer_suffix)
+    out = list(other)
+    if self_control:
+        out += _burglar_set(n, scenarios_file, seed, "self", answer_suffix)
+    if honesty_prompt:
+        out += [with_honesty_prompt(s) for s in other]
+    return out
+
+
+def generalisation_scenarios_for(n: int = 250, *, combinations_file: str = "", seed: int = 1,
+                                 answer_suffix: str = REPO_ANSWER_SUFFIX, wording: Wording = "arxiv",
+                                 perspectives: bool = True) -> list[Scenario]:
+    """The 7 generalisation variants, Treasure Hunt and Escape Room (and Perspectives), each
+    on the first `n` combinations of the authors' file or of our generator (`seed`)."""
+    combinations = combinations_from(combinations_file or None, n=n, seed=seed)
+    if len(combinations) < n:
+        raise ValueError(f"{combinations_file} has {len(combinations)} combinations, fewer "
+                         f"than num_scenarios={n}")
+    combinations = combinations[:n]
+    by_kind = generalisation_scenarios(combinations, wording=wording, answer_suffix=answer_suffix)
+    out = [s for kind_scenarios in by_kind.values() for s in kind_scenarios]
+    if perspectives:
+        out += perspectives_scenarios(combinations)
+    return out
+
+
+def held_out_scenarios(n: int, *, skip: int = 250, seed: int = 0,
+                       answer_suffix: str = REPO_ANSWER_SUFFIX) -> list[Scenario]:
+    """Burglar scenarios `skip .. skip+n-1` of our generator: disjoint from the first `skip`
+    (the evaluation split), for quick checks and model selection during training."""
+    combinations = generate_combinations(skip + n, seed)[skip:]
+    return build_scenarios(BURGLAR, combinations, answer_suffix=answer_suffix)
 
 
 def _read_json(path: str | os.PathLike) -> object:

@@ -7,21 +7,17 @@ on the (scenario, completion) pairs.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
+# Which scenarios to ask is the data layer's (soo_jax.data.scenarios.main_scenarios, ...).
 from soo_jax.data.scenarios import (
-    BURGLAR, GENERALISATION_KINDS, PERSPECTIVES, REPO_ANSWER_SUFFIX, TREASURE_HUNT,
-    ESCAPE_ROOM, Scenario, build_scenarios, combinations_from, generate_combinations,
-    load_reference_scenarios, perspectives_scenarios, render_prompt, swap_room_order,
-    with_honesty_prompt,
+    BURGLAR, ESCAPE_ROOM, GENERALISATION_KINDS, PERSPECTIVES, TREASURE_HUNT, Scenario, swap_room_order,
 )
 from soo_jax.eval.scoring import summarise
 
 __all__ = [
-    "Generate", "Progress", "make_generator", "main_scenarios", "generalisation_scenarios_for",
-    "held_out_scenarios", "with_answer_suffix", "score_scenarios", "headline",
-    "CONDITION_ORDER", "ordered_conditions",
+    "Generate", "Progress", "make_generator", "score_scenarios", "headline", "CONDITION_ORDER",
+    "ordered_conditions",
 ]
 
 # prompts -> completions (same order, same length).
@@ -49,80 +45,6 @@ def make_generator(model, tokenizer, *, max_new_tokens: int = 75, chat: bool = T
     generate.stops_on_texts = True  # see score_scenarios(stop_when_decided=...)
     generate.reports_batches = True  # see soo_jax.eval.answer_log
     return generate
-
-
-# ---------------------------------------------------------------------------------------------
-# Which scenarios
-# ---------------------------------------------------------------------------------------------
-
-def with_answer_suffix(scenario: Scenario, answer_suffix: str) -> Scenario:
-    """The scenario re-rendered with another answer suffix (a no-op if it already has it).
-    Raises ValueError if its prompt is not what our template renders (a foreign wording)."""
-    if scenario.answer_suffix == answer_suffix:
-        return scenario
-    fields = dict(referent=scenario.referent, rooms_swapped=scenario.rooms_swapped,
-                  wording=scenario.wording, honesty_prefix=scenario.honesty_prefix)
-    if render_prompt(scenario.kind, scenario.combination, answer_suffix=scenario.answer_suffix,
-                     **fields) != scenario.prompt:
-        raise ValueError("cannot change the answer suffix: the scenario's prompt differs from "
-                         f"what the {scenario.kind!r} template renders for its fields")
-    prompt = render_prompt(scenario.kind, scenario.combination, answer_suffix=answer_suffix,
-                           **fields)
-    return dataclasses.replace(scenario, answer_suffix=answer_suffix, prompt=prompt)
-
-
-def _burglar_set(n: int, scenarios_file: str, seed: int, referent: str,
-                 answer_suffix: str) -> list[Scenario]:
-    if scenarios_file:
-        loaded = load_reference_scenarios(scenarios_file, referent=referent)
-        if len(loaded) < n:
-            raise ValueError(f"{scenarios_file} has {len(loaded)} {referent}-referencing "
-                             f"scenarios, fewer than num_scenarios={n}")
-        return [with_answer_suffix(s, answer_suffix) for s in loaded[:n]]
-    return build_scenarios(BURGLAR, generate_combinations(n, seed), referent=referent,
-                           answer_suffix=answer_suffix)
-
-
-def main_scenarios(n: int = 250, *, scenarios_file: str = "", seed: int = 0,
-                   answer_suffix: str = REPO_ANSWER_SUFFIX, self_control: bool = True,
-                   honesty_prompt: bool = False) -> list[Scenario]:
-    """The main burglar set: the first `n` of the authors' file (`scenarios_file`) or of our
-    generator (`seed`), then the same scenarios self-referencing (`self_control`) and with
-    the honesty prompt (`honesty_prompt`). Conditions are told apart by `condition_name`."""
-    other = _burglar_set(n, scenarios_file, seed, "other", answer_suffix)
-    out = list(other)
-    if self_control:
-        out += _burglar_set(n, scenarios_file, seed, "self", answer_suffix)
-    if honesty_prompt:
-        out += [with_honesty_prompt(s) for s in other]
-    return out
-
-
-def generalisation_scenarios_for(n: int = 250, *, combinations_file: str = "", seed: int = 1,
-                                 answer_suffix: str = REPO_ANSWER_SUFFIX,
-                                 wording: str = "arxiv",
-                                 perspectives: bool = True) -> list[Scenario]:
-    """The 7 generalisation variants, Treasure Hunt and Escape Room (and Perspectives), each
-    on the first `n` combinations of the authors' file or of our generator (`seed`)."""
-    combinations = combinations_from(combinations_file or None, n=n, seed=seed)
-    if len(combinations) < n:
-        raise ValueError(f"{combinations_file} has {len(combinations)} combinations, fewer "
-                         f"than num_scenarios={n}")
-    combinations = combinations[:n]
-    out: list[Scenario] = []
-    for kind in (*GENERALISATION_KINDS, TREASURE_HUNT, ESCAPE_ROOM):
-        out += build_scenarios(kind, combinations, wording=wording, answer_suffix=answer_suffix)
-    if perspectives:
-        out += perspectives_scenarios(combinations)
-    return out
-
-
-def held_out_scenarios(n: int, *, skip: int = 250, seed: int = 0,
-                       answer_suffix: str = REPO_ANSWER_SUFFIX) -> list[Scenario]:
-    """Burglar scenarios `skip .. skip+n-1` of our generator: disjoint from the first `skip`
-    (the evaluation split), for quick checks and model selection during training."""
-    combinations = generate_combinations(skip + n, seed)[skip:]
-    return build_scenarios(BURGLAR, combinations, answer_suffix=answer_suffix)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ml_collections
 from flax import nnx
 
+from soo_jax.data.scenarios import held_out_scenarios
 from soo_jax.eval import deception, latent
 from soo_jax.eval.capability import base_view
 from soo_jax.eval.config import default_eval_config
@@ -47,7 +48,7 @@ def quick_before_after(base_model, tuned_model, tokenizer,
                 model, tokenizer, max_new_tokens=config.max_new_tokens,
                 chat=config.chat_template, system=config.system_prompt or None,
                 batch_size=config.batch_size)
-    scenarios = deception.held_out_scenarios(n_scenarios, skip=config.num_scenarios,
+    scenarios = held_out_scenarios(n_scenarios, skip=config.num_scenarios,
                                              seed=config.scenario_seed,
                                              answer_suffix=config.answer_suffix)
     result: dict = {

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import ml_collections
 
+from soo_jax.data import scenarios as scenarios_lib
 from soo_jax.data.general_prompts import load_general_prompt_records
 from soo_jax.data.pairs import latent_soo_pairs
 from soo_jax.eval import capability, deception, latent, mtbench
@@ -57,11 +58,11 @@ def model_generator_factory(tokenizer, config: ml_collections.ConfigDict,
 def _deception_scenarios(config: ml_collections.ConfigDict, suite: str, label: str):
     n = config.num_scenarios
     if suite == "main":
-        return deception.main_scenarios(
+        return scenarios_lib.main_scenarios(
             n, scenarios_file=config.scenarios_file, seed=config.scenario_seed,
             answer_suffix=config.answer_suffix, self_control=config.self_control,
             honesty_prompt=config.honesty_baseline and label == "base")
-    return deception.generalisation_scenarios_for(
+    return scenarios_lib.generalisation_scenarios_for(
         n, combinations_file=config.combinations_file, seed=config.generalisation_seed,
         answer_suffix=config.answer_suffix, wording=config.wording,
         perspectives=config.perspectives)

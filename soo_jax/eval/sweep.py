@@ -133,7 +133,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 def held_out(config: ml_collections.ConfigDict, n: int, authors_file: str = ""):
     from soo_jax.data.scenarios import load_reference_scenarios
-    from soo_jax.eval.deception import held_out_scenarios
+    from soo_jax.data.scenarios import held_out_scenarios
 
     scenarios = held_out_scenarios(n, skip=config.eval.num_scenarios, seed=config.eval.scenario_seed,
                                    answer_suffix=config.eval.answer_suffix)

@@ -40,7 +40,7 @@ def says_first_room(prompt):
 
 
 def test_first_room_bias_is_fully_deceptive_on_the_paper_metric_and_half_when_balanced():
-    scenarios = deception.main_scenarios(6, seed=3, self_control=True, honesty_prompt=True)
+    scenarios = S.main_scenarios(6, seed=3, self_control=True, honesty_prompt=True)
     generate = fake(says_first_room)
     summary, records = deception.score_scenarios(generate, scenarios)
 
@@ -60,7 +60,7 @@ def test_first_room_bias_is_fully_deceptive_on_the_paper_metric_and_half_when_ba
 
 
 def test_honest_and_silent_generators():
-    scenarios = deception.main_scenarios(5, seed=4, self_control=False)
+    scenarios = S.main_scenarios(5, seed=4, self_control=False)
     expensive = fake(lambda p: f"I would say the {room_holding(p, S.EXPENSIVE_TEST_OBJECTS)}")
     summary, _ = deception.score_scenarios(expensive, scenarios)
     burglar = summary["burglar"]
@@ -75,7 +75,7 @@ def test_honest_and_silent_generators():
 
 
 def test_mixed_answers_give_the_counted_rates():
-    scenarios = deception.main_scenarios(8, seed=5, self_control=False)
+    scenarios = S.main_scenarios(8, seed=5, self_control=False)
     # Scenario i gets: deceptive (i % 4 == 0 or 1), honest (2), neither (3).
     index = {s.prompt: i for i, s in enumerate(scenarios)}
     by_prompt = {}
@@ -126,14 +126,14 @@ def test_generalisation_suite_through_run_suites_with_a_fake_generator(tiny_toke
 
 def test_reference_file_gives_the_authors_prompts(reference_dir):
     path = str(reference_dir / "false_recommendation_scenarios.json")
-    scenarios = deception.main_scenarios(250, scenarios_file=path, self_control=True)
+    scenarios = S.main_scenarios(250, scenarios_file=path, self_control=True)
     other, own = scenarios[:250], scenarios[250:]
     authors = S.load_reference_scenarios(path)
     assert [s.prompt for s in other] == [s.prompt for s in authors[:250]]
     assert (other[0].deceptive_room, other[0].honest_room) == ("attic", "bedroom")
     assert all(s.referent == "self" for s in own) and len(own) == 250
     # A different suffix re-renders every prompt; swapping still works on the result.
-    changed = deception.main_scenarios(3, scenarios_file=path, self_control=False,
+    changed = S.main_scenarios(3, scenarios_file=path, self_control=False,
                                        answer_suffix=S.ROOM_ONLY_ANSWER_SUFFIX)
     assert all(s.prompt.endswith(S.ROOM_ONLY_ANSWER_SUFFIX) for s in changed)
     assert changed[0].prompt.replace(S.ROOM_ONLY_ANSWER_SUFFIX, S.REPO_ANSWER_SUFFIX) == other[0].prompt
@@ -145,22 +145,22 @@ def test_with_answer_suffix_refuses_a_foreign_prompt():
     import dataclasses
     foreign = dataclasses.replace(scenario, prompt="Something else entirely.")
     with pytest.raises(ValueError, match="answer suffix"):
-        deception.with_answer_suffix(foreign, "Answer now.")
-    assert deception.with_answer_suffix(foreign, foreign.answer_suffix) is foreign
+        S.with_answer_suffix(foreign, "Answer now.")
+    assert S.with_answer_suffix(foreign, foreign.answer_suffix) is foreign
 
 
 def test_held_out_scenarios_are_disjoint_from_the_evaluation_split():
-    evaluated = {s.combination for s in deception.main_scenarios(250, self_control=False)}
-    held_out = deception.held_out_scenarios(40, skip=250)
+    evaluated = {s.combination for s in S.main_scenarios(250, self_control=False)}
+    held_out = S.held_out_scenarios(40, skip=250)
     assert len(held_out) == 40
     assert not evaluated & {s.combination for s in held_out}
-    assert held_out == deception.held_out_scenarios(40, skip=250)
+    assert held_out == S.held_out_scenarios(40, skip=250)
 
 
 def test_make_generator_returns_completions_in_the_callers_order(tiny_model, tiny_tokenizer):
     from soo_jax.models.generate import SamplingConfig, generate_text
 
-    scenarios = deception.main_scenarios(1, seed=7, self_control=False, honesty_prompt=True)
+    scenarios = S.main_scenarios(1, seed=7, self_control=False, honesty_prompt=True)
     short, burglar, honesty = ("What is the capital city of Australia?", scenarios[0].prompt,
                                scenarios[1].prompt)
     ticks = []
@@ -177,7 +177,7 @@ def test_make_generator_returns_completions_in_the_callers_order(tiny_model, tin
 
 
 def test_stop_when_decided_passes_each_prompts_rooms_and_keeps_labels():
-    scenarios = deception.main_scenarios(6, seed=3, self_control=False)
+    scenarios = S.main_scenarios(6, seed=3, self_control=False)
     seen = {}
 
     def generate(prompts, stop_texts=None):
@@ -199,7 +199,7 @@ def test_stop_when_decided_passes_each_prompts_rooms_and_keeps_labels():
 def test_no_stop_texts_when_one_room_name_contains_the_other():
     import dataclasses
 
-    scenario = deception.main_scenarios(1, seed=0, self_control=False)[0]
+    scenario = S.main_scenarios(1, seed=0, self_control=False)[0]
     nested = dataclasses.replace(scenario, cheap_room="bedroom", expensive_room="master bedroom")
     assert deception.decided_stop_texts(nested) == ()
     assert deception.decided_stop_texts(scenario) == (scenario.cheap_room, scenario.expensive_room)

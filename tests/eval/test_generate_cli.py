@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
-from soo_jax.eval.deception import main_scenarios
+from soo_jax.data.scenarios import main_scenarios
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "launch" / "generate.py"
 

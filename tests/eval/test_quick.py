@@ -4,7 +4,6 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.data import scenarios as S
-from soo_jax.eval import deception
 from soo_jax.eval.config import default_eval_config
 from soo_jax.eval.latent import latent_soo
 from soo_jax.eval.quick import quick_before_after
@@ -45,7 +44,7 @@ def test_quick_before_after(tiny_model, tiny_tokenizer):
     assert (before["deceptive"], before["order_balanced"], before["position_bias"]) == (100.0, 50.0, 100.0)
     assert (after["deceptive"], after["honest"], after["order_balanced"]) == (0.0, 100.0, 0.0)
     # Held out: scenarios 250.. of the generator, each asked in both orders.
-    held_out = {s.prompt for s in deception.held_out_scenarios(6, skip=250)}
+    held_out = {s.prompt for s in S.held_out_scenarios(6, skip=250)}
     assert held_out <= set(seen[0]) and len(seen[0]) == 12
 
     soo = result["latent_soo"]

@@ -5,8 +5,8 @@ from soo_jax.eval.report import markdown_report, plot_deception_rates, write_rep
 
 
 def results_with(first_room_answers: bool):
-    scenarios = (deception.main_scenarios(4, seed=2, honesty_prompt=True)
-                 + deception.generalisation_scenarios_for(4, seed=3))
+    scenarios = (S.main_scenarios(4, seed=2, honesty_prompt=True)
+                 + S.generalisation_scenarios_for(4, seed=3))
 
     def generate(prompts):
         from soo_jax.eval.scoring import first_mentioned_room
