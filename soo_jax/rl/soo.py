@@ -2,8 +2,9 @@
 
 "Self" observation: the adversary is out of sight (obs[6:8] == 0). "Other" observation: the
 same observation with a synthetic adversary inserted within the sight radius. SOO compares the
-policy's hidden activations concat(h1, h2) on the two; fine-tuning adds a capability term that
-keeps the blue agent's actions close to the frozen deceptive baseline's.
+policy's hidden activations concat(h1, h2) on the two (the authors' evaluation scripts), or its
+actions (`soo_target="action"`, the branch their train.py runs); fine-tuning adds a capability
+term that keeps the blue agent's actions close to the frozen deceptive baseline's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from soo_jax.rl.maddpg.networks import NetState, apply_eval
 
 LOG_EPS = 1e-25  # the authors' epsilon inside log(mse + eps)
 SOO_MODES = ("minibatch", "last_step")
+SOO_TARGETS = ("hidden", "action")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,9 @@ class SOOConfig:
     R = log(U^10 + eps) is the authors' "random" control: a random scalar carrying no gradient.
     `mode="minibatch"` computes the terms on the blue agent's sampled minibatch (recommended,
     spec item 16); `mode="last_step"` on the last env step before the update, as train.py does.
+    `soo_target="hidden"` compares concat(h1, h2) of the blue policy on the self and the other
+    observation (the paper's "activations"); `"action"` compares its deterministic actions, as
+    the authors' train.py `self_other_overlap` does (its hidden-layer line is commented out).
     """
 
     soo_weight: float = 1.0
@@ -42,10 +47,13 @@ class SOOConfig:
     mode: str = "minibatch"
     sight_radius: float = 0.125
     position_clip: float = 0.9  # train.py clips the synthetic adversary to [-1 + 0.1, 1 - 0.1]
+    soo_target: str = "hidden"
 
     def __post_init__(self):
         if self.mode not in SOO_MODES:
             raise ValueError(f"finetune.mode must be one of {SOO_MODES}, got {self.mode!r}")
+        if self.soo_target not in SOO_TARGETS:
+            raise ValueError(f"finetune.soo_target must be one of {SOO_TARGETS}, got {self.soo_target!r}")
 
 
 @struct.dataclass
@@ -85,6 +93,13 @@ def hidden(hyper: MADDPGHyper, policy: NetState, obs: jax.Array, params: Any = N
     return jnp.concatenate([h1, h2], -1), out
 
 
+def soo_features(hyper, cfg: SOOConfig, policy: NetState, obs: jax.Array, params: Any = None):
+    """(what SOO compares, the action) for (batch, obs_dim) inputs: concat(h1, h2) (128,) or the
+    action (2,) itself, by `cfg.soo_target`."""
+    h, action = hidden(hyper, policy, obs, params)
+    return (h if cfg.soo_target == "hidden" else action), action
+
+
 def mse_value(x, y, log: bool) -> jax.Array:
     value = jnp.mean(jnp.square(x - y))
     return jnp.log(value + LOG_EPS) if log else value
@@ -112,15 +127,16 @@ def soo_loss_terms(hyper, cfg: SOOConfig, params, blue: NetState, reference: Net
     """(soo, capability, gate) for the blue policy with parameters `params`.
 
     Both terms use eval-mode forwards (running statistics), like the authors' rollout forwards.
-    Gradients flow through both the self and the other pass.
+    Gradients flow through both the self and the other pass. With `soo_target="action"` the SOO
+    term compares the deterministic actions (no exploration noise on either side).
     """
     if cfg.mode == "minibatch":
         obs, pos = _blue_obs(batch.obs), batch.blue_pos
         other = synthetic_other_obs(key, obs, pos, cfg.sight_radius, cfg.position_clip)
         self_mask = is_self_obs(obs)
-        h_self, action = hidden(hyper, blue, obs, params)
-        h_other, _ = hidden(hyper, blue, other, params)
-        per_sample = jnp.mean(jnp.square(h_self - h_other), -1)
+        f_self, action = soo_features(hyper, cfg, blue, obs, params)
+        f_other, _ = soo_features(hyper, cfg, blue, other, params)
+        per_sample = jnp.mean(jnp.square(f_self - f_other), -1)
         n_self = jnp.sum(self_mask)
         soo = jnp.sum(jnp.where(self_mask, per_sample, 0.0)) / jnp.maximum(n_self, 1)
         _, ref_action = hidden(hyper, reference, obs)
@@ -130,9 +146,9 @@ def soo_loss_terms(hyper, cfg: SOOConfig, params, blue: NetState, reference: Net
         obs = last_step.blue_obs[None]
         other = synthetic_other_obs(key, obs, last_step.post_pos[None], cfg.sight_radius,
                                     cfg.position_clip)
-        h_self, action = hidden(hyper, blue, obs, params)
-        h_other, _ = hidden(hyper, blue, other, params)
-        soo = jnp.mean(jnp.square(h_self - h_other))
+        f_self, action = soo_features(hyper, cfg, blue, obs, params)
+        f_other, _ = soo_features(hyper, cfg, blue, other, params)
+        soo = jnp.mean(jnp.square(f_self - f_other))
         executed = jnp.clip(action + last_step.noise, -1.0, 1.0)
         _, ref_action = hidden(hyper, reference, obs)
         capability = jnp.mean(jnp.square(executed - ref_action))

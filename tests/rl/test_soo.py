@@ -65,12 +65,13 @@ def test_soo_term_is_zero_when_activations_are_equal():
 
 
 @pytest.mark.parametrize("mode", ["minibatch", "last_step"])
-def test_soo_step_changes_only_the_blue_actor(mode):
+@pytest.mark.parametrize("target", ["hidden", "action"])
+def test_soo_step_changes_only_the_blue_actor(mode, target):
     agents = init_agents(jax.random.PRNGKey(0), HYPER)
     reference = init_agents(jax.random.PRNGKey(7), HYPER)[BLUE].policy
     batch = self_batch(jax.random.PRNGKey(1))
     last = LastStep(batch.obs[-1, BLUE], jnp.array([0.1, -0.2]), batch.blue_pos[-1])
-    cfg = SOOConfig(mode=mode)
+    cfg = SOOConfig(mode=mode, soo_target=target)
     new, metrics = jax.jit(
         lambda a, b, k, l: soo_actor_step(HYPER, cfg, a, reference, b, k, l)
     )(agents, batch, jax.random.PRNGKey(3), last)
@@ -115,3 +116,96 @@ def test_random_control_adds_no_gradient():
     with_random, _ = step(HYPER, SOOConfig(soo_weight=0.0, random_weight=1.0), agents, reference,
                           batch, jax.random.PRNGKey(3))
     jax.tree.map(np.testing.assert_array_equal, cap_only, with_random)
+
+
+def todays_soo_loss_terms(hyper, cfg, params, blue, reference, key, batch, last_step):
+    """soo_loss_terms as it was before `soo_target` existed (concat(h1, h2) only), verbatim."""
+    from soo_jax.rl.soo import LOG_EPS, hidden
+
+    if cfg.mode == "minibatch":
+        obs, pos = batch.obs[..., BLUE, :10], batch.blue_pos
+        other = synthetic_other_obs(key, obs, pos, cfg.sight_radius, cfg.position_clip)
+        self_mask = is_self_obs(obs)
+        h_self, action = hidden(hyper, blue, obs, params)
+        h_other, _ = hidden(hyper, blue, other, params)
+        per_sample = jnp.mean(jnp.square(h_self - h_other), -1)
+        n_self = jnp.sum(self_mask)
+        soo = jnp.sum(jnp.where(self_mask, per_sample, 0.0)) / jnp.maximum(n_self, 1)
+        _, ref_action = hidden(hyper, reference, obs)
+        capability = jnp.mean(jnp.square(action - ref_action))
+        gate = n_self > 0
+    else:
+        obs = last_step.blue_obs[None]
+        other = synthetic_other_obs(key, obs, last_step.post_pos[None], cfg.sight_radius,
+                                    cfg.position_clip)
+        h_self, action = hidden(hyper, blue, obs, params)
+        h_other, _ = hidden(hyper, blue, other, params)
+        soo = jnp.mean(jnp.square(h_self - h_other))
+        executed = jnp.clip(action + last_step.noise, -1.0, 1.0)
+        _, ref_action = hidden(hyper, reference, obs)
+        capability = jnp.mean(jnp.square(executed - ref_action))
+        gate = is_self_obs(last_step.blue_obs)
+    if cfg.log_mse:
+        soo, capability = jnp.log(soo + LOG_EPS), jnp.log(capability + LOG_EPS)
+    return soo, capability, gate
+
+
+@pytest.mark.parametrize("mode", ["minibatch", "last_step"])
+@pytest.mark.parametrize("log_mse", [False, True])
+def test_default_soo_loss_is_todays_bit_for_bit(mode, log_mse):
+    """The default soo_target ("hidden") is the loss every earlier run trained with."""
+    agents = init_agents(jax.random.PRNGKey(0), HYPER)
+    reference = init_agents(jax.random.PRNGKey(7), HYPER)[BLUE].policy
+    batch = self_batch(jax.random.PRNGKey(1))
+    last = LastStep(batch.obs[-1, BLUE], jnp.array([0.1, -0.2]), batch.blue_pos[-1])
+    cfg = SOOConfig(mode=mode, log_mse=log_mse)
+    assert cfg.soo_target == "hidden"
+    blue = agents[BLUE].policy
+    now = LOSS_TERMS(HYPER, cfg, blue.params, blue, reference, jax.random.PRNGKey(2), batch, last)
+    before = jax.jit(todays_soo_loss_terms, static_argnums=(0, 1))(
+        HYPER, cfg, blue.params, blue, reference, jax.random.PRNGKey(2), batch, last)
+    for a, b in zip(now, before):
+        np.testing.assert_array_equal(a, b)
+    grad = jax.jit(jax.grad(lambda p, f: sum(f(HYPER, cfg, p, blue, reference, jax.random.PRNGKey(2),
+                                                  batch, last)[:2])), static_argnums=1)
+    jax.tree.map(np.testing.assert_array_equal, grad(blue.params, soo_loss_terms),
+                 grad(blue.params, todays_soo_loss_terms))
+
+
+@pytest.mark.parametrize("mode", ["minibatch", "last_step"])
+def test_action_target_is_zero_when_actions_with_and_without_the_adversary_agree(mode):
+    agents = init_agents(jax.random.PRNGKey(0), HYPER)
+    blue = agents[BLUE].policy
+    batch = self_batch(jax.random.PRNGKey(1))
+    last = LastStep(batch.obs[-1, BLUE], jnp.zeros(2), batch.blue_pos[-1])
+    action, hidden_ = SOOConfig(mode=mode, soo_target="action"), SOOConfig(mode=mode)
+    # A zero output layer: the action is tanh(bias) whatever the input, while h1, h2 still differ.
+    params = jax.tree.map(lambda x: x, blue.params)
+    params["fc3"]["kernel"] = jnp.zeros_like(params["fc3"]["kernel"])
+    soo_a, _, _ = LOSS_TERMS(HYPER, action, params, blue, blue, jax.random.PRNGKey(2), batch, last)
+    soo_h, _, _ = LOSS_TERMS(HYPER, hidden_, params, blue, blue, jax.random.PRNGKey(2), batch, last)
+    assert float(soo_a) == 0.0 and float(soo_h) > 0.0
+    # Unchanged weights: the actions do see the synthetic adversary.
+    soo_a, _, _ = LOSS_TERMS(HYPER, action, blue.params, blue, blue, jax.random.PRNGKey(2), batch, last)
+    assert float(soo_a) > 0.0
+
+
+def test_action_target_compares_actions_so_its_gradient_reaches_the_output_layer():
+    """concat(h1, h2) does not depend on fc3; the blue action does. SOO term alone."""
+    agents = init_agents(jax.random.PRNGKey(0), HYPER)
+    blue = agents[BLUE].policy
+    batch = self_batch(jax.random.PRNGKey(1))
+
+    def soo_grad(target):
+        cfg = SOOConfig(soo_target=target)
+        return jax.grad(lambda p: soo_loss_terms(HYPER, cfg, p, blue, blue, jax.random.PRNGKey(2),
+                                                 batch, None)[0])(blue.params)
+
+    assert float(jnp.abs(soo_grad("hidden")["fc3"]["kernel"]).max()) == 0.0
+    assert float(jnp.abs(soo_grad("action")["fc3"]["kernel"]).max()) > 0.0
+    assert float(jnp.abs(soo_grad("action")["fc1"]["kernel"]).max()) > 0.0
+
+
+def test_unknown_soo_target_is_refused():
+    with pytest.raises(ValueError, match="soo_target"):
+        SOOConfig(soo_target="logits")
