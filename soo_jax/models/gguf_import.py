@@ -10,7 +10,7 @@
     generation_config.json          bos / eos / pad ids
 
 Supported GGUF architectures (`SUPPORTED_ARCHITECTURES`): llama (including Mistral, which
-llama.cpp writes as llama), qwen2, qwen3, gemma2. Every tensor type that gguf-py can de-quantize
+llama.cpp writes as llama), qwen2, gemma2: the families the Flax side ports. Every tensor type that gguf-py can de-quantize
 is supported. The output directory appears atomically: it is assembled in a hidden
 sibling directory and renamed into place, so a directory with the final name is always complete.
 
@@ -114,10 +114,6 @@ _DECODER_BLOCK_MODULES: Mapping[str, str] = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
-_QK_NORM_MODULES: Mapping[str, str] = {
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-}
 _DECODER_BLOCK_REQUIRED = frozenset(f"{module}.weight" for module in _DECODER_BLOCK_MODULES)
 
 # Gemma 2 norms around both sub-layers: llama.cpp's ffn_norm is HF's *pre*-feedforward norm there.
@@ -201,16 +197,6 @@ _ARCHITECTURES: Mapping[str, ArchitectureSpec] = {
         block_modules=_DECODER_BLOCK_MODULES,
         required_block_tensors=_DECODER_BLOCK_REQUIRED
         | {"attn_q.bias", "attn_k.bias", "attn_v.bias"},
-        permuted_qk=False,
-        extra_config=_qwen_config,
-    ),
-    "qwen3": ArchitectureSpec(
-        gguf_architecture="qwen3",
-        model_type="qwen3",
-        hf_architecture="Qwen3ForCausalLM",
-        block_modules={**_DECODER_BLOCK_MODULES, **_QK_NORM_MODULES},
-        required_block_tensors=_DECODER_BLOCK_REQUIRED
-        | {"attn_q_norm.weight", "attn_k_norm.weight"},
         permuted_qk=False,
         extra_config=_qwen_config,
     ),
@@ -545,8 +531,6 @@ def gguf_tokenizer_parts(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], d
     if tokenizer_type == "llama":
         # llama.cpp adds BOS to a sentencepiece vocabulary unless the file says otherwise.
         tokenizer_config.setdefault("add_bos_token", True)
-    elif tokenizer_type == "gemma4":
-        tokenizer_config["add_bos_token"] = False
     tokens = tokenizer_dict["tokens"]
     for name, id_key in _SPECIAL_TOKEN_IDS.items():
         token_id = metadata.get(id_key)
