@@ -42,7 +42,7 @@ def main(argv):
     if not grid:
         cli.fail("give --point KEY=VALUE;... or --preset NAME")
     summary = run_sweep(config, grid, pathlib.Path(FLAGS.out).absolute(), n_scenarios=FLAGS.n_scenarios,
-                        authors_file=FLAGS.scenarios)
+                        authors_file=FLAGS.scenarios, fresh=FLAGS.fresh)
     from soo_jax.eval.sweep import sweep_table
 
     print(sweep_table(summary))

@@ -164,20 +164,54 @@ def _trained(config: ml_collections.ConfigDict, train_overrides: list[str], out_
     name = point_name(train_overrides)
     adapter_dir = out_dir / name / "train" / "adapter"
     record_file = out_dir / name / "training.json"
+    train_config = apply_overrides(config, train_overrides)
+    _check_trained_as(out_dir / name / "train", train_config)
     if record_file.is_file():
         return {"adapter_dir": adapter_dir, **json.loads(record_file.read_text())}
     earlier = out_dir / name / "point.json"
     if earlier.is_file() and (adapter_dir / "adapter_config.json").is_file():
         point = json.loads(earlier.read_text())
         return {"adapter_dir": adapter_dir, "train_soo": point["train_soo"], "train_s": point["train_s"]}
-    train_config = apply_overrides(config, train_overrides)
     train_config.train.out_dir = str(out_dir / name / "train")
     train_config.train.evaluate = False
     started = time.time()
     result = run_training(train_config)
     record = {"train_soo": {"first": result.first_soo, "last": result.last_soo}, "train_s": time.time() - started}
-    record_file.write_text(json.dumps(record, indent=2))
+    from soo_jax.run_dir import atomic_write_json
+
+    atomic_write_json(record_file, record)
     return {"adapter_dir": result.adapter_dir, **record}
+
+
+FRESH_HINT = "another --out, or --fresh to move the old sweep aside"
+
+
+def _check_trained_as(train_dir: pathlib.Path, train_config: ml_collections.ConfigDict) -> None:
+    """A stored training is reused only for the settings it was made with (its manifest), so a
+    changed config file never relabels an old point."""
+    from soo_jax import run_dir
+    from soo_jax.models.loader import resolve_model_path
+    from soo_jax.train.loop import train_settings
+
+    manifest = train_dir / run_dir.MANIFEST_NAME
+    if manifest.is_file():
+        stored = run_dir.read_json(manifest).get("settings", {})
+        diffs = run_dir.differences(stored, run_dir.flatten(
+            train_settings(train_config, resolve_model_path(train_config.model.path))))
+        if diffs:
+            raise run_dir.RunDirError(f"{train_dir.parent.name}: its stored training used other settings "
+                                      f"({'; '.join(diffs)}); use {FRESH_HINT}")
+
+
+def _asked_settings(config: ml_collections.ConfigDict, n_scenarios: int, authors_file: str) -> dict:
+    """What a point's scores depend on beyond its training: how and on what it is asked."""
+    from soo_jax import run_dir
+
+    settings = run_dir.without(run_dir.flatten({"eval": config.eval.to_dict()}),
+                               ("eval.out_dir", "eval.progress", "eval.compilation_cache_dir"))
+    settings["n_scenarios"] = n_scenarios
+    settings["authors_file"] = run_dir.file_digest(authors_file) if authors_file else None
+    return settings
 
 
 def _eligible(point: dict, base_scores: dict) -> bool:
@@ -186,10 +220,23 @@ def _eligible(point: dict, base_scores: dict) -> bool:
 
 
 def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir: pathlib.Path, *,
-              n_scenarios: int = 100, authors_file: str = "") -> dict:
+              n_scenarios: int = 100, authors_file: str = "", fresh: bool = False) -> dict:
+    """Trains and scores every grid point into `out_dir` (locked; `fresh` moves an old sweep
+    aside); stored points are reused only for the settings that made them."""
+    from soo_jax import run_dir
+
+    if fresh:
+        run_dir.start_fresh(out_dir)
+    with run_dir.DirLock(out_dir):
+        return _run_sweep(config, grid, out_dir, n_scenarios=n_scenarios, authors_file=authors_file)
+
+
+def _run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir: pathlib.Path, *,
+               n_scenarios: int, authors_file: str) -> dict:
     import jax
     from flax import nnx
 
+    from soo_jax import run_dir
     from soo_jax.data.general_prompts import load_general_prompts
     from soo_jax.eval.capability import base_view, next_token_kl
     from soo_jax.eval.latent import latent_soo
@@ -216,9 +263,16 @@ def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir:
             eval_config = apply_overrides(config, eval_overrides)
             asked[key] = held_out(eval_config, n_scenarios, authors_file)
             base_file = out_dir / ("base.json" if not eval_overrides else f"base,{key}.json")
+            asked_settings = _asked_settings(eval_config, n_scenarios, authors_file)
             if not base_file.is_file():
-                base_file.write_text(json.dumps(score(base, tokenizer, eval_config, asked[key]), indent=2))
-            bases[key] = {**json.loads(base_file.read_text()), **_asked_as(eval_config.eval)}
+                run_dir.atomic_write_json(base_file, {**score(base, tokenizer, eval_config, asked[key]),
+                                                      "asked_settings": asked_settings})
+            stored = run_dir.read_json(base_file)
+            diffs = run_dir.differences(stored.pop("asked_settings", asked_settings), asked_settings)
+            if diffs:
+                raise run_dir.RunDirError(f"{base_file.name}: the base model was asked with other settings "
+                                          f"({'; '.join(diffs)}); use {FRESH_HINT}")
+            bases[key] = {**stored, **_asked_as(eval_config.eval)}
         return key
 
     points = []
@@ -228,8 +282,14 @@ def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir:
         point_config = apply_overrides(config, overrides)
         base_key = base_for(eval_overrides)
         point_file = out_dir / name / "point.json"
+        asked_settings = _asked_settings(point_config, n_scenarios, authors_file)
         if point_file.is_file():
             point = json.loads(point_file.read_text())
+            _check_trained_as(out_dir / point_name(train_overrides) / "train", apply_overrides(config, train_overrides))
+            diffs = run_dir.differences(point.get("asked_settings", asked_settings), asked_settings)
+            if diffs:  # (points written before asked_settings existed are checked by training only)
+                raise run_dir.RunDirError(f"{name}: stored scores were asked with other settings "
+                                          f"({'; '.join(diffs)}); use {FRESH_HINT}")
         else:
             trained = _trained(config, train_overrides, out_dir)
             started = time.time()
@@ -246,9 +306,10 @@ def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir:
                      "deception": score(tuned, tokenizer, point_config, asked[base_key]),
                      "latent_soo_site": {"before": before, "after": after}, "kl_base_tuned": kl,
                      "train_soo": trained["train_soo"], "train_s": trained["train_s"],
-                     "eval_s": time.time() - started, **_asked_as(point_config.eval)}
+                     "eval_s": time.time() - started, **_asked_as(point_config.eval),
+                     "asked_settings": asked_settings}
             (out_dir / name).mkdir(parents=True, exist_ok=True)
-            point_file.write_text(json.dumps(point, indent=2))
+            run_dir.atomic_write_json(point_file, point)
             print(f"{name}: {point['deception']}, KL {kl:.3g}", file=sys.stderr, flush=True)
         # Points written before the base was per eval setting lack these fields.
         points.append({**_asked_as(point_config.eval), **point, "base": base_key})

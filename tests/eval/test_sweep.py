@@ -45,3 +45,17 @@ def test_sweep_on_a_tiny_model_picks_by_the_rule(tmp_path):
     for p in summary["points"]:
         assert p["latent_soo_site"]["after"] < p["latent_soo_site"]["before"]
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["chosen"] == best
+
+    # A rerun reuses the stored points; after a change of the base config it refuses to.
+    again = run_sweep(tiny_experiment_config(tmp_path / "model"), [["loss.layers=(0,)"]], tmp_path / "sweep",
+                      n_scenarios=3)
+    assert again["points"][0]["deception"] == summary["points"][0]["deception"]
+    from soo_jax.run_dir import RunDirError
+
+    changed = tiny_experiment_config(tmp_path / "model")
+    changed.optimizer.learning_rate = 1e-2
+    with pytest.raises(RunDirError, match=r"optimizer\.learning_rate: 0\.005 -> 0\.01"):
+        run_sweep(changed, [["loss.layers=(0,)"]], tmp_path / "sweep", n_scenarios=3)
+    with pytest.raises(RunDirError, match=r"n_scenarios: 3 -> 4"):
+        run_sweep(tiny_experiment_config(tmp_path / "model"), [["loss.layers=(0,)"]], tmp_path / "sweep",
+                  n_scenarios=4)
