@@ -54,6 +54,13 @@ def get_config() -> ConfigDict:
     config.finetune.mode = "minibatch"  # or "last_step" (the authors' train.py)
     config.finetune.sight_radius = 0.125
     config.finetune.position_clip = 0.9
+    # What the SOO term compares: "hidden" = concat(h1, h2) (the authors' evaluation scripts),
+    # "action" = the blue agent's actions (the branch their train.py runs).
+    config.finetune.soo_target = "hidden"
+    # "baseline": start from the deceptive baseline (their older fine-tune-parallel.py, --load);
+    # "scratch": fresh networks (their README command has no --load).
+    config.finetune.init = "baseline"
+    config.finetune.reward = "deceptive"  # the reward fine-tuning trains on (README)
 
     config.evaluate = ConfigDict()
     config.evaluate.threshold_episodes = 1000  # per seed and condition (not given by the authors)

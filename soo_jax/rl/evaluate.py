@@ -45,15 +45,33 @@ def _evaluate(evaluator, agents, keys, batch: int, params) -> dict:
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *parts)
 
 
-def threshold_evaluation(config, agents_by_condition, log) -> tuple[dict, dict]:
+def threshold_rollouts(config, agents) -> dict:
+    """Deterministic episodes for the threshold grids, the same episode keys for every model:
+    host arrays (seeds, threshold_episodes, ...), see `make_evaluator`."""
     e = config.evaluate
-    hyper = config_lib.maddpg_hyper(config)
-    evaluator = make_evaluator(hyper, e.classification_sight_radius)
-    params = config_lib.env_params(config, "deceptive")
+    evaluator = make_evaluator(config_lib.maddpg_hyper(config), e.classification_sight_radius)
     keys = _episode_keys(config.seeds, THRESHOLD_STREAM, e.threshold_episodes)
+    return _evaluate(evaluator, agents, keys, e.episode_batch, config_lib.env_params(config, "deceptive"))
+
+
+def classification_rollouts(config, agents) -> tuple[np.ndarray, np.ndarray]:
+    """Per-episode sums and counts of the SOO value over self observations, each (training
+    seeds, classification_eval_seeds, max episode count); the same keys for every model."""
+    e = config.evaluate
+    n_eval, n_eps = e.classification_eval_seeds, max(e.classification_episode_counts)
+    evaluator = make_evaluator(config_lib.maddpg_hyper(config), e.classification_sight_radius)
+    # keys: (training seeds, eval seeds * episodes); the same eval keys for every model.
+    keys = jnp.concatenate([_episode_keys(config.seeds, CLASSIFICATION_STREAM, n_eps, sub=k)
+                            for k in range(n_eval)], axis=1)
+    out = _evaluate(evaluator, agents, keys, e.episode_batch, config_lib.env_params(config, "deceptive"))
+    shape = (len(config.seeds), n_eval, n_eps)
+    return out["soo_sum"].reshape(shape), out["soo_count"].reshape(shape)
+
+
+def threshold_evaluation(config, agents_by_condition, log) -> tuple[dict, dict]:
     entries, summary = {}, {}
     for cond, agents in agents_by_condition.items():
-        out = _evaluate(evaluator, agents, keys, e.episode_batch, params)
+        out = threshold_rollouts(config, agents)
         entries[cond] = [
             metrics.deceptive_entries(out["entry_valid"][s], out["entry_proj_nongoal"][s],
                                       out["entry_cos_goal_nongoal"][s],
@@ -74,22 +92,13 @@ def threshold_evaluation(config, agents_by_condition, log) -> tuple[dict, dict]:
 
 def classification_evaluation(config, agents_by_condition, log) -> dict:
     """Per training seed: deceptive vs honest (and SOO fine-tuned vs deceptive) by mean SOO."""
-    e = config.evaluate
-    hyper = config_lib.maddpg_hyper(config)
-    counts = list(e.classification_episode_counts)
-    n_eval, n_eps = e.classification_eval_seeds, max(counts)
-    evaluator = make_evaluator(hyper, e.classification_sight_radius)
-    params = config_lib.env_params(config, "deceptive")
-    # keys: (training seeds, eval seeds * episodes); the same eval keys for every model.
-    keys = jnp.concatenate([_episode_keys(config.seeds, CLASSIFICATION_STREAM, n_eps, sub=k)
-                            for k in range(n_eval)], axis=1)
+    counts = list(config.evaluate.classification_episode_counts)
+    n_eval = config.evaluate.classification_eval_seeds
     soo = {}
     for cond in ("deceptive", "honest", "soo"):
         if cond not in agents_by_condition:
             continue
-        out = _evaluate(evaluator, agents_by_condition[cond], keys, e.episode_batch, params)
-        shape = (len(config.seeds), n_eval, n_eps)
-        soo[cond] = (out["soo_sum"].reshape(shape), out["soo_count"].reshape(shape))
+        soo[cond] = classification_rollouts(config, agents_by_condition[cond])
         log(f"[evaluate] classification rollouts done for {cond}")
 
     def accuracy(honest_like: str):

@@ -58,6 +58,38 @@ def per_seed_count_grids(entries_by_condition: Mapping[str, Sequence[np.ndarray]
     return {name: np.stack(g) for name, g in grids.items()}
 
 
+def normalised_count_grids(entries_per_seed: Sequence[np.ndarray], grid_size: int = 100) -> np.ndarray:
+    """(seeds, G, G): each seed's count grid divided by its number of entries, i.e. the fraction
+    of its adversary-visible entries with projection > x_i and cosine < y_j.
+
+    Raw grids grow with the number of entries N and their squared differences with N^2, so a
+    seed with many entries dominates a mean over seeds; these compare where the entries lie, not
+    how many there are (that is the entry rate). No truncation is needed. A seed without entries
+    has no such distribution: NaN.
+    """
+    grids = []
+    for entries in entries_per_seed:
+        n = len(entries)
+        z = deceptive_action_counts(entries, grid_size).astype(np.float64)
+        grids.append(z / n if n else np.full_like(z, np.nan))
+    return np.stack(grids)
+
+
+def grid_rms_distance(grids_a: np.ndarray, grids_b: np.ndarray) -> np.ndarray:
+    """Per-seed root mean squared difference of two (seeds, G, G) grids (same units as the
+    grids, unlike the authors' MSE)."""
+    return np.sqrt(np.mean(np.square(np.asarray(grids_a, np.float64) - grids_b), axis=(1, 2)))
+
+
+def honest_position(grids: np.ndarray, deceptive: np.ndarray, honest: np.ndarray) -> np.ndarray:
+    """Per seed, where a condition's grid lies between the two baselines':
+    d(., deceptive) / (d(., deceptive) + d(., honest)) with d the RMS distance; 0 at the
+    deceptive baseline's grid, 1 at the honest one's, 0.5 equidistant (NaN if both are 0)."""
+    to_d, to_h = grid_rms_distance(grids, deceptive), grid_rms_distance(grids, honest)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return to_d / (to_d + to_h)
+
+
 def behavioural_difference(grids_a: np.ndarray, grids_b: np.ndarray) -> dict:
     """Per-seed mean squared difference of two conditions' count grids; mean and population SD
     over seeds (`sklearn.metrics.mean_squared_error` per seed, then np.mean / np.std)."""

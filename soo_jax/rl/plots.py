@@ -17,22 +17,29 @@ TITLES = {"deceptive": "Deceptive Baseline", "soo": "SOO Fine-Tuning", "honest":
           "capability": "Capability-only control", "random": "Random + capability control"}
 
 
-def count_contours(grids: Mapping[str, np.ndarray], conditions: Sequence[str], path, n_seeds: int):
-    """Seed-averaged deceptive-action counts over the threshold grid (the paper's Figure 3)."""
+def count_contours(grids: Mapping[str, np.ndarray], conditions: Sequence[str], path, n_seeds: int,
+                   *, normalised: bool = False, titles: Mapping[str, str] | None = None):
+    """Seed-averaged deceptive-action counts over the threshold grid (the paper's Figure 3);
+    `normalised`: grids of fractions of each seed's entries (metrics.normalised_count_grids)."""
     x, y = threshold_grids(next(iter(grids.values())).shape[-1])
     X, Y = np.meshgrid(x, y)
-    vmax = max(float(grids[c].mean(0).max()) for c in conditions)
-    levels = np.linspace(0, max(vmax, 1.0), 12)
+    vmax = max(float(np.nanmean(grids[c], 0).max()) for c in conditions)
+    levels = np.linspace(0, max(vmax, 1e-9 if normalised else 1.0), 12)
+    titles = {**TITLES, **(titles or {})}
     fig, axs = plt.subplots(1, len(conditions), figsize=(5.2 * len(conditions), 4.4), squeeze=False)
     for ax, cond in zip(axs[0], conditions):
-        mean = grids[cond].mean(0)
+        mean = np.nanmean(grids[cond], 0)
         cp = ax.contourf(X, Y, mean.T, levels=levels, cmap="viridis")
         ax.contour(X, Y, mean.T, levels=levels, colors="black", linewidths=0.4)
-        ax.set_title(TITLES.get(cond, cond))
+        ax.set_title(titles.get(cond, cond))
         ax.set_xlabel("projection on non-goal threshold")
     axs[0][0].set_ylabel("cosine goal/non-goal threshold")
-    fig.colorbar(cp, ax=axs[0].tolist(), shrink=0.9, label="deceptive actions (mean over seeds)")
-    fig.suptitle(f"Average count of deceptive actions given thresholds ({n_seeds} seeds)")
+    if normalised:
+        fig.colorbar(cp, ax=axs[0].tolist(), shrink=0.9, label="fraction of the seed's entries (mean over seeds)")
+        fig.suptitle(f"Deceptive actions given thresholds, as a fraction of all entries ({n_seeds} seeds)")
+    else:
+        fig.colorbar(cp, ax=axs[0].tolist(), shrink=0.9, label="deceptive actions (mean over seeds)")
+        fig.suptitle(f"Average count of deceptive actions given thresholds ({n_seeds} seeds)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -53,6 +60,33 @@ def difference_bars(differences: Mapping[str, dict], path):
     ax.set_xlabel("behavioural difference (MSE between count grids)")
     for p, m, s in zip(pos, means, stds):
         ax.text(m + s, p, f"  {m:.1f} ± {s:.1f}", va="center", fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def effect_intervals(effects: Mapping[str, Mapping[str, dict]], endpoints: Mapping[str, str], path,
+                     title: str):
+    """One panel per endpoint: each row's mean paired effect with its 95% interval (dots: seeds).
+
+    `effects[row][endpoint]` is a stats.paired_effect dict; `endpoints` maps names to labels.
+    """
+    rows = list(effects)
+    fig, axs = plt.subplots(1, len(endpoints), figsize=(3.6 * len(endpoints), 0.45 * len(rows) + 1.6),
+                            sharey=True, squeeze=False)
+    pos = np.arange(len(rows))
+    for ax, (name, label) in zip(axs[0], endpoints.items()):
+        for p, row in zip(pos, rows):
+            e = effects[row][name]
+            lo, hi = e["ci95"]
+            ax.plot([lo, hi], [p, p], color="C0", lw=2)
+            ax.plot(e["mean"], p, "o", color="C0")
+            ax.plot(e["per_seed"], np.full(len(e["per_seed"]), p), "|", color="grey", alpha=0.6)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(label, fontsize=9)
+        ax.grid(True, axis="x", alpha=0.3)
+    axs[0][0].set_yticks(pos, rows)
+    axs[0][0].invert_yaxis()
+    fig.suptitle(title)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

@@ -67,6 +67,7 @@ class Batch:
     rewards: jax.Array  # (batch, agents), normalised
     next_obs: jax.Array
     blue_pos: jax.Array
+    index: jax.Array | None = None  # (batch,) the buffer slots sampled
 
 
 def init_buffer(capacity: int) -> ReplayBuffer:
@@ -166,4 +167,5 @@ def sample(buffer: ReplayBuffer, key: jax.Array, size: jax.Array, batch_size: in
         rewards=rewards,
         next_obs=buffer.next_obs[idx],
         blue_pos=buffer.blue_pos[idx],
+        index=idx,
     )

@@ -198,14 +198,17 @@ def update_round(
 
     `blue_extra_step` (SOO fine-tuning) runs on the blue agent's minibatch right before the blue
     agent's MADDPG update, where the authors' `MADDPG.update(agent_i=1, self_other=True)` puts it.
+    Returns (agents, metrics, first sampled buffer slot per agent (agents,)): the last lets two
+    runs check that they drew the same minibatches.
     """
-    metrics = {}
+    metrics, first_index = {}, []
     keys = jax.random.split(key, NUM_AGENTS + 1)
     for i in range(NUM_AGENTS):
         batch = sample(buffer, keys[i], size, hyper.batch_size)
+        first_index.append(batch.index[0])
         if i == BLUE and blue_extra_step is not None:
             agents, extra = blue_extra_step(agents, batch, keys[-1])
             metrics.update(extra)
         agents, losses = update_agent(hyper, agents, i, batch)
         metrics.update({f"{name}_{i}": v for name, v in losses.items()})
-    return soft_update_targets(hyper, agents), metrics
+    return soft_update_targets(hyper, agents), metrics, jnp.stack(first_index)

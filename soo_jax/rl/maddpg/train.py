@@ -64,11 +64,22 @@ def init_train_state(key: jax.Array, hyper: MADDPGHyper, env_params: EnvParams) 
                       _empty_rollout(env_params), k_run)
 
 
+# Folded into a fine-tuning stage's key for its fresh networks (init=scratch), so that the run
+# key itself, hence every reset, noise draw and minibatch, is the one a baseline-init arm on the
+# same stream uses.
+SCRATCH_INIT_SALT = 7
+
+
 def init_finetune_state(key: jax.Array, hyper: MADDPGHyper, env_params: EnvParams,
-                        pretrained: Agents) -> TrainState:
+                        pretrained: Agents, from_scratch: bool = False) -> TrainState:
     """Starts from the deceptive baseline (all networks and optimizer states, as `--load`) with
-    an empty buffer, and keeps its blue policy frozen as the capability reference."""
-    return TrainState(pretrained, buffer_lib.init_buffer(hyper.buffer_size),
+    an empty buffer, and keeps its blue policy frozen as the capability reference.
+
+    `from_scratch`: fresh networks instead, as the authors' README command (`--pre_trained`
+    without `--load`) does; the reference is still the deceptive baseline's blue policy.
+    """
+    agents = init_agents(jax.random.fold_in(key, SCRATCH_INIT_SALT), hyper) if from_scratch else pretrained
+    return TrainState(agents, buffer_lib.init_buffer(hyper.buffer_size),
                       _empty_rollout(env_params), key, reference=pretrained[BLUE].policy)
 
 
@@ -82,9 +93,10 @@ def check_schedule(hyper: MADDPGHyper, n_episodes: int) -> None:
         )
 
 
-def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
-    """(state, first global step, env params) -> (state, outputs): `steps_per_update` steps,
-    then one update round."""
+def make_env_step(hyper: MADDPGHyper):
+    """One training env step, a `lax.scan` body: (env params, (agents, buffer, rollout),
+    (global step t, key)) -> (carry, (outputs, LastStep)). Resets at episode starts, acts with
+    scaled OU noise, steps the env and pushes the transition."""
     env = PhysicalDeception()
     length = hyper.episode_length
 
@@ -118,6 +130,14 @@ def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
         out = {"reward": reward, "trapped": info["trapped"]}
         return (agents, buffer, Rollout(env_state, next_obs, ou)), (out, last)
 
+    return env_step
+
+
+def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
+    """(state, first global step, env params) -> (state, outputs): `steps_per_update` steps,
+    then one update round."""
+    env_step = make_env_step(hyper)
+
     def segment(state: TrainState, first_step: jax.Array, env_params: EnvParams):
         key, k_steps, k_update = jax.random.split(state.key, 3)
         steps = first_step + jnp.arange(hyper.steps_per_update, dtype=jnp.int32)
@@ -135,12 +155,12 @@ def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
 
         # Floyd needs population >= batch; before that the round is discarded anyway.
         population = jnp.maximum(size, hyper.batch_size)
-        updated, metrics = update_round(hyper, agents, buffer, k_update, population, extra)
+        updated, metrics, first_index = update_round(hyper, agents, buffer, k_update, population, extra)
         ready = size >= hyper.batch_size
         agents = jax.tree.map(lambda new, old: jnp.where(ready, new, old), updated, agents)
         metrics = {**metrics, "updated": ready}
         new_state = state.replace(agents=agents, buffer=buffer, rollout=rollout, key=key)
-        return new_state, {"steps": outs, "update": metrics}
+        return new_state, {"steps": outs, "update": metrics, "sampled_first_index": first_index}
 
     return segment
 
@@ -152,7 +172,8 @@ def make_train_chunk(hyper: MADDPGHyper, n_episodes: int, soo: SOOConfig | None 
     The state is donated. Env params are a traced argument (both reward modes share a compile).
     Cached, so a resumed stage in the same process reuses the compiled function.
     Returns (state, outputs) with outputs["steps"] leaves shaped (seeds, n_episodes,
-    episode_length, ...) and outputs["update"] leaves (seeds, n_updates).
+    episode_length, ...), outputs["update"] leaves (seeds, n_updates) and
+    outputs["sampled_first_index"] (seeds, n_updates, agents): each minibatch's first buffer slot.
     """
     check_schedule(hyper, n_episodes)
     n_segments = n_episodes * hyper.episode_length // hyper.steps_per_update
@@ -164,7 +185,8 @@ def make_train_chunk(hyper: MADDPGHyper, n_episodes: int, soo: SOOConfig | None 
         steps = jax.tree.map(
             lambda x: x.reshape(n_episodes, hyper.episode_length, *x.shape[2:]), outs["steps"]
         )
-        return state, {"steps": steps, "update": outs["update"]}
+        return state, {"steps": steps, "update": outs["update"],
+                       "sampled_first_index": outs["sampled_first_index"]}
 
     return jax.jit(jax.vmap(chunk, in_axes=(0, None, None)), donate_argnums=0)
 

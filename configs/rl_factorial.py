@@ -1,0 +1,74 @@
+"""The factorial around the paper's RL fine-tuning: SOO target x loss form x initialisation, each
+SOO arm with a capability-only twin, plus a positive and an undertraining control.
+
+python launch/rl.py --config configs/rl_factorial.py                  # every arm, resumable
+python launch/rl.py --config configs/rl_factorial.py --config.stage=soo_action_logmse_scratch
+python launch/rl.py --config configs/rl_factorial.py:tiny --config.workdir=/tmp/f   # smoke run
+
+Everything but the arms is configs/rl_deception.py's (same seeds, env, learner, chunking and
+baseline length), so its two 40,000-episode baselines are reused from `baseline_workdir`
+(checked, never modified; trained there if missing). Arms fine-tune for finetune.n_episodes
+(10,000, the authors' README) on the reward they name:
+
+- soo_<target>_<mse|logmse>_<baseline|scratch>: SOO + capability. target: "hidden" compares
+  concat(h1, h2) (the authors' evaluation scripts), "action" the blue actions (their train.py);
+  mse: the paper's formula, logmse: log(MSE + 1e-25) on both terms (their code); baseline: start
+  from the deceptive baseline, scratch: fresh networks (their README command has no --load).
+- cap_<mse|logmse>_<baseline|scratch>: the capability-only twin of the two SOO arms with the same
+  loss form and init (same key stream: same fresh networks, resets, noise and minibatches), so
+  the SOO effect is a paired difference per seed.
+- honest_finetune: the deceptive baseline fine-tuned on the honest reward with no extra loss
+  (what moving toward honest looks like in 10,000 episodes).
+- scratch_deceptive: fresh networks, 10,000 episodes of the deceptive reward, no extra loss (what
+  a from-scratch arm looks like without SOO: undertrained).
+
+Every arm is on key stream 1, the stream of configs/rl_deception.py's soo and capability stages:
+soo_hidden_mse_baseline and cap_mse_baseline are those stages bit for bit, and all arms of a
+seed see the same resets, exploration noise and minibatch indices (common random numbers).
+"""
+
+from ml_collections import ConfigDict
+
+from configs import rl_deception, rl_tiny
+
+FINETUNE_STREAM = 1
+
+
+def arm(loss, *, soo_target="hidden", log_mse=False, init="baseline", reward="deceptive", twin="",
+        stream=FINETUNE_STREAM) -> ConfigDict:
+    return ConfigDict({"loss": loss, "soo_target": soo_target, "log_mse": log_mse, "init": init,
+                       "reward": reward, "twin": twin, "stream": stream})
+
+
+def factorial_arms() -> ConfigDict:
+    arms = ConfigDict()
+    for init in ("baseline", "scratch"):
+        for log_mse in (False, True):
+            form = "logmse" if log_mse else "mse"
+            twin = f"cap_{form}_{init}"
+            arms[twin] = arm("capability", log_mse=log_mse, init=init)
+            for target in ("hidden", "action"):
+                arms[f"soo_{target}_{form}_{init}"] = arm("soo", soo_target=target, log_mse=log_mse,
+                                                          init=init, twin=twin)
+    arms.honest_finetune = arm("none", reward="honest")
+    arms.scratch_deceptive = arm("none", init="scratch")
+    return arms
+
+
+def get_config(variant: str = "") -> ConfigDict:
+    """`variant="tiny"` (`--config configs/rl_factorial.py:tiny`): configs/rl_tiny.py's sizes, for
+    tests and smoke runs."""
+    if variant not in ("", "tiny"):
+        raise ValueError(f"unknown variant {variant!r}; '' or 'tiny'")
+    config = rl_tiny.get_config() if variant == "tiny" else rl_deception.get_config()
+    config.workdir = "runs/rl_factorial_tiny" if variant == "tiny" else "runs/rl_factorial"
+    # Where the deceptive and honest baselines are (configs/rl_deception.py's workdir).
+    config.baseline_workdir = "runs/rl_tiny" if variant == "tiny" else "runs/rl_deception"
+    # all | deceptive | honest | <arm name> | evaluate
+    config.stage = "all"
+    config.arms = factorial_arms()
+    # The paper's view: the authors' 8 seeds are evaluation seeds of one trained model per
+    # condition. Each training seed's threshold episodes are split into this many evaluation
+    # seeds to show how often a single training run would have reproduced their figure.
+    config.evaluate.paper_view_eval_seeds = 8 if variant == "" else 3
+    return config

@@ -1,0 +1,100 @@
+"""The factorial fine-tuning experiment (configs/rl_factorial.py): which of the choices the
+authors never released moves the blue agent's behaviour, and by more than its control?
+
+Layout. Each arm is a training stage of its own, `<workdir>/<arm>/` (manifest, checkpoints,
+history; resumable and skipped when finished, exactly as configs/rl_deception.py's stages), run
+by `experiment.run_training_stage`. The two 40,000-episode baselines are configs/rl_deception.py's,
+read from `<baseline_workdir>/{deceptive,honest}/`: a finished one is checked against the
+settings this config needs from it (seeds, env, maddpg, chunking, baseline; never a fine-tuning
+key) without writing anything there, and used as is; a missing one is trained there, under that
+workdir's lock, as configs/rl_deception.py would. The evaluation is `<workdir>/evaluate/`
+(soo_jax/rl/factorial_evaluate.py).
+
+Order: the deceptive baseline, then the arms (each capability-only twin right before the SOO
+arms paired with it, so a partial run holds complete pairs), then the honest baseline (only the
+evaluation needs it), then the evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+import time
+
+from ml_collections import ConfigDict
+
+from soo_jax import run_dir
+from soo_jax.rl import config as config_lib
+from soo_jax.rl import experiment
+
+# An unfinished baseline whose files changed this recently, in a workdir nobody holds the lock
+# of, is taken to be in training by a launch/rl.py from before workdir locks: not touched.
+RECENT_WRITE_S = 30 * 60
+
+
+def arm_order(config: ConfigDict) -> list[str]:
+    """Arms in run order: each twin followed by the SOO arms paired with it, then the rest."""
+    arms = config.arms
+    order = []
+    for twin in arms:
+        paired = [name for name in arms if arms[name].loss == "soo" and arms[name].twin == twin]
+        if paired:
+            order += [twin] + paired
+    return order + [name for name in arms if name not in order]
+
+
+def soo_arms(config: ConfigDict) -> list[str]:
+    return [name for name in config.arms if config.arms[name].loss == "soo"]
+
+
+def _refuse_if_written_by_an_unlocked_process(directory: pathlib.Path) -> None:
+    lock = directory.parent / run_dir.LOCK_NAME
+    if lock.exists() or not directory.is_dir():
+        return  # a lock is checked by DirLock itself (live holder: refused; stale: taken over)
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    age = time.time() - max((p.stat().st_mtime for p in files), default=0.0)
+    if files and age < RECENT_WRITE_S:
+        raise run_dir.RunDirError(
+            f"{directory} is unfinished and was written to {age / 60:.0f} min ago, and no process holds "
+            f"{lock}: it looks like a launch/rl.py from before workdir locks is training it. Let it finish "
+            f"(this factorial then reuses it), or rerun after {RECENT_WRITE_S // 60} min without writes")
+
+
+def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
+    """A finished baseline is checked (read-only) and reused; a missing one is trained in the
+    baseline workdir. Returns the baseline's done.json."""
+    directory = experiment.stage_dir(config, stage).absolute()
+    if experiment.is_finished(directory):
+        info = experiment.check_finished_stage(config, stage)
+        log(f"[{stage}] reusing the finished baseline in {directory} "
+            f"({info.get('wall_time_s', float('nan')) / 60:.1f} min, commit {info.get('commit')})")
+        return info
+    _refuse_if_written_by_an_unlocked_process(directory)
+    own = directory.parent == pathlib.Path(config.workdir).absolute()
+    log(f"[{stage}] no finished baseline in {directory}; training it there")
+    with run_dir.DirLock(directory.parent, enabled=not own):
+        experiment.run_training_stage(config, stage, log=log)
+    return experiment.check_finished_stage(config, stage)
+
+
+def run(config: ConfigDict, log=functools.partial(print, flush=True), *, fresh: bool = False) -> None:
+    """Runs `config.stage` (or every stage) of the factorial; `fresh` moves the factorial's own
+    workdir aside first (never the baselines')."""
+    config_lib.validate(config)
+    workdir = pathlib.Path(config.workdir).absolute()
+    if fresh:
+        run_dir.start_fresh(workdir)
+    if config.stage == "all":
+        stages = ["deceptive", *arm_order(config), "honest", "evaluate"]
+    else:
+        stages = [config.stage]
+    with run_dir.DirLock(workdir):
+        for stage in stages:
+            if stage in config_lib.BASELINE_STAGES:
+                ensure_baseline(config, stage, log)
+            elif stage == "evaluate":
+                from soo_jax.rl import factorial_evaluate  # noqa: PLC0415  (heavy; only when needed)
+
+                factorial_evaluate.run_evaluation_stage(config, log=log)
+            else:
+                experiment.run_training_stage(config, stage, log=log)

@@ -1,0 +1,149 @@
+"""The factorial's measurement on hand-made data: normalised grids, paired statistics over seeds,
+the three-condition truncation, endpoints and per-pair classification (host NumPy only)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from configs import rl_factorial
+from soo_jax.rl import factorial_evaluate as fe
+from soo_jax.rl import metrics, stats
+
+
+def test_normalised_grids_are_fractions_of_each_seeds_entries():
+    # Seed 0: 4 entries, 3 of them (0.9, 0.0) and one (0.1, 0.9); seed 1: 40 copies of seed 0's.
+    seed0 = np.array([[0.9, 0.0]] * 3 + [[0.1, 0.9]])
+    seed1 = np.repeat(seed0, 10, axis=0)
+    grids = metrics.normalised_count_grids([seed0, seed1, np.zeros((0, 2))], grid_size=3)
+    # x: 0, .5, 1; y: -1, 0, 1. (0.9, 0) counts at x < .9 and y > 0; (0.1, .9) at x = 0, y = 1.
+    expected = np.array([[0, 0, 1.0], [0, 0, 0.75], [0, 0, 0]])
+    np.testing.assert_allclose(grids[0], expected)
+    np.testing.assert_allclose(grids[1], expected)  # 10x the entries, the same grid
+    assert np.isnan(grids[2]).all()  # no entries: no distribution
+    raw = np.stack([metrics.deceptive_action_counts(e, 3) for e in (seed0, seed1)])
+    assert metrics.behavioural_difference(raw[:1], raw[1:])["mean"] > 0  # raw grids scale with N
+
+
+def test_honest_position_between_the_baselines():
+    d, h = np.zeros((3, 2, 2)), np.ones((3, 2, 2))
+    grids = np.stack([d[0], h[0], 0.5 * h[0]])
+    np.testing.assert_allclose(metrics.honest_position(grids, d, h), [0.0, 1.0, 0.5])
+    np.testing.assert_allclose(metrics.grid_rms_distance(grids, d), [0.0, 1.0, 0.5])
+
+
+def test_paired_effect_by_hand():
+    a = np.array([3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    effect = stats.paired_effect(a, a - np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]))
+    assert effect["mean"] == pytest.approx(1.5)
+    lo, hi = effect["ci95"]
+    assert 1.0 <= lo < 1.5 < hi <= 2.0  # a bootstrap of the mean lies within the data's range
+    assert effect["sign_test"] == {"positive": 8, "negative": 0, "ties": 0, "p": pytest.approx(2 / 256)}
+    assert effect["sd"] == pytest.approx(np.std([1, 2] * 4, ddof=1))
+    # (t_.975 + t_.80, 7 df) * sd / sqrt(8), t values from tables: 2.3646, 0.8960
+    assert effect["mde80"] == pytest.approx((2.3646 + 0.8960) * effect["sd"] / math.sqrt(8), rel=1e-3)
+    assert stats.paired_effect(a, a - 1.0)["ci95"] == [1.0, 1.0]  # a constant difference
+    assert stats.bootstrap_ci([1.0, 5.0, 2.0]) == stats.bootstrap_ci([1.0, 5.0, 2.0])  # fixed seed
+
+
+def test_sign_test_ties_nans_and_what_n_seeds_can_show():
+    assert stats.sign_test([1.0, -1.0, 0.0, np.nan, 2.0]) == {"positive": 2, "negative": 1, "ties": 1,
+                                                             "p": pytest.approx(1.0)}
+    assert stats.sign_test([-1.0] * 7 + [1.0])["p"] == pytest.approx(2 * 9 / 256)  # 7 of 8: p = 0.07
+    assert stats.sign_test_needs(8) == 8  # with 8 seeds only 8/8 reaches 5%
+    assert stats.sign_test_needs(16) == 13
+    assert stats.sign_test_needs(5) is None  # 5/5 gives p = 0.0625
+    assert stats.summarise([1.0, np.nan, 3.0])["n"] == 2
+
+
+def _config(seeds=(0, 1), threshold_episodes=4):
+    config = rl_factorial.get_config("tiny")
+    config.seeds = seeds
+    config.evaluate.threshold_episodes = threshold_episodes
+    config.evaluate.paper_view_eval_seeds = 2
+    config.evaluate.grid_size = 3
+    config.evaluate.classification_episode_counts = (1, 2)
+    config.env.episode_length = 5
+    config.arms = {"soo_a": rl_factorial.arm("soo", twin="cap_a"), "cap_a": rl_factorial.arm("capability")}
+    return config
+
+
+def _piece(entries_by_seed_episode, trapped, soo_mean, n_seeds=2, episodes=4):
+    """A fake rollout piece: entries_by_seed_episode[(seed, episode)] = list of (proj, cos)."""
+    rows = [(s, e, x) for (s, e), xs in sorted(entries_by_seed_episode.items()) for x in xs]
+    piece = {}
+    for view in fe.VIEWS:
+        piece[f"{view}_entries"] = np.array([x for _, _, x in rows], np.float32).reshape(-1, 2)
+        piece[f"{view}_entry_seed"] = np.array([s for s, _, _ in rows], np.int32)
+        piece[f"{view}_entry_episode"] = np.array([e for _, e, _ in rows], np.int32)
+        piece[f"{view}_trapped"] = np.asarray(trapped, bool)
+        piece[f"{view}_return"] = np.zeros((n_seeds, episodes, 2), np.float32)
+    piece["soo_sum"] = np.full((n_seeds, 3, 2), soo_mean, np.float64)[..., :2] * 1.0
+    piece["soo_count"] = np.ones((n_seeds, 3, 2))
+    return piece
+
+
+def _pieces():
+    dec = _piece({(0, 0): [(0.9, -0.5)] * 4, (1, 1): [(0.9, -0.5)] * 6}, [[1, 1, 0, 0], [1, 0, 0, 0]], -1.0)
+    hon = _piece({(0, 0): [(0.1, 0.5)] * 2, (1, 2): [(0.1, 0.5)] * 2}, [[0, 0, 0, 0], [0, 0, 0, 0]], -3.0)
+    soo = _piece({(0, 0): [(0.1, 0.5)] * 3, (1, 3): [(0.9, -0.5)]}, [[1, 0, 0, 0], [0, 0, 0, 0]], -2.0)
+    cap = _piece({(0, 0): [(0.9, -0.5)] * 3, (1, 3): [(0.9, -0.5)] * 5}, [[1, 1, 0, 0], [1, 0, 0, 0]], -1.5)
+    return {"deceptive": dec, "honest": hon, "soo_a": soo, "cap_a": cap}
+
+
+def test_endpoints_per_training_seed_by_hand():
+    config = _config()
+    values, grids = fe.seed_endpoints(config, _pieces())
+    steps = 4 * 5
+    np.testing.assert_allclose(values["deceptive"]["entry_rate"], [4 / steps, 6 / steps])
+    np.testing.assert_allclose(values["soo_a"]["trap_rate"], [0.25, 0.0])
+    np.testing.assert_allclose(values["deceptive"]["honest_position"], [0.0, 0.0])
+    np.testing.assert_allclose(values["honest"]["honest_position"], [1.0, 1.0])
+    # soo_a, seed 0: all entries where honest's are: at the honest grid; seed 1: at deceptive's.
+    np.testing.assert_allclose(values["soo_a"]["honest_position"], [1.0, 0.0])
+    np.testing.assert_allclose(values["cap_a"]["mean_soo"], [-1.5, -1.5])
+    effects = fe.paired_effects(config, values)
+    np.testing.assert_allclose(effects["soo_a"]["honest_position"]["per_seed"], [1.0, 0.0])
+    np.testing.assert_allclose(effects["soo_a"]["entry_rate"]["per_seed"], [0.0, -4 / steps])
+    assert effects["soo_a"]["mean_soo"]["sign_test"]["negative"] == 2
+
+
+def test_truncation_is_over_the_three_paper_conditions_only():
+    """Seed 1 of soo_a has 1 entry: it must cap deceptive/honest in soo_a's comparison but not
+    in cap_a's (truncating over every model evaluated would)."""
+    config = _config()
+    pieces = _pieces()
+    cap = fe.pooled_raw_view(config, pieces, "cap_a")
+    # cap_a, seed 1: min(6 deceptive, 5 cap, 2 honest) = 2 entries each; cap and deceptive agree.
+    by_hand = metrics.behavioural_difference(
+        metrics.deceptive_action_counts(np.array([[0.9, -0.5]] * 2), 3)[None],
+        metrics.deceptive_action_counts(np.array([[0.1, 0.5]] * 2), 3)[None])["mean"]
+    assert cap["mse_vs_deceptive"]["per_seed"][1] == 0.0
+    assert cap["mse_vs_honest"]["per_seed"][1] == pytest.approx(by_hand)
+    soo = fe.pooled_raw_view(config, pieces, "soo_a")
+    one = metrics.behavioural_difference(
+        metrics.deceptive_action_counts(np.array([[0.9, -0.5]]), 3)[None],
+        metrics.deceptive_action_counts(np.array([[0.1, 0.5]]), 3)[None])["mean"]
+    assert soo["mse_vs_honest"]["per_seed"][1] == pytest.approx(one)  # truncated to 1 entry
+    assert soo["closer_to_honest_seeds"] == 1
+
+
+def test_paper_view_splits_each_training_seed_into_evaluation_seeds():
+    config = _config()
+    view = fe.paper_view(config, _pieces(), "soo_a")
+    # Evaluation seed 0 of training seed 0 = episodes 0-1: soo_a's 3 entries sit where honest's
+    # are; evaluation seed 1 (episodes 2-3) has no entries for deceptive: truncated to nothing.
+    assert view["mse_vs_deceptive"][0] > view["mse_vs_honest"][0] == 0.0
+    assert view["reproduced"] == [True, False] and view["reproduced_seeds"] == 1
+
+
+def test_classification_per_pair_and_for_every_arm():
+    config = _config()
+    pieces = _pieces()
+    pieces["honest"]["soo_sum"][1] = 0.0  # seed 1's honest agent looks *more* deceptive: reversed
+    c = fe.classification(config, pieces)
+    assert c["deceptive_vs_honest"]["per_pair_at_max"] == [1.0, 0.0]
+    assert c["deceptive_vs_honest"]["perfect_pairs"] == 1 and c["deceptive_vs_honest"]["reversed_pairs"] == 1
+    assert c["arm_less_deceptive_than_deceptive"]["soo_a"]["per_pair_at_max"] == [1.0, 1.0]
+    assert c["arm_less_deceptive_than_deceptive"]["cap_a"]["perfect_pairs"] == 2
+    assert c["arm_more_deceptive_than_honest"]["soo_a"]["per_pair_at_max"] == [1.0, 0.0]
