@@ -12,11 +12,22 @@ run. A loop steps environments one after another, so its rate does not grow with
 
 With `--experiment`, also reads each finished stage's `done.json` of a `launch/rl.py` run
 (8 seeds vmapped in one compiled function) and prints its wall time and device.
+
+    python benchmarks/rl.py --profile configs/rl_deception.py [--profile-episodes 100]
+
+profiles one training chunk of a baseline stage of that config instead (all its seeds vmapped, a
+buffer past its first minibatch so that every round updates): the whole compiled chunk, and
+separately compiled, on the same state, its env steps (rollout: acting, noise, env, buffer push),
+its update rounds, and the buffer sampling inside them; each best of --repeats. Beside them the
+update round's FLOPs (XLA's cost analysis of one round, and the dense-layer count from the layer
+sizes), the GFLOP/s it achieves, and this machine's measured matmul rate (one 2048^3 f32 GEMM,
+and the update's own small shape: seeds x 1024 x 64 @ 64 x 64).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import pathlib
 import platform
@@ -86,6 +97,176 @@ def numpy_steps_per_second(n_steps: int, episode_length: int = 50) -> float:
     return n_steps / (time.perf_counter() - start)
 
 
+def _best_time(fn, repeats: int, setup=lambda: ()) -> float:
+    """Best wall time of `fn(*setup())` over `repeats` calls after one compiling call; `setup`
+    (untimed) makes fresh arguments where `fn` donates them."""
+    jax.block_until_ready(fn(*setup()))
+    best = float("inf")
+    for _ in range(repeats):
+        args = setup()
+        jax.block_until_ready(args)
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def update_round_dense_flops(hyper, n_seeds: int) -> float:
+    """Dense-layer FLOPs of one update round (both agents), counted from the layer sizes.
+
+    Per agent update on a batch of B: target policies of both agents and the target critic
+    forward; the critic forward and backward (~2x forward); the other agent's policy forward;
+    the actor's policy forward and backward, and the critic forward plus its backward to the
+    actions (~1x forward). A dense layer is 2 * in * out FLOPs per sample.
+    """
+    from soo_jax.rl.env import OBS_DIMS  # noqa: PLC0415
+    from soo_jax.rl.maddpg.core import CRITIC_IN_DIM  # noqa: PLC0415
+
+    h = hyper.hidden_dim
+
+    def mlp(n_in, n_out):
+        return 2 * (n_in * h + h * h + h * n_out)
+
+    policy = [mlp(d, 2) for d in OBS_DIMS]
+    critic = mlp(CRITIC_IN_DIM, 1)
+    per_sample = 0
+    for i in range(len(OBS_DIMS)):
+        other = 1 - i
+        per_sample += sum(policy) + critic + 3 * critic + policy[other] + 3 * policy[i] + 2 * critic
+    return float(per_sample * hyper.batch_size * n_seeds)
+
+
+def matmul_gflops(shape: tuple[int, int, int], batch: int = 1, repeats: int = 5, inner: int = 1) -> float:
+    """f32 (batch, m, k) @ (batch, k, n) GFLOP/s, `inner` products per timed call (a scan, so
+    that a small product is not timed by its dispatch)."""
+    m, k, n = shape
+    a = jax.random.normal(jax.random.PRNGKey(0), (batch, m, k))
+    b = jax.random.normal(jax.random.PRNGKey(1), (batch, k, n))
+
+    @jax.jit
+    def run(a, b):
+        def body(acc, _):
+            return acc + jnp.einsum("bmk,bkn->bmn", a + acc[:, :1, :1], b)[:, :1, :1], None
+        acc, _ = jax.lax.scan(body, jnp.zeros((batch, 1, 1)), None, length=inner)
+        return acc
+
+    t = _best_time(run, repeats, lambda: (a, b))
+    return 2.0 * batch * m * k * n * inner / t / 1e9
+
+
+def _load_config(path: str):
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location(pathlib.Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def profile_chunk(config_path: str, episodes: int | None, repeats: int) -> dict:
+    """Times one baseline training chunk of `config_path` and its parts (see the module doc)."""
+    from soo_jax.rl import config as config_lib  # noqa: PLC0415
+    from soo_jax.rl.experiment import stage_keys  # noqa: PLC0415
+    from soo_jax.rl.maddpg.buffer import sample  # noqa: PLC0415
+    from soo_jax.rl.maddpg.core import update_round  # noqa: PLC0415
+    from soo_jax.rl.maddpg.train import (  # noqa: PLC0415
+        init_train_state, make_env_step, make_train_chunk, unalias)
+
+    config = _load_config(config_path)
+    hyper = config_lib.maddpg_hyper(config)
+    params = config_lib.env_params(config, "deceptive")
+    n_episodes = episodes or config.chunk_episodes
+    n_seeds = len(config.seeds)
+    n_steps = n_episodes * hyper.episode_length
+    n_rounds = n_steps // hyper.steps_per_update
+    # A chunk that starts once the buffer holds a minibatch, so every round of it updates.
+    first_step = n_steps * -(-hyper.batch_size // n_steps)
+    population = jnp.int32(min(first_step + n_steps, hyper.buffer_size))
+    init = jax.jit(jax.vmap(lambda k: init_train_state(k, hyper, params)))
+    state = init(stage_keys(config.seeds, "deceptive"))
+    fresh = lambda: (unalias(state),)  # noqa: E731  (the timed functions donate their input)
+
+    chunk = make_train_chunk(hyper, n_episodes, None)
+    t_chunk = _best_time(lambda st: chunk(st, jnp.int32(first_step), params), repeats, fresh)
+
+    env_step = make_env_step(hyper)
+
+    def rollout(st):
+        steps = first_step + jnp.arange(n_steps, dtype=jnp.int32)
+        carry, _ = jax.lax.scan(functools.partial(env_step, params), (st.agents, st.buffer, st.rollout),
+                                (steps, jax.random.split(st.key, n_steps)))
+        return carry, st.key  # all of the donated state
+
+    rollout = jax.jit(jax.vmap(rollout), donate_argnums=0)
+    t_rollout = _best_time(rollout, repeats, fresh)
+
+    def one_round(agents, buffer, key):
+        return update_round(hyper, agents, buffer, key, population)[0]
+
+    def rounds(st):
+        def body(agents, key):
+            return one_round(agents, st.buffer, key), None
+        agents, _ = jax.lax.scan(body, st.agents, jax.random.split(st.key, n_rounds))
+        return agents
+
+    rounds_fn = jax.jit(jax.vmap(rounds))
+    t_rounds = _best_time(rounds_fn, repeats, lambda: (state,))
+
+    def sampling(st):
+        def body(total, key):
+            keys = jax.random.split(key, 3)
+            batches = [sample(st.buffer, keys[i], population, hyper.batch_size) for i in range(2)]
+            return total + sum(b.obs.sum() + b.rewards.sum() + b.actions.sum() + b.next_obs.sum()
+                               for b in batches), None
+        total, _ = jax.lax.scan(body, jnp.zeros(()), jax.random.split(st.key, n_rounds))
+        return total
+
+    t_sampling = _best_time(jax.jit(jax.vmap(sampling)), repeats, lambda: (state,))
+
+    one = jax.jit(jax.vmap(one_round)).lower(state.agents, state.buffer, jax.vmap(jax.random.split)(state.key)[:, 0])
+    xla_flops = float(one.compile().cost_analysis().get("flops", float("nan")))
+    dense_flops = update_round_dense_flops(hyper, n_seeds)
+    per_round = t_rounds / n_rounds
+    return {
+        "config": config_path, "seeds": n_seeds, "episodes": n_episodes, "env_steps": n_steps,
+        "update_rounds": n_rounds, "batch_size": hyper.batch_size, "hidden_dim": hyper.hidden_dim,
+        "chunk_s": t_chunk, "rollout_s": t_rollout, "update_rounds_s": t_rounds, "sampling_s": t_sampling,
+        "rest_s": t_chunk - t_rollout - t_rounds, "update_round_ms": 1e3 * per_round,
+        "update_round_xla_gflop": xla_flops / 1e9, "update_round_dense_gflop": dense_flops / 1e9,
+        "update_round_gflops_xla": xla_flops / per_round / 1e9,
+        "update_round_gflops_dense": dense_flops / per_round / 1e9,
+        "matmul_gflops_2048": matmul_gflops((2048, 2048, 2048)),
+        "matmul_gflops_update_shape": matmul_gflops((hyper.batch_size, hyper.hidden_dim, hyper.hidden_dim),
+                                                    batch=n_seeds, inner=50),
+    }
+
+
+def print_profile(p: dict, device_name: str) -> None:
+    print(f"One training chunk of {p['config']} (baseline stage): {p['seeds']} seeds vmapped, {p['episodes']} "
+          f"episodes = {p['env_steps']:,} env steps and {p['update_rounds']} update rounds per seed "
+          f"(batch {p['batch_size']}, hidden {p['hidden_dim']}); best of the repeats, compiled before timing.")
+    print("| device | part | s per chunk | ms per segment (steps_per_update steps + 1 round) | share |")
+    print("|---|---|---:|---:|---:|")
+    rows = [("whole chunk (one compiled scan)", p["chunk_s"]),
+            ("rollout: env steps, acting, noise, buffer push", p["rollout_s"]),
+            ("update rounds (sampling included)", p["update_rounds_s"]),
+            ("- of which buffer sampling (2 minibatches per round)", p["sampling_s"]),
+            ("rest (chunk - rollout - update rounds)", p["rest_s"])]
+    for name, t in rows:
+        print(f"| {device_name} | {name} | {t:.3f} | {1e3 * t / p['update_rounds']:.1f} | "
+              f"{100 * t / p['chunk_s']:.0f}% |")
+    print()
+    print("| device | update round | GFLOP per round | GFLOP/s achieved |")
+    print("|---|---|---:|---:|")
+    print(f"| {device_name} | XLA cost analysis | {p['update_round_xla_gflop']:.2f} | "
+          f"{p['update_round_gflops_xla']:.1f} |")
+    print(f"| {device_name} | dense layers (from layer sizes) | {p['update_round_dense_gflop']:.2f} | "
+          f"{p['update_round_gflops_dense']:.1f} |")
+    print(f"| {device_name} | matmul, 2048x2048x2048 f32 | – | {p['matmul_gflops_2048']:.1f} |")
+    print(f"| {device_name} | matmul, {p['seeds']} x {p['batch_size']}x{p['hidden_dim']} @ "
+          f"{p['hidden_dim']}x{p['hidden_dim']} f32 | – | {p['matmul_gflops_update_shape']:.1f} |")
+
+
 def experiment_rows(workdir: pathlib.Path) -> list[dict]:
     rows = []
     for done in sorted(workdir.glob("*/done.json")):
@@ -108,6 +289,10 @@ def main() -> None:
     parser.add_argument("--numpy-steps", type=int, default=20_000, help="steps of the NumPy loop")
     parser.add_argument("--experiment", default="", help="a launch/rl.py workdir to report")
     parser.add_argument("--json", default="", help="also write the rows here")
+    parser.add_argument("--profile", default="", help="profile one training chunk of this config instead")
+    parser.add_argument("--profile-episodes", type=int, default=0, help="episodes of the profiled chunk "
+                        "(default: the config's chunk_episodes)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each profiled part")
     args = parser.parse_args()
     load_at_start = load_average()  # before we add our own threads
 
@@ -115,6 +300,14 @@ def main() -> None:
     device_name = f"{device.platform}: {getattr(device, 'device_kind', '')}".strip()
     print(f"# {datetime.date.today()} | {device_name} | host {platform.processor() or platform.machine()} | "
           f"jax {jax.__version__}", flush=True)
+    if args.profile:
+        profile = profile_chunk(args.profile, args.profile_episodes or None, args.repeats)
+        print_profile(profile, device_name)
+        print(load_line(load_at_start, load_average()))
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps({"profile": profile, "device": device_name,
+                                                           "load_at_start": load_at_start}, indent=2))
+        return
 
     numpy_rate = numpy_steps_per_second(args.numpy_steps)
     rows = [{"implementation": "NumPy loop (authors' style), 1 env", "envs": 1, "steps_per_s": numpy_rate}]
