@@ -133,15 +133,13 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
 
 def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, progress=None) -> dict:
     import jax
-    from flax import nnx
 
     from soo_jax.eval.capability import base_view
     from soo_jax.eval.report import write_report
     from soo_jax.eval.suite import run_suites
-    from soo_jax.lora import set_dropout
     from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
     from soo_jax.train.loop import run_training
-    from soo_jax.train.peft_io import load_peft_adapter
+    from soo_jax.eval.runtime import tuned_view
 
     started = time.time()
     if config.eval.compilation_cache_dir:
@@ -176,8 +174,7 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
                 train_config.train.export_adapter = True
             run_training(train_config)
         timing[f"seed_{seed}/train"] = time.time() - tick
-        tuned = load_peft_adapter(nnx.merge(*nnx.split(base)), plan.adapter_dir(seed))
-        set_dropout(tuned, False)
+        tuned = tuned_view(base, adapter=str(plan.adapter_dir(seed)))
         # The base as the tuned graph with zeroed adapters: both share every compilation.
         reference = base_view(tuned)
         seed_results[seed] = {}

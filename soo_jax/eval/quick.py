@@ -7,13 +7,12 @@ the paper's metric and the order-balanced one, and the latent SOO at the trainin
 from __future__ import annotations
 
 import ml_collections
-from flax import nnx
 
 from soo_jax.data.scenarios import held_out_scenarios
 from soo_jax.eval import deception, latent
 from soo_jax.eval.capability import base_view
+from soo_jax.eval.runtime import evaluation_view
 from soo_jax.eval.config import default_eval_config
-from soo_jax.lora import set_dropout
 
 __all__ = ["quick_before_after", "format_summary"]
 
@@ -40,8 +39,8 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     """
     config = config or default_eval_config()
     # Views with dropout off: the caller's model may be mid-training, and stays as it is.
-    tuned_model = _evaluation_view(tuned_model)
-    base_model = base_view(tuned_model) if base_model is None else _evaluation_view(base_model)
+    tuned_model = evaluation_view(tuned_model)
+    base_model = base_view(tuned_model) if base_model is None else evaluation_view(base_model)
     if generate_factory is None:
         def generate_factory(model):
             return deception.make_generator(
@@ -73,12 +72,6 @@ def quick_before_after(base_model, tuned_model, tokenizer,
         result["latent_soo"][label] = measured["training_site"]["value"]
     result["summary"] = format_summary(result)
     return result
-
-
-def _evaluation_view(model):
-    view = nnx.merge(*nnx.split(model))
-    set_dropout(view, False)
-    return view
 
 
 def format_summary(result: dict) -> str:

@@ -12,34 +12,51 @@ PACKAGES = ("jax", "jaxlib", "flax", "numpy", "transformers", "tokenizers", "ml-
             "optax", "matplotlib", "soo-jax")
 
 
-def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None):
-    """(base model, tuned model or None, tokenizer). The tuned model is a second view of the
-    base weights (no copy) with the adapter attached; with one, the base model returned is
-    `base_view(tuned)` (zeroed adapters: the base outputs, the tuned graph, so both share
-    every compilation). Dropout is off in both."""
+def evaluation_view(model):
+    """A second view of `model` (same weight buffers, no copy) with dropout off: the caller's
+    model may be mid-training and stays as it is."""
     from flax import nnx
 
-    from soo_jax.eval.capability import base_view
     from soo_jax.lora import set_dropout
-    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+
+    view = nnx.merge(*nnx.split(model))
+    set_dropout(view, False)
+    return view
+
+
+def tuned_view(base, *, adapter: str | None = None, checkpoint: str | None = None):
+    """The base model's weights (shared, no copy) with a PEFT adapter directory or the LoRA
+    state of a training checkpoint attached, dropout off; `base` is left as it is."""
+    from flax import nnx
+
+    from soo_jax.lora import set_dropout
     from soo_jax.train.checkpoint import restore_lora_into
     from soo_jax.train.peft_io import load_peft_adapter
+
+    if bool(adapter) == bool(checkpoint):
+        raise ValueError("give --adapter or --checkpoint, not both" if adapter else "no adapter or checkpoint given")
+    tuned = nnx.merge(*nnx.split(base))
+    tuned = load_peft_adapter(tuned, adapter) if adapter else restore_lora_into(tuned, checkpoint)[0]
+    set_dropout(tuned, False)
+    return tuned
+
+
+def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None):
+    """(base model, tuned model or None, tokenizer). The tuned model is `tuned_view` of the
+    base weights; with one, the base model returned is `base_view(tuned)` (zeroed adapters: the
+    base outputs, the tuned graph, so both share every compilation). Dropout is off in both."""
+    from soo_jax.eval.capability import base_view
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
 
     if adapter and checkpoint:
         raise ValueError("give --adapter or --checkpoint, not both")
     model_path = str(resolve_model_path(model_path))
     base = from_pretrained(model_path, dtype=dtype)
     tokenizer = load_tokenizer(model_path)
-    tuned = None
-    if adapter or checkpoint:
-        tuned = nnx.merge(*nnx.split(base))
-        if adapter:
-            tuned = load_peft_adapter(tuned, adapter)
-        else:
-            tuned, _ = restore_lora_into(tuned, checkpoint)
-        set_dropout(tuned, False)
-        base = base_view(tuned)
-    return base, tuned, tokenizer
+    if not (adapter or checkpoint):
+        return base, None, tokenizer
+    tuned = tuned_view(base, adapter=adapter, checkpoint=checkpoint)
+    return base_view(tuned), tuned, tokenizer
 
 
 def versions() -> dict[str, str | None]:

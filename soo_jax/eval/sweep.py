@@ -234,15 +234,13 @@ def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir:
 def _run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir: pathlib.Path, *,
                n_scenarios: int, authors_file: str) -> dict:
     import jax
-    from flax import nnx
 
     from soo_jax import run_dir
     from soo_jax.data.general_prompts import load_general_prompts
     from soo_jax.eval.capability import base_view, next_token_kl
     from soo_jax.eval.latent import latent_soo
-    from soo_jax.lora import set_dropout
     from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
-    from soo_jax.train.peft_io import load_peft_adapter
+    from soo_jax.eval.runtime import tuned_view
 
     if config.eval.compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", config.eval.compilation_cache_dir)
@@ -293,8 +291,7 @@ def _run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir
         else:
             trained = _trained(config, train_overrides, out_dir)
             started = time.time()
-            tuned = load_peft_adapter(nnx.merge(*nnx.split(base)), trained["adapter_dir"])
-            set_dropout(tuned, False)
+            tuned = tuned_view(base, adapter=str(trained["adapter_dir"]))
             layer, site = int(point_config.loss.layers[0]), point_config.loss.site
             at_site = dict(sites=(site,), layers=(layer,), soo_site=site, soo_layer=layer,
                            soo_pooling=point_config.loss.pooling)
