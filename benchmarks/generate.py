@@ -69,17 +69,16 @@ class Run:
 
 
 def build_batches(tokenizer, prompts: list[str], batch_size: int, chat: bool) -> Batches:
+    from soo_jax.data.batching import fixed_size_chunks
     from soo_jax.models.generate import chat_prompts, encode_left_padded
 
     texts = chat_prompts(tokenizer, prompts) if chat else list(prompts)
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
     ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
     batches = Batches([], [], [])
-    for start in range(0, len(ordered), batch_size):
-        chunk = ordered[start:start + batch_size]
-        batches.real_rows.append(len(chunk))
-        chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))
-        tokens, mask = encode_left_padded(tokenizer, chunk, add_special_tokens=not chat)
+    for start, rows in zip(range(0, len(ordered), batch_size), fixed_size_chunks(len(ordered), batch_size)):
+        batches.real_rows.append(min(batch_size, len(ordered) - start))
+        tokens, mask = encode_left_padded(tokenizer, [ordered[r] for r in rows], add_special_tokens=not chat)
         batches.tokens.append(tokens)
         batches.masks.append(mask)
     return batches

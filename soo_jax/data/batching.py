@@ -90,6 +90,19 @@ def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
     raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
 
 
+def fixed_size_chunks(n: int, size: int) -> list[np.ndarray]:
+    """Indices 0..n-1 in chunks of exactly `size`, the last one filled by repeating its final
+    index: every batch has one shape, so a jitted function compiles once for all of them.
+    Callers drop the repeats (`chunk[:real]`, real = min(size, n - start))."""
+    if n <= 0 or size <= 0:
+        raise ValueError(f"need n > 0 and size > 0, got n={n}, size={size}")
+    chunks = []
+    for start in range(0, n, size):
+        index = np.arange(start, min(start + size, n))
+        chunks.append(np.concatenate([index, np.full(size - len(index), index[-1])]))
+    return chunks
+
+
 def padded_length(longest: int, *, max_length: int | None = None,
                   pad_to_multiple_of: int | None = None) -> int:
     """Batch length T for a longest row of `longest` tokens: rounded up to a multiple of

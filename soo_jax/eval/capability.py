@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from soo_jax.data.batching import batch_prompts
+from soo_jax.data.batching import batch_prompts, fixed_size_chunks, padding_id
 from soo_jax.eval.mtbench import GREEDY_BELOW, ChatFunction
 from soo_jax.lora import lora_linears
 
@@ -67,14 +67,13 @@ def next_token_kl(base_model, tuned_model, tokenizer, prompts: Sequence[str], *,
     base = nnx.split(base_model)
     tuned = nnx.split(tuned_model)
     forward, backward = [], []
-    for start in range(0, len(prompts), batch_size):
-        index = np.arange(start, min(start + batch_size, len(prompts)))
-        padded = np.concatenate([index, np.full(batch_size - len(index), index[-1])])
+    for start, padded in zip(range(0, len(prompts), batch_size), fixed_size_chunks(len(prompts), batch_size)):
+        real = min(batch_size, len(prompts) - start)
         tokens, mask = jnp.asarray(batch.tokens[padded]), jnp.asarray(batch.mask[padded])
         log_base = _log_probs(*base, tokens, mask)
         log_tuned = _log_probs(*tuned, tokens, mask)
-        forward.append(np.asarray(per_prompt_kl(log_base, log_tuned, mask))[:len(index)])
-        backward.append(np.asarray(per_prompt_kl(log_tuned, log_base, mask))[:len(index)])
+        forward.append(np.asarray(per_prompt_kl(log_base, log_tuned, mask))[:real])
+        backward.append(np.asarray(per_prompt_kl(log_tuned, log_base, mask))[:real])
     forward_kl = np.concatenate(forward).astype(np.float64)
     backward_kl = np.concatenate(backward).astype(np.float64)
     return {
@@ -109,7 +108,7 @@ def make_chat_function(model, tokenizer, *, seed: int = 0,
     from soo_jax.models.generate import SamplingConfig, encode_left_padded, eos_token_ids, generate_tokens
 
     eos = eos_token_ids(model.config, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = padding_id(tokenizer)
     base_key = jax.random.key(seed)
 
     def chat(messages: list[dict], temperature: float, max_new_tokens: int) -> str:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from soo_jax.data.batching import PairBatch, batch_pairs
+from soo_jax.data.batching import PairBatch, batch_pairs, fixed_size_chunks
 from soo_jax.data.pairs import PromptPair, latent_soo_pairs
 from soo_jax.models.activations import forward_with_activations
 from soo_jax.soo import per_pair_mse
@@ -71,16 +71,6 @@ def _pair_mse(graphdef, state, tokens, mask, *, layer_sites: tuple[str, ...],
     return table, logits, training_site
 
 
-def _chunks(n: int, size: int) -> list[np.ndarray]:
-    """Index chunks of exactly `size` (the last one padded by repeating its final index), so
-    every chunk has one shape; `_unpad` drops the repeats."""
-    chunks = []
-    for start in range(0, n, size):
-        idx = np.arange(start, min(start + size, n))
-        chunks.append(np.concatenate([idx, np.full(size - len(idx), idx[-1])]))
-    return chunks
-
-
 def _rows(batch: PairBatch, pair_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = np.concatenate([pair_index, batch.num_pairs + pair_index])
     return batch.tokens[rows], batch.mask[rows]
@@ -121,7 +111,7 @@ def latent_soo(model, tokenizer, pairs: Sequence[PromptPair] | None = None, *,
     batch = batch_pairs(tokenizer, pairs, use_chat_template=chat_template)
     graphdef, state = nnx.split(model)
     tables, logits_mse, site_mse = [], [], []
-    for index in _chunks(len(pairs), min(batch_size, len(pairs))):
+    for index in fixed_size_chunks(len(pairs), min(batch_size, len(pairs))):
         tokens, mask = _rows(batch, index)
         table, logits, training_site = _pair_mse(
             graphdef, state, jnp.asarray(tokens), jnp.asarray(mask), layer_sites=layer_sites,

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from soo_jax.data.batching import left_pad
+from soo_jax.data.batching import fixed_size_chunks, left_pad, padding_id
 from soo_jax.models.transformer import CausalLM, extend_cache, init_cache
 
 Array = jax.Array
@@ -204,8 +204,7 @@ def encode_left_padded(tokenizer, texts: Sequence[str], *, pad_to_multiple_of: i
         raise ValueError("no prompts to encode")
     encoded = [tokenizer(t, add_special_tokens=bool(add_special_tokens))["input_ids"] for t in texts]
     _check_not_empty(encoded)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = left_pad(encoded, pad_id, pad_to_multiple_of=pad_to_multiple_of)
+    batch = left_pad(encoded, padding_id(tokenizer), pad_to_multiple_of=pad_to_multiple_of)
     return batch.tokens, batch.mask.astype(np.int32)
 
 
@@ -253,7 +252,7 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
     texts = chat_prompts(tokenizer, prompts, system=system) if chat else list(prompts)
     sampling = dataclasses.replace(sampling, eos_token_ids=eos_token_ids(model.config, tokenizer,
                                                                          sampling.eos_token_ids))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = padding_id(tokenizer)
     key = jax.random.key(0) if key is None else key
     # Raw prompts get the tokenizer's BOS as transformers' generate would; chat text has it.
     encoded = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
@@ -269,16 +268,13 @@ def generate_text(model: CausalLM, tokenizer, prompts: Sequence[str], *, samplin
              for i in order]
     stop_shape = _stop_shape(stops)  # one shape for every batch: one compilation
     batch_size = min(batch_size, len(ordered))
-    filler = -len(ordered) % batch_size
-    ordered += [ordered[-1]] * filler
-    stops += [stops[-1]] * filler
     completions: list[str] = []
-    for start in range(0, len(ordered), batch_size):
-        batch = left_pad(ordered[start:start + batch_size], pad_id, pad_to_multiple_of=PAD_TO_MULTIPLE)
+    for rows in fixed_size_chunks(len(ordered), batch_size):
+        batch = left_pad([ordered[r] for r in rows], pad_id, pad_to_multiple_of=PAD_TO_MULTIPLE)
         key, chunk_key = jax.random.split(key)
         out, lengths_out = generate_tokens(
             model, batch.tokens, batch.mask, sampling, key=chunk_key, pad_id=pad_id, prefix=prefix,
-            stop_sequences=stops[start:start + batch_size], stop_shape=stop_shape)
+            stop_sequences=[stops[r] for r in rows], stop_shape=stop_shape)
         done_before = len(completions)
         completions += [tokenizer.decode(out[row, :lengths_out[row]], skip_special_tokens=True)
                         for row in range(len(out))]

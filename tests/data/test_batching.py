@@ -124,3 +124,15 @@ def test_single_pair(tiny_tokenizer):
     batch = B.batch_pairs(tiny_tokenizer, [pair])
     assert batch.tokens.shape[0] == 2
     assert tiny_tokenizer.decode(_real_tokens(batch, 1), skip_special_tokens=True) == "Bob wants it"
+
+
+def test_fixed_size_chunks_cover_every_index_once_in_equal_shapes():
+    import numpy as np
+
+    from soo_jax.data.batching import fixed_size_chunks
+
+    chunks = fixed_size_chunks(7, 3)
+    assert [c.tolist() for c in chunks] == [[0, 1, 2], [3, 4, 5], [6, 6, 6]]
+    assert {len(c) for c in fixed_size_chunks(8, 4)} == {4} and len(fixed_size_chunks(8, 4)) == 2
+    real = np.concatenate([c[:min(3, 7 - 3 * i)] for i, c in enumerate(chunks)])
+    assert real.tolist() == list(range(7))
