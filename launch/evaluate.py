@@ -135,13 +135,13 @@ def _evaluate(config: ml_collections.ConfigDict, model_path: str, *, adapter: st
     from soo_jax.eval.config import parse_suites
     from soo_jax.eval.report import write_report
     from soo_jax.eval.runtime import load_models, tqdm_progress, versions
-    from soo_jax.run_dir import git_commit
     from soo_jax.eval.suite import run_suites
+    from soo_jax.models.embedded import use_compilation_cache
+    from soo_jax.run_dir import git_commit
 
     eval_config = config.eval
     started = time.time()
-    if eval_config.compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", eval_config.compilation_cache_dir)
+    use_compilation_cache(eval_config.compilation_cache_dir)
     answer_log = AnswerLog(pathlib.Path(eval_config.out_dir) / ANSWER_LOG)
     if answer_log.answers:
         say(f"evaluate.py: resuming with {len(answer_log.answers)} answers stored by the interrupted run")

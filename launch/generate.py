@@ -53,11 +53,10 @@ def main(argv=None):
         print(f"[scenario {n}] {prompt}", file=sys.stderr)
     import jax
 
-    from soo_jax.models.embedded import cache_root
+    from soo_jax.models.embedded import use_compilation_cache
 
     # Compiled programs persist across runs: the second run of a prompt shape skips compilation.
-    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax_compilation_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    use_compilation_cache("default")
 
     from soo_jax.lora import set_dropout
     from soo_jax.models.generate import SamplingConfig, generate_text

@@ -24,8 +24,11 @@ _RESUME_FROM_PREVIOUS = flags.DEFINE_bool(
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
+    from soo_jax.models.embedded import use_compilation_cache
     from soo_jax.train.loop import run_training
 
+    # A rerun (or a resume) skips the train step's and the before/after check's compilations.
+    use_compilation_cache(_CONFIG.value.eval.compilation_cache_dir)
     run_training(_CONFIG.value, evaluate=_evaluator(), fresh=flags.FLAGS.fresh,
                  resume_from_previous=_RESUME_FROM_PREVIOUS.value)
 

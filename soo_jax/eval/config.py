@@ -26,8 +26,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.out_dir = "outputs/eval"  # git-ignored
     config.progress = True
     # JAX's persistent compilation cache: a rerun skips XLA compilation (about a minute per
-    # prompt width for a 30-layer model on CPU). Relative to the working directory; "" = off.
-    config.compilation_cache_dir = ".cache/jax"
+    # prompt width for a 30-layer model on CPU). "default": $SOO_JAX_CACHE/jax_compilation_cache
+    # (~/.cache/soo_jax/...), shared by every launcher; a directory; or "" (off).
+    config.compilation_cache_dir = "default"
 
     # --- Deception scenarios (main + generalisation) ------------------------------------
     # Authors' `false_recommendation_scenarios.json`; "" = our generator (seeded below).

@@ -132,8 +132,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 
 def held_out(config: ml_collections.ConfigDict, n: int, authors_file: str = ""):
-    from soo_jax.data.scenarios import load_reference_scenarios
-    from soo_jax.data.scenarios import held_out_scenarios
+    from soo_jax.data.scenarios import held_out_scenarios, load_reference_scenarios
 
     scenarios = held_out_scenarios(n, skip=config.eval.num_scenarios, seed=config.eval.scenario_seed,
                                    answer_suffix=config.eval.answer_suffix)
@@ -233,17 +232,16 @@ def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir:
 
 def _run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir: pathlib.Path, *,
                n_scenarios: int, authors_file: str) -> dict:
-    import jax
 
     from soo_jax import run_dir
     from soo_jax.data.general_prompts import load_general_prompts
     from soo_jax.eval.capability import base_view, next_token_kl
     from soo_jax.eval.latent import latent_soo
-    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
     from soo_jax.eval.runtime import tuned_view
+    from soo_jax.models.embedded import use_compilation_cache
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
 
-    if config.eval.compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", config.eval.compilation_cache_dir)
+    use_compilation_cache(config.eval.compilation_cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = str(resolve_model_path(config.model.path))
     base = from_pretrained(model_path, dtype=config.model.dtype)

@@ -24,6 +24,7 @@ __all__ = [
     "EmbeddedModelNotFoundError",
     "smollm2_gguf_path",
     "cache_root",
+    "use_compilation_cache",
     "gguf_fingerprint",
     "default_model_dir",
     "embedded_hub_id",
@@ -69,6 +70,20 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     if configured := os.environ.get(_CACHE_ENV_VAR):
         return Path(configured)
     return Path.home() / ".cache" / "soo_jax"
+
+
+def use_compilation_cache(setting: str) -> Path | None:
+    """Turns on JAX's persistent compilation cache: "default" is `cache_root()/jax_compilation_cache`
+    (one place for every launcher), "" leaves it off, anything else is the directory. Call it
+    before the first compilation. Returns the directory used."""
+    if not setting:
+        return None
+    import jax
+
+    directory = cache_root() / "jax_compilation_cache" if setting == "default" else Path(setting)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return directory
 
 
 def gguf_fingerprint(gguf_path: Path) -> str:

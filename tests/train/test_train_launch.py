@@ -30,12 +30,14 @@ def test_launch_train_runs_end_to_end(tiny_model, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "launch/train.py", "--config", "configs/tiny.py", f"--config.model.path={tiny_model}",
             f"--config.train.out_dir={out}", "--config.train.evaluate=True", "--config.train.eval_scenarios=2",
-            "--config.eval.max_new_tokens=3", "--config.eval.batch_size=4", "--config.eval.latent.batch_size=4"]
+            "--config.eval.max_new_tokens=3", "--config.eval.batch_size=4", "--config.eval.latent.batch_size=4",
+            f"--config.eval.compilation_cache_dir={tmp_path / 'jax_cache'}"]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # A CPU run says what it does from its first line, and no TPU probe line looks like an error.
     assert proc.stderr.startswith("train.py: SOO fine-tuning (importing JAX")
     assert "libtpu" not in proc.stderr and "Unable to initialize backend" not in proc.stderr
+    assert any((tmp_path / "jax_cache").iterdir())  # a rerun skips the compilations
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, len(records) + 1))
     assert records[-1]["soo"] < records[0]["soo"]  # SOO fine-tuning lowers the SOO value
