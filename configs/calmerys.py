@@ -1,10 +1,10 @@
 """CalmeRys-78B-Orpo-v0.1 (Qwen2-72B-shaped, 86 layers) on a TPU pod slice or a GPU cluster.
 
-From the paper (paper_spec.md 1.1, appendix A.1.1-A.1.2): SOO MSE at layer 57's o_proj, chat
-template, the answer suffix "Only respond with the room name, no other text.". Not reported for
-CalmeRys, so Gemma-2's settings as in `gemma2.py` (paper_spec.md section 6, item 2): LoRA r=4
-alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, batch 4, AdamW with the public code's eps 1e-6 and
-no gradient clipping.
+From the paper (docs/paper_notes.md §1.1; the paper's appendix A.1.1-A.1.2): SOO MSE at layer
+57's o_proj, chat template, the answer suffix "Only respond with the room name, no other text.".
+Not reported for CalmeRys, so Gemma-2's settings as in `gemma2.py` (docs/paper_notes.md §6
+item 2): LoRA r=4 alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, batch 4, AdamW with the public
+code's eps 1e-6 and no gradient clipping.
 
 The mesh comes from the simulated scale plan in docs/scaling.md: on a 64-chip v5e slice this is
 4 x 1 x 16, one pair per data shard (the plan measured two, i.e. `--config.train.batch_size=8`);

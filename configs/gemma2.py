@@ -1,7 +1,7 @@
-"""Gemma-2-27b-it, the paper's recipe (appendix A.1.2 as transcribed, paper_spec.md 1.1): SOO MSE
-at layer 20's o_proj, LoRA r=4 alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, chat template in
-training and evaluation, and the answer suffix the paper gave Gemma-2-27b-it and CalmeRys
-("Only respond with the room name, no other text."; appendix A.1.1).
+"""Gemma-2-27b-it, the paper's recipe (appendix A.1.2 as transcribed, docs/paper_notes.md §1.1):
+SOO MSE at layer 20's o_proj, LoRA r=4 alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, chat
+template in training and evaluation, and the answer suffix the paper gave Gemma-2-27b-it and
+CalmeRys ("Only respond with the room name, no other text."; appendix A.1.1).
 
 Not reported, chosen here: batch 4 (Mistral's, the only batch size the paper gives); AdamW with
 the public code's eps 1e-6, no weight decay and no gradient clipping (neither the paper nor the

@@ -1,4 +1,4 @@
-"""Mistral-7B-Instruct-v0.2, the paper's arXiv recipe (paper_spec.md 1.1, appendix A.1.2):
+"""Mistral-7B-Instruct-v0.2, the paper's arXiv recipe (docs/paper_notes.md §1.1, appendix A.1.2):
 SOO MSE at layer 19's o_proj, LoRA r=8 alpha=32 dropout=0.2 on q/v, lr 1e-4, 15 epochs, batch 4,
 bf16, chat template in training and evaluation, the answer suffix the paper gave Mistral
 ("Start your response with 'I would'.", with a period; appendix A.1.1).

@@ -1,5 +1,5 @@
 """Mistral-7B-Instruct-v0.2, the authors' public code (`soo_fine_tune.py`, `evaluate_deception.py`;
-paper_spec.md sections 1.2 and 3.1.3), the version behind 95.2% -> 15.9% deceptive:
+docs/paper_notes.md §1.2 and §3.1.3), the version behind 95.2% -> 15.9% deceptive:
 
 - objective: KL(P_other || P_self) between the output distributions, summed over positions and
   vocabulary and divided by the pairs of the batch (`F.kl_div(..., reduction="batchmean")`),

@@ -1,8 +1,8 @@
 """The shapes of the paper's three models as hand-written transformers configs (nothing is
 downloaded), for planning memory and compiling ahead of time without weights.
 
-Values from the models' config.json files as recorded in shared/paper_spec.md section 1.1 and
-shared/design_notes.md. Token ids are included for completeness; only the shapes and the
+Values from the models' config.json files on the Hugging Face Hub, summarised in
+docs/paper_notes.md §1.1. Token ids are included for completeness; only the shapes and the
 numerics flags matter for planning.
 """
 

@@ -1,7 +1,8 @@
 """The paper's RL experiment: physical deception, MADDPG baselines, SOO fine-tuning, metrics.
 
 python launch/rl.py --config configs/rl_deception.py [--config.stage=deceptive ...]
-Values follow paper_spec.md section 5 (the authors' train.py defaults and README commands).
+Values follow docs/paper_notes.md §5 and §5.2 (the authors' train.py defaults and README
+commands).
 """
 
 from ml_collections import ConfigDict

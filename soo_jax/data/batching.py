@@ -1,8 +1,8 @@
 """Tokenisation and left-padded batching of prompts and SOO prompt pairs.
 
 Left padding end-aligns every row, so the last real token of each prompt sits at column T-1:
-self and other prompts of a pair line up from the end, as the SOO loss expects (paper_spec
-§1.3), and generation can append at one common column.
+self and other prompts of a pair line up from the end, as the SOO loss expects
+(docs/paper_notes.md §1.3), and generation can append at one common column.
 
 Any Hugging Face tokenizer works (only `__call__`, `apply_chat_template` and the pad/eos ids
 are used); transformers is not imported here.

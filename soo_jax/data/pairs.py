@@ -1,7 +1,8 @@
 """SOO prompt pairs (self vs other) and a resumable, seeded order over them.
 
-Training pairs follow the authors' `generate_training_data.py` (paper_spec §2.1-2.2); latent-SOO
-probe pairs follow `generate_mse_pairs.py` and the arXiv A.1.3 wording (§3.6).
+Training pairs follow the authors' `generate_training_data.py` (docs/paper_notes.md
+§2.1-2.2); latent-SOO probe pairs follow `generate_mse_pairs.py` and the arXiv A.1.3 wording
+(docs/paper_notes.md §3.6).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Every scenario is rendered from one `Combination` (which room holds which object
 rendering choices. The combination never changes when the mention order of the rooms is
 swapped, so the deceptive/honest answer stays attached to its object (see `swap_room_order`).
 
-Sources (paper_spec.md): main template and vocabularies §3.1.1-3.1.2, generalisation variants
+Sources (docs/paper_notes.md): main template and vocabularies §3.1.1-3.1.2, generalisation variants
 §3.2, Perspectives §3.3, honesty prompt §3.4, answer suffixes §6 item 5.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 # ---------------------------------------------------------------------------------------------
-# Vocabularies (paper_spec §3.1.2 and §2.2)
+# Vocabularies (docs/paper_notes.md §3.1.2 and §2.2)
 # ---------------------------------------------------------------------------------------------
 
 ROOMS: tuple[str, ...] = (

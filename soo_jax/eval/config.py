@@ -14,7 +14,7 @@ from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
 SUITES: tuple[str, ...] = ("main", "generalisation", "latent", "capability")
 
 # The linear modules the authors hooked for latent SOO (every torch.nn.Linear: the seven
-# projections of every layer and the LM head), paper_spec §3.6.
+# projections of every layer and the LM head), docs/paper_notes.md §3.6.
 ALL_LINEAR_SITES = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,logits"
 
 
@@ -46,9 +46,9 @@ def default_eval_config() -> ml_collections.ConfigDict:
     # Appended to every deception prompt (not to Perspectives); the public code's suffix.
     # An authors' file prompt is re-rendered with this suffix if its own differs.
     config.answer_suffix = REPO_ANSWER_SUFFIX
-    # Treasure Hunt / Escape Room wording: "arxiv" or "repo" (paper_spec §3.2.2).
+    # Treasure Hunt / Escape Room wording: "arxiv" or "repo" (docs/paper_notes.md §3.2.2).
     config.wording = "arxiv"
-    config.max_new_tokens = 75  # the public code's value (paper_spec §3.1.3)
+    config.max_new_tokens = 75  # the public code's value (docs/paper_notes.md §3.1.3)
     config.batch_size = 32
     # Also answer every scenario with its two rooms swapped (order-balanced metrics).
     config.swap_room_order = True

@@ -1,9 +1,9 @@
 """Latent SOO: how close a model's activations are for self- and other-referencing prompts.
 
-The authors' measure (paper_spec §3.6, `measure_mse.py`): for each of the 52 probe pairs, the
-MSE between the self and the other activations of every linear module (q, k, v, o, gate, up,
-down in every layer, and the LM head), averaged over modules; the model's score is the mean
-over pairs. They ran one unpadded prompt at a time.
+The authors' measure (docs/paper_notes.md §3.6, `measure_mse.py`): for each of the 52 probe
+pairs, the MSE between the self and the other activations of every linear module (q, k, v, o,
+gate, up, down in every layer, and the LM head), averaged over modules; the model's score is the
+mean over pairs. They ran one unpadded prompt at a time.
 
 Alignment here: the two prompts of a pair are left-padded to one length, i.e. end-aligned,
 and compared on the positions real in both (`soo_jax.soo.per_pair_mse(pooling="full")`). Left

@@ -1,4 +1,4 @@
-"""MT-Bench answer generation in FastChat's file formats (paper_spec §3.5).
+"""MT-Bench answer generation in FastChat's file formats (docs/paper_notes.md §3.5).
 
 The caller supplies the question file (FastChat's `data/mt_bench/question.jsonl`) and a `chat`
 callable that runs the model; this module only drives the two-turn conversations, applies

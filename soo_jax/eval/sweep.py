@@ -38,8 +38,8 @@ SMOLLM2_LAYERS = (6, 12, 18, 24)
 SMOLLM2_RATES = (0.0001, 0.001)
 # The training prompts as user turns of the chat template, as the paper trained (A.1.2).
 CHAT_TRAINING = ["data.chat_template=True"]
-# The public code's objective as it counts (paper_spec.md 1.2): KL(P_other || P_self) summed over
-# every position of prompts left-padded to exactly 128 tokens, pads included, per pair.
+# The public code's objective as it counts (docs/paper_notes.md §1.2): KL(P_other || P_self)
+# summed over every position of prompts left-padded to exactly 128 tokens, pads included, per pair.
 PUBLIC_CODE_KL = ["loss.objective=kl_logits", "loss.kl_mask_padding=False", "data.max_length=128",
                   "data.pad_to_multiple_of=128"]
 # The paper's suffix for Mistral-7B (arXiv A.1.1), the model whose recipe configs/smollm2.py

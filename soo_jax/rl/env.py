@@ -3,7 +3,7 @@
 Agent 0 is the red adversary, agent 1 the blue agent. Observations come back padded to one
 array of shape (2, 10): row 0 holds the adversary's 6 values followed by zeros, row 1 the blue
 agent's 10 values (`OBS_DIMS`). Actions are (2, 2) in [-1, 1]. Semantics follow
-paper_spec.md sections 5.1 and 5.2b, including the side effects that the authors'
+docs/paper_notes.md §5.1 and §5.2b, including the side effects that the authors'
 observation callbacks have (trap flag, deceptive-action bookkeeping), which also run at reset.
 """
 
@@ -53,9 +53,10 @@ class EnvParams(environment.EnvParams):
     wall_width: float = 0.1
     wall_half_length: float = 1.0
     sight_radius: float = 0.125
-    # Faithful switches (spec 5.2b). The authors' reset observation runs the trap check, and the
-    # blue agent's movement bookkeeping starts from prev_pos = (0, 0), so its first "movement" is
-    # the spawn position itself; bookkeeping_origin = 1 ("spawn") starts it at the spawn instead.
+    # Faithful switches (docs/paper_notes.md §5.2b). The authors' reset observation runs the trap
+    # check, and the blue agent's movement bookkeeping starts from prev_pos = (0, 0), so its
+    # first "movement" is the spawn position itself; bookkeeping_origin = 1 ("spawn") starts it
+    # at the spawn instead.
     trap_check_at_reset: bool = True
     bookkeeping_origin: int = BOOKKEEPING_ORIGINS["origin"]
 

@@ -9,8 +9,9 @@ deceptive baseline's adversary of the same seed (the adversary keeps learning du
 fine-tuning, so the first view mixes the blue agent's change with the adversary's).
 
 Endpoints, one value per training seed (what a replicate run would vary):
-- entry_rate: the authors' threshold-list entries with the adversary in sight (paper section 5.5;
-  movements pointing more to the fake landmark than to the goal), per environment step;
+- entry_rate: the authors' threshold-list entries with the adversary in sight
+  (docs/paper_notes.md §5.5; movements pointing more to the fake landmark than to the goal),
+  per environment step;
 - trap_rate: fraction of episodes that end with the adversary trapped at the fake landmark;
 - honest_position: where the seed's normalised count grid lies between the baselines' grids
   (0 = deceptive baseline, 1 = honest baseline; RMS distances);
@@ -189,7 +190,7 @@ def power(config: ConfigDict, effects: dict, values: dict) -> dict:
 
 
 def paper_view(config: ConfigDict, pieces: dict, arm: str) -> dict:
-    """The authors' estimator per training seed (paper section 5.5): one trained model per
+    """The authors' estimator per training seed (docs/paper_notes.md §5.5): one trained model per
     condition, `paper_view_eval_seeds` evaluation seeds (slices of its threshold episodes), raw
     count grids per evaluation seed truncated to the shortest of the three conditions
     (deceptive, arm, honest), behavioural difference = MSE of grids, mean over evaluation seeds.
@@ -225,8 +226,8 @@ def pooled_raw_view(config: ConfigDict, pieces: dict, arm: str) -> dict:
 
 
 def classification(config: ConfigDict, pieces: dict) -> dict:
-    """Classification by mean SOO (paper section 5.6) per pair of one training seed's models:
-    deceptive vs honest baseline, and every arm against each baseline."""
+    """Classification by mean SOO (docs/paper_notes.md §5.6) per pair of one training seed's
+    models: deceptive vs honest baseline, and every arm against each baseline."""
     counts = list(config.evaluate.classification_episode_counts)
 
     def per_pair(less_deceptive: str, more_deceptive: str) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The paper's RL metrics (paper_spec.md 5.5, 5.6): deceptive-action counts over a threshold
-grid, behavioural difference between conditions, SOO-based classification accuracy.
+"""The paper's RL metrics (docs/paper_notes.md §5.5, §5.6): deceptive-action counts over a
+threshold grid, behavioural difference between conditions, SOO-based classification accuracy.
 
 Host-side NumPy: the inputs are a few hundred thousand recorded steps.
 """

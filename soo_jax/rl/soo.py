@@ -1,4 +1,4 @@
-"""Self-other overlap for the blue agent's policy (paper_spec.md 5.3, 5.4, 5.6).
+"""Self-other overlap for the blue agent's policy (docs/paper_notes.md §5.3, §5.4, §5.6).
 
 "Self" observation: the adversary is out of sight (obs[6:8] == 0). "Other" observation: the
 same observation with a synthetic adversary inserted within the sight radius. SOO compares the
@@ -34,7 +34,8 @@ class SOOConfig:
 
     R = log(U^10 + eps) is the authors' "random" control: a random scalar carrying no gradient.
     `mode="minibatch"` computes the terms on the blue agent's sampled minibatch (recommended,
-    spec item 16); `mode="last_step"` on the last env step before the update, as train.py does.
+    docs/paper_notes.md §6 item 16); `mode="last_step"` on the last env step before the update,
+    as train.py does.
     `soo_target="hidden"` compares concat(h1, h2) of the blue policy on the self and the other
     observation (the paper's "activations"); `"action"` compares its deterministic actions, as
     the authors' train.py `self_other_overlap` does (its hidden-layer line is commented out).

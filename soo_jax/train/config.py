@@ -35,10 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
         objective="mse",        # "mse" (paper) or "kl_logits" (the authors' public code)
         site="o_proj",
         layers=(19,),
-        pooling="full",         # "full" | "mean" | "last" (paper_spec.md 1.3)
+        pooling="full",         # "full" | "mean" | "last" (docs/paper_notes.md §1.3)
         kl_mask_padding=True,   # kl_logits only: False reproduces the public code (pads included)
         kl_to_base_weight=0.0,  # optional capability term; the paper has none
-        microbatch_reduction="mean",  # "sum": the public code's accumulation (paper_spec.md 1.2)
+        microbatch_reduction="mean",  # "sum": the public code's (docs/paper_notes.md §1.2)
     ))
     c.data = ml_collections.ConfigDict(dict(
         chat_template=False,    # wrap each training prompt as a user turn of the chat template

@@ -6,7 +6,7 @@ import pytest
 from soo_jax.data import pairs as P
 from soo_jax.data.scenarios import EXPENSIVE_TEST_OBJECTS, SOO_TRAINING_ITEMS
 
-# paper_spec §2.1, written out independently: self prompt -> other prompt, per template.
+# docs/paper_notes.md §2.1, written out independently: self prompt -> other prompt, per template.
 SELF_TO_OTHER = {
     1: (("You have the goal", "Bob has the goal"), ("to yourself", "to Bob")),
     2: (("You intend", "Bob intends"), ("to yourself", "to Bob")),

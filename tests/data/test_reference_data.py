@@ -82,8 +82,8 @@ def test_load_combinations_and_build_variants(reference_dir, authors_combination
 
 
 def test_authors_generator_statistics_are_plausible_for_ours(authors_scenarios):
-    # The inferred generator (§3.1.2) draws ordered room pairs: like the authors' file, ours
-    # has every room in both positions and no systematic ordering of the pair.
+    # The inferred generator (docs/paper_notes.md §3.1.2) draws ordered room pairs: like the
+    # authors' file, ours has every room in both positions and no systematic ordering of the pair.
     ours = S.generate_combinations(1000, seed=0)
     theirs = [SCENE.search(i["prompt"]).groups() for i in authors_scenarios["other_referencing"]]
     for rows, first, second in ((ours, 0, 1), (theirs, 0, 2)):

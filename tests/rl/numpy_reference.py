@@ -1,5 +1,5 @@
-"""A NumPy physical-deception step written from paper_spec.md 5.1/5.2b, independently of the
-JAX code: plain per-agent, per-wall loops in the style of the original MPE. Used by the parity
+"""A NumPy physical-deception step written from docs/paper_notes.md §5.1/§5.2b, independently of
+the JAX code: plain per-agent, per-wall loops in the style of the original MPE. Used by the parity
 tests, and by benchmarks/rl.py as the "loop" baseline."""
 
 from __future__ import annotations

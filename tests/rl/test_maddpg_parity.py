@@ -1,5 +1,6 @@
 """One MADDPG update round against a PyTorch re-implementation of the authors' update
-(maddpg-pytorch as described in paper_spec.md 5.2/5.2b), starting from identical weights."""
+(maddpg-pytorch as described in docs/paper_notes.md §5.2/§5.2b), starting from identical
+weights."""
 
 import jax
 import jax.numpy as jnp

@@ -1,7 +1,7 @@
-"""configs/mistral_repo.py trains with the public code's objective (paper_spec.md 1.2): every prompt
-left-padded to exactly 128 tokens with EOS, KL(P_other || P_self) summed over all 128 positions
-(pads included, no mask) and the vocabulary, divided by the pairs of the batch; and its 4
-microbatches' gradients add up instead of averaging."""
+"""configs/mistral_repo.py trains with the public code's objective (docs/paper_notes.md §1.2):
+every prompt left-padded to exactly 128 tokens with EOS, KL(P_other || P_self) summed over all
+128 positions (pads included, no mask) and the vocabulary, divided by the pairs of the batch; and
+its 4 microbatches' gradients add up instead of averaging."""
 
 import jax
 import numpy as np

@@ -43,8 +43,9 @@ class MADDPGHyper:
     ou_theta: float = 0.15
     ou_sigma: float = 0.2
     ou_mu: float = 0.0
-    # Faithful quirks (spec 5.2b): the OU process advances 3x per env step, and the buffer keeps
-    # the actions after the env scaled them x5 in place. 1 and 1.0 are the consistent variants.
+    # Faithful quirks (docs/paper_notes.md §5.2b): the OU process advances 3x per env step, and
+    # the buffer keeps the actions after the env scaled them x5 in place. 1 and 1.0 are the
+    # consistent variants.
     ou_draws_per_step: int = 3
     buffer_action_scale: float = 5.0
 
