@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import pathlib
 import time
 
 import jax
@@ -155,12 +156,21 @@ def _markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
+def claim_evaluation(config: ConfigDict, log) -> tuple[pathlib.Path, dict | None]:
+    """(the evaluation stage's directory, its stored results if it finished with these settings)."""
     out_dir = claim_stage(config, "evaluate")
     done = out_dir / "results.json"
     if done.exists():
         log(f"[evaluate] already finished; results in {done}")
-        return read_json(done)
+        return out_dir, read_json(done)
+    return out_dir, None
+
+
+def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
+    out_dir, finished = claim_evaluation(config, log)
+    if finished is not None:
+        return finished
+    done = out_dir / "results.json"
     start = time.time()
     stages = {}
     agents = {}

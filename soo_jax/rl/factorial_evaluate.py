@@ -33,7 +33,7 @@ from ml_collections import ConfigDict
 
 from soo_jax.rl import evaluate, metrics, plots, stats
 from soo_jax.rl.env import ADVERSARY, BLUE
-from soo_jax.rl.experiment import _fmt_time, claim_stage, git_commit, is_finished, load_agents, stage_dir
+from soo_jax.rl.experiment import _fmt_time, git_commit, is_finished, load_agents, stage_dir
 from soo_jax.rl.factorial import arm_order, soo_arms
 from soo_jax.run_dir import atomic_write_json, read_json
 
@@ -336,11 +336,10 @@ def _figures(config: ConfigDict, out_dir, grids, effects, histories) -> dict:
 
 
 def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
-    out_dir = claim_stage(config, "evaluate")
+    out_dir, finished = evaluate.claim_evaluation(config, log)
+    if finished is not None:
+        return finished
     done = out_dir / "results.json"
-    if done.exists():
-        log(f"[evaluate] already finished; results in {done}")
-        return read_json(done)
     start = time.time()
     pieces, infos = _pieces(config, out_dir, log)
     values, grids = seed_endpoints(config, pieces)
