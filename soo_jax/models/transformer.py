@@ -192,8 +192,12 @@ class CausalLM(nnx.Module):
         """Blocks 0..num_run-1 on x [B, T, D] -> (x, the stacked keys/values [L, B, S, K, E] with
         this call's entries written, {site: {layer: [B, T, width]}} of the captured layers)."""
         graphdef, rng, weights = nnx.split(self.layers, nnx.RngState, ...)
-        # Dropout streams advance as the blocks draw from them: carried, written back at the end.
-        carry = (x, rng, kv)
+        # Active dropout streams advance as the blocks draw from them: carried through the loop and
+        # written back at the end. Without active dropout (evaluation) nothing is written, so a
+        # model built outside a jax transform can run inside one (generation's while_loop).
+        drawing = _draws_dropout(self.layers)
+        carry = (x, rng if drawing else None, kv)
+        weights = (weights, None if drawing else rng)
         activations: dict[str, dict[int, Array]] = {}
         for start, stop, sites in capture.segments(num_run):
             step = functools.partial(_layer_step, graphdef, cache_index=cache_index, sites=sites)
@@ -213,7 +217,8 @@ class CausalLM(nnx.Module):
                     for site, value in sown.items():
                         activations.setdefault(site, {})[i] = value
         x, rng, kv = carry
-        nnx.update(self.layers, rng)
+        if drawing:
+            nnx.update(self.layers, rng)
         return x, kv, activations
 
 
@@ -232,21 +237,30 @@ class SharedInputs:
 
 def _layer_step(graphdef, weights, shared: SharedInputs, carry, i, *, cache_index, sites: frozenset[str]):
     """Block i: its slice of the stacked weights and RNG state merged into a block module, run
-    on the residual stream. `carry` = (x [B, T, D], stacked RNG state, stacked (keys, values) or
-    None); returns (carry, {site: activation} of the sites this block sowed)."""
+    on the residual stream. `weights` = (stacked parameters, stacked RNG state or None);
+    `carry` = (x [B, T, D], stacked RNG state while dropout draws or None, stacked (keys,
+    values) or None); returns (carry, {site: activation} of the sites this block sowed)."""
     x, rng, kv = carry
+    params, fixed_rng = weights  # RNG state is carried when dropout draws, else fixed
     take = lambda tree: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)  # noqa: E731
-    block = nnx.merge(graphdef, take(weights), take(rng))
+    block = nnx.merge(graphdef, take(params), take(fixed_rng if rng is None else rng))
     layer_cache = None if kv is None else LayerCache(keys=take(kv[0]), values=take(kv[1]), index=cache_index)
-    inputs = LayerInputs(cos=shared.cos, sin=shared.sin, mask=windowed_mask(shared.visible, shared.distance, shared.windows[i]),
-                         cache=layer_cache)
+    mask = windowed_mask(shared.visible, shared.distance, shared.windows[i])
+    inputs = LayerInputs(cos=shared.cos, sin=shared.sin, mask=mask, cache=layer_cache)
     (x, new_kv), sown = capture_block(lambda b: b(x, inputs, sites), block)
     x = constrain(x, ACTIVATION_AXES)
-    rng = jax.tree.map(lambda s, n: jax.lax.dynamic_update_index_in_dim(s, n, i, 0), rng, nnx.state(block, nnx.RngState))
+    if rng is not None:
+        rng = jax.tree.map(lambda s, n: jax.lax.dynamic_update_index_in_dim(s, n, i, 0), rng,
+                           nnx.state(block, nnx.RngState))
     if kv is not None:
         at = (i, 0, cache_index, 0, 0)
         kv = tuple(jax.lax.dynamic_update_slice(stack, new[None], at) for stack, new in zip(kv, new_kv))
     return (x, rng, kv), sown
+
+
+def _draws_dropout(module: nnx.Module) -> bool:
+    return any(isinstance(node, nnx.Dropout) and not node.deterministic and node.rate > 0
+               for _, node in nnx.iter_graph(module))
 
 
 def check_remat(remat: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from soo_jax.lora import LoRAConfig, apply_lora
+from soo_jax.lora import LoRAConfig, apply_lora, set_dropout
 from soo_jax.models import build_model, forward_with_activations, from_hf_config, init_cache
 from soo_jax.models.generate import SamplingConfig, generate_tokens
 from soo_jax.models.layers import LAYER_SITES
@@ -166,3 +166,13 @@ def test_stacked_cache_generation_is_the_same_scanned_and_unrolled(name):
     scanned, _ = generate_tokens(model, tokens, mask, sampling)
     unrolled, _ = generate_tokens(with_layer_loop(model, scan_layers=False), tokens, mask, sampling)
     np.testing.assert_array_equal(scanned, unrolled)
+
+
+def test_a_model_with_switched_off_lora_dropout_generates():
+    """Evaluation mode writes no RNG state, so a model built outside generation's jit and
+    while_loop runs inside them (as launch/train.py's end-of-run evaluation does)."""
+    model = lora_model("llama_tied")
+    set_dropout(model, False)
+    tokens, mask = left_padded_batch(model.config.vocab_size, [5, 3], seed=2)
+    out, lengths = generate_tokens(model, tokens, mask, SamplingConfig(max_new_tokens=4))
+    assert out.shape == (2, 4) and (lengths == 4).all()
