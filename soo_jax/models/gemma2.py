@@ -35,13 +35,13 @@ class Gemma2Block(nnx.Module):
         self.post_feedforward_layernorm = norm()
 
     def __call__(self, x: jax.Array, inputs: LayerInputs, sites: frozenset[str]):
-        """x [B, T, D] -> (out [B, T, D], this call's new keys/values or None)."""
-        attn_out, new_kv = self.self_attn(self.input_layernorm(x), inputs, sites)
+        """x [B, T, D] -> (out [B, T, D], the stacked cache with this layer's entries written, or None)."""
+        attn_out, cache = self.self_attn(self.input_layernorm(x), inputs, sites)
         h = x + self.post_attention_layernorm(attn_out)
         out = h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h), sites))
         if "residual" in sites:
             self.sow(nnx.Intermediate, "residual", out)
-        return out, new_kv
+        return out, cache
 
 
 class Gemma2ForCausalLM(CausalLM):

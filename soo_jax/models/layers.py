@@ -146,18 +146,37 @@ NO_WINDOW = jnp.iinfo(jnp.int32).max  # a per-layer window value meaning "global
 
 @struct.dataclass
 class LayerCache:
-    """One layer's cached keys/values [B, S, K, E] and the slot where this call's tokens go."""
+    """The stacked cache [L, B, S, K, E], which layer reads and writes it, and the slot where this
+    call's tokens go. The layer writes its new entries into the stack before it reads its slice
+    back, so XLA can update the stack in place (a read before the write, with no data
+    dependency between them, makes it copy the whole stack once per layer and decode step)."""
 
     keys: Array
     values: Array
+    layer: Array  # int32 scalar
     index: Array  # int32 scalar
+
+    def write_and_read(self, keys: Array, values: Array) -> tuple["LayerCache", Array, Array]:
+        """Writes keys/values [B, T, K, E] at slot `index` of this layer; returns the cache and this
+        layer's keys/values [B, S, K, E] with them in."""
+        def update(stack: Array, new: Array) -> tuple[Array, Array]:
+            layer = jax.lax.dynamic_index_in_dim(stack, self.layer, keepdims=False)
+            layer = jax.lax.dynamic_update_slice(layer, new.astype(stack.dtype), (0, self.index, 0, 0))
+            # The stack takes the whole updated layer: a write that depends on the read, so XLA
+            # updates the stack in place (writing only the new rows, unordered with the read, made
+            # it copy the whole stack once per layer and decode step).
+            return jax.lax.dynamic_update_index_in_dim(stack, layer, self.layer, 0), layer
+
+        stack_k, layer_k = update(self.keys, keys)
+        stack_v, layer_v = update(self.values, values)
+        return self.replace(keys=stack_k, values=stack_v), layer_k, layer_v
 
 
 @struct.dataclass
 class LayerInputs:
     """Everything a decoder layer reads besides the residual stream x [B, T, D]. The layer loop
     builds one per layer: the RoPE tables are shared, the mask carries this layer's window, the
-    cache is this layer's slice of the stacked cache (None without one)."""
+    cache is the stacked cache with this layer's index (None without one)."""
 
     cos: Array  # [B, T, E]
     sin: Array  # [B, T, E]
@@ -253,27 +272,22 @@ class Attention(nnx.Module):
         self.softcap = config.attn_logit_softcap
 
     @jax.named_scope("attention")
-    def __call__(self, x: Array, inputs: LayerInputs, sites: frozenset[str]
-                 ) -> tuple[Array, tuple[Array, Array] | None]:
-        """x [B, T, D] -> (out [B, T, D], this call's keys/values [B, T, K, E] in the cache dtype,
-        for the caller to write into the stacked cache; None without a cache)."""
+    def __call__(self, x: Array, inputs: LayerInputs, sites: frozenset[str]) -> tuple[Array, LayerCache | None]:
+        """x [B, T, D] -> (out [B, T, D], the cache with this call's keys/values written, or None)."""
         batch, q_len, _ = x.shape
         q = self.q_proj(x, sow="q_proj" in sites).reshape(batch, q_len, self.num_heads, self.head_dim)
         k = self.k_proj(x, sow="k_proj" in sites).reshape(batch, q_len, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x, sow="v_proj" in sites).reshape(batch, q_len, self.num_kv_heads, self.head_dim)
         q, k = apply_rope(q, inputs.cos, inputs.sin), apply_rope(k, inputs.cos, inputs.sin)
-        new_kv = None
-        if inputs.cache is not None:
-            cache = inputs.cache
-            new_kv = (k.astype(cache.keys.dtype), v.astype(cache.values.dtype))
-            start = (0, cache.index, 0, 0)
-            # Attend over the cache with this call's entries written in, read back in the compute
-            # dtype (a bf16 cache rounds keys exactly as the stored ones will be).
-            k = jax.lax.dynamic_update_slice(cache.keys, new_kv[0], start).astype(q.dtype)
-            v = jax.lax.dynamic_update_slice(cache.values, new_kv[1], start).astype(q.dtype)
+        cache = inputs.cache
+        if cache is not None:
+            # Attend over the whole cache, read back in the compute dtype (a bf16 cache rounds the
+            # new keys exactly as the stored ones).
+            cache, k, v = cache.write_and_read(k, v)
+            k, v = k.astype(q.dtype), v.astype(q.dtype)
         out = dot_product_attention(q, k, v, inputs.mask, scale=self.scale, softcap=self.softcap)
         out = self.o_proj(out.reshape(batch, q_len, self.num_heads * self.head_dim), sow="o_proj" in sites)
-        return out, new_kv
+        return out, cache
 
 
 class GatedMLP(nnx.Module):

@@ -26,13 +26,13 @@ class LlamaBlock(nnx.Module):
         self.mlp = GatedMLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, inputs: LayerInputs, sites: frozenset[str]):
-        """x [B, T, D] -> (out [B, T, D], this call's new keys/values or None)."""
-        attn_out, new_kv = self.self_attn(self.input_layernorm(x), inputs, sites)
+        """x [B, T, D] -> (out [B, T, D], the stacked cache with this layer's entries written, or None)."""
+        attn_out, cache = self.self_attn(self.input_layernorm(x), inputs, sites)
         h = x + attn_out
         out = h + self.mlp(self.post_attention_layernorm(h), sites)
         if "residual" in sites:
             self.sow(nnx.Intermediate, "residual", out)
-        return out, new_kv
+        return out, cache
 
 
 class LlamaForCausalLM(CausalLM):

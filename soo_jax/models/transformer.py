@@ -205,7 +205,7 @@ class CausalLM(nnx.Module):
                 # Inside a scan the loop boundary already stops XLA from merging the forward's
                 # and the backward's recomputation, hence no CSE barrier there.
                 step = jax.checkpoint(step, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan_layers,
-                                      static_argnums=() if self.scan_layers else (3,))
+                                      static_argnums=() if self.scan_layers else (3, 4))
             if self.scan_layers:
                 carry, sown = jax.lax.scan(lambda c, i: step(weights, shared, c, i), carry,
                                            jnp.arange(start, stop))
@@ -213,13 +213,28 @@ class CausalLM(nnx.Module):
                     activations.setdefault(site, {}).update({start + j: values[j] for j in range(stop - start)})
             else:
                 for i in range(start, stop):
-                    carry, sown = step(weights, shared, carry, i)
+                    carry, sown = self._unrolled_step(step, weights, shared, carry, i)
                     for site, value in sown.items():
                         activations.setdefault(site, {})[i] = value
         x, rng, kv = carry
         if drawing:
             nnx.update(self.layers, rng)
         return x, kv, activations
+
+
+    @staticmethod
+    def _unrolled_step(step, weights, shared, carry, i: int):
+        """Layer i of the Python loop. Its cache is its own one-layer stack, written back into the
+        whole stack by static slices: with static layer indices XLA otherwise rewrites the
+        in-place update of the shared stack into a copy of it per layer (measured: 5x slower
+        decoding on CPU)."""
+        x, rng, kv = carry
+        if kv is None:
+            return step(weights, shared, carry, i, None)
+        own = tuple(jax.lax.slice_in_dim(stack, i, i + 1) for stack in kv)
+        (x, rng, own), sown = step(weights, shared, (x, rng, own), i, 0)
+        kv = tuple(jnp.concatenate([stack[:i], new, stack[i + 1:]]) for stack, new in zip(kv, own))
+        return (x, rng, kv), sown
 
 
 @struct.dataclass
@@ -235,26 +250,29 @@ class SharedInputs:
     windows: Array
 
 
-def _layer_step(graphdef, weights, shared: SharedInputs, carry, i, *, cache_index, sites: frozenset[str]):
+def _layer_step(graphdef, weights, shared: SharedInputs, carry, i, cache_layer=None, *, cache_index,
+                sites: frozenset[str]):
     """Block i: its slice of the stacked weights and RNG state merged into a block module, run
     on the residual stream. `weights` = (stacked parameters, stacked RNG state or None);
     `carry` = (x [B, T, D], stacked RNG state while dropout draws or None, stacked (keys,
-    values) or None); returns (carry, {site: activation} of the sites this block sowed)."""
+    values) or None, layer `cache_layer` of them this block's, default i); returns (carry, {site:
+    activation} of the sites this block sowed)."""
     x, rng, kv = carry
     params, fixed_rng = weights  # RNG state is carried when dropout draws, else fixed
     take = lambda tree: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False), tree)  # noqa: E731
     block = nnx.merge(graphdef, take(params), take(fixed_rng if rng is None else rng))
-    layer_cache = None if kv is None else LayerCache(keys=take(kv[0]), values=take(kv[1]), index=cache_index)
+    cache_layer = i if cache_layer is None else cache_layer
+    layer_cache = None if kv is None else LayerCache(keys=kv[0], values=kv[1], index=cache_index,
+                                                    layer=jnp.asarray(cache_layer, jnp.int32))
     mask = windowed_mask(shared.visible, shared.distance, shared.windows[i])
     inputs = LayerInputs(cos=shared.cos, sin=shared.sin, mask=mask, cache=layer_cache)
-    (x, new_kv), sown = capture_block(lambda b: b(x, inputs, sites), block)
+    (x, layer_cache), sown = capture_block(lambda b: b(x, inputs, sites), block)
     x = constrain(x, ACTIVATION_AXES)
     if rng is not None:
         rng = jax.tree.map(lambda s, n: jax.lax.dynamic_update_index_in_dim(s, n, i, 0), rng,
                            nnx.state(block, nnx.RngState))
     if kv is not None:
-        at = (i, 0, cache_index, 0, 0)
-        kv = tuple(jax.lax.dynamic_update_slice(stack, new[None], at) for stack, new in zip(kv, new_kv))
+        kv = (layer_cache.keys, layer_cache.values)
     return (x, rng, kv), sown
 
 

@@ -164,8 +164,10 @@ def test_stacked_cache_generation_is_the_same_scanned_and_unrolled(name):
     tokens, mask = left_padded_batch(model.config.vocab_size, [7, 3, 5], seed=1)
     sampling = SamplingConfig(max_new_tokens=8)
     scanned, _ = generate_tokens(model, tokens, mask, sampling)
-    unrolled, _ = generate_tokens(with_layer_loop(model, scan_layers=False), tokens, mask, sampling)
-    np.testing.assert_array_equal(scanned, unrolled)
+    for scan_layers, remat in ((False, "none"), (False, "full"), (True, "full")):
+        other, _ = generate_tokens(with_layer_loop(model, scan_layers=scan_layers, remat=remat), tokens, mask,
+                                   sampling)
+        np.testing.assert_array_equal(other, scanned, err_msg=f"scan_layers={scan_layers}, remat={remat}")
 
 
 def test_a_model_with_switched_off_lora_dropout_generates():
