@@ -46,6 +46,9 @@ def parse_args():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--layer-loop", choices=["scan", "unrolled"], default="scan",
+                   help="our layer loop: lax.scan over the stacked layers (default) or a Python loop")
+    p.add_argument("--remat", default="none", help="our remat policy (soo_jax.models.transformer.REMAT_POLICIES)")
     return p.parse_args()
 
 
@@ -103,11 +106,12 @@ def jax_step(model_dir, hf_config, args, tokens, mask, layer, recipe):
     from soo_jax.train import config as run_config
     from soo_jax.train.step import SplitModel, init_train_state, make_optimizer, make_train_step
 
+    loop = dict(scan_layers=args.layer_loop == "scan", remat=args.remat)
     if model_dir is not None:
-        model = from_pretrained(model_dir, dtype=args.dtype)
+        model = from_pretrained(model_dir, dtype=args.dtype, **loop)
     else:
         dtype = {"float32": jax.numpy.float32, "bfloat16": jax.numpy.bfloat16}[args.dtype]
-        model = build_model(from_hf_config(hf_config), dtype=dtype, rngs=nnx.Rngs(0))
+        model = build_model(from_hf_config(hf_config), dtype=dtype, rngs=nnx.Rngs(0), **loop)
     apply_lora(model, run_config.lora_config(recipe), rngs=nnx.Rngs(0))
     split = SplitModel(model)
     optimizer = make_optimizer(run_config.optimizer_config(recipe, total_steps=1000))

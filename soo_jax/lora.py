@@ -5,19 +5,24 @@
 A is Kaiming-uniform (PEFT: kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in))),
 B is zero, so a fresh adapter leaves the model's outputs unchanged. A and B are `nnx.LoRAParam`s
 (a subclass of `nnx.Param`), which is how the train step tells trainable from frozen.
+
+On the stacked decoder layers an adapter is stacked too: A [L, in, r], B [L, r, out], one
+dropout stream per layer. Layers outside `LoRAConfig.layers` keep A = B = 0, which adds exactly
+zero and gets exactly zero gradients; `adapter_slices` lists the real (layer, module) adapters,
+named as PEFT and our train state name them (`layers.3.self_attn.q_proj`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from soo_jax.models.layers import LINEAR_SITES, Linear
+from soo_jax.models.layers import LINEAR_SITES, Linear, is_stacked, stacked
 from soo_jax.models.transformer import CausalLM
 
 # PEFT's default LoRA targets for Llama, Mistral, Qwen2 and Gemma-2 are the query and value
@@ -65,6 +70,8 @@ class LoRA(nnx.Module):
         # every step (nnx.reseed(model, dropout=...)), which a "default" stream would ignore.
         self.dropout = (nnx.Dropout(config.dropout, rngs=nnx.Rngs(dropout=rngs.dropout()))
                         if config.dropout > 0 else None)
+        # On a stacked linear: the layers whose slices are real adapters (the others stay zero).
+        self.adapted_layers: tuple[int, ...] | None = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.astype(self.a.dtype)
@@ -73,29 +80,68 @@ class LoRA(nnx.Module):
         return (x @ self.a[...] @ self.b[...]) * self.scaling
 
 
-def _layer_of(path: tuple) -> int | None:
-    return int(path[1]) if len(path) > 1 and path[0] == "layers" else None
-
-
 def lora_linears(model: CausalLM) -> Iterable[tuple[tuple, Linear]]:
-    """(path, Linear) for every linear layer, in graph order."""
+    """(path, Linear) for every linear module, in graph order; a stacked decoder linear
+    ('layers', 'self_attn', 'q_proj') is one module holding every layer's kernel."""
     for path, node in nnx.iter_graph(model):
         if isinstance(node, Linear):
             yield tuple(path), node
 
 
+@dataclasses.dataclass(frozen=True)
+class AdapterSlice:
+    """One real adapter: one linear map of one layer. `path` names it as PEFT does (the layer
+    index after 'layers'); `layer` indexes the stacked A/B (None for an unstacked adapter)."""
+
+    path: tuple
+    lora: LoRA
+    layer: int | None
+
+    def get(self, name: str) -> jax.Array:
+        value = getattr(self.lora, name)[...]
+        return value if self.layer is None else value[self.layer]
+
+    def set(self, name: str, value) -> None:
+        variable = getattr(self.lora, name)
+        value = jnp.asarray(value, variable.dtype)
+        variable[...] = value if self.layer is None else variable[...].at[self.layer].set(value)
+
+
+def adapter_slices(model: CausalLM) -> Iterator[AdapterSlice]:
+    """Every real adapter, layer by layer for stacked ones."""
+    for path, linear in lora_linears(model):
+        if linear.lora is None:
+            continue
+        if linear.lora.adapted_layers is None:
+            yield AdapterSlice(path, linear.lora, None)
+        else:
+            for layer in linear.lora.adapted_layers:
+                yield AdapterSlice((path[0], layer, *path[1:]), linear.lora, layer)
+
+
 def apply_lora(model: CausalLM, config: LoRAConfig, *, rngs: nnx.Rngs) -> CausalLM:
     """Attaches a fresh adapter to every targeted Linear (in place); returns the model."""
     attached = 0
-    for path, linear in list(lora_linears(model)):
-        layer = _layer_of(path)
+    num_layers = model.config.num_layers
+    for _, linear in list(lora_linears(model)):
         if linear.site not in config.targets:
             continue
-        if config.layers is not None and layer not in config.layers:
-            continue
         axes = linear.kernel.get_metadata()["logical_axes"]
-        linear.lora = LoRA(linear.in_features, linear.out_features, config, axes, rngs=rngs)
-        attached += 1
+        if not is_stacked(linear.kernel):  # the untied LM head: in no layer
+            if config.layers is None:
+                linear.lora = LoRA(linear.in_features, linear.out_features, config, axes, rngs=rngs)
+                attached += 1
+            continue
+        adapted = tuple(i for i in range(num_layers) if config.layers is None or i in config.layers)
+        if not adapted:
+            continue
+        lora = stacked(lambda r: LoRA(linear.in_features, linear.out_features, config, axes[1:], rngs=r),
+                       num_layers, rngs)
+        keep = jnp.isin(jnp.arange(num_layers), jnp.asarray(adapted))[:, None, None]
+        lora.a[...] = jnp.where(keep, lora.a[...], 0)
+        lora.adapted_layers = adapted
+        linear.lora = lora
+        attached += len(adapted)
     if attached == 0:
         raise ValueError(f"no linear layer matched LoRA targets {config.targets} and layers {config.layers}")
     return model
@@ -114,6 +160,7 @@ def merge_lora(model: CausalLM) -> CausalLM:
         if linear.lora is None:
             continue
         lora = linear.lora
+        # [in, r] @ [r, out], or per layer [L, in, r] @ [L, r, out] (zero where not adapted).
         delta = (lora.a[...].astype(jnp.float32) @ lora.b[...].astype(jnp.float32)) * lora.scaling
         kernel = linear.kernel[...]
         linear.kernel.set_value((kernel.astype(jnp.float32) + delta).astype(kernel.dtype))

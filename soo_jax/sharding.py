@@ -18,11 +18,14 @@ MeshAxes = str | tuple[str, ...] | None
 Rules = Sequence[tuple[str, MeshAxes]]
 
 # Logical axes of every parameter and activation in soo_jax.models.
-LOGICAL_AXES = ("vocab", "embed", "q_heads", "kv_heads", "mlp", "norm", "lora_rank", "batch", "length")
+LOGICAL_AXES = ("layers", "vocab", "embed", "q_heads", "kv_heads", "mlp", "norm", "lora_rank", "batch", "length")
 
 # FSDP over the model width, tensor parallelism over heads / MLP / vocabulary, batch over data
-# and fsdp. A mesh without one of these axes simply leaves that dimension unsharded.
+# and fsdp. A mesh without one of these axes simply leaves that dimension unsharded. The stacked
+# decoder layers' leading axis is whole on every device: the layer scan slices it, and FSDP
+# gathers one layer's width at a time.
 DEFAULT_RULES: Rules = (
+    ("layers", None),
     ("batch", ("data", "fsdp")),
     ("length", None),
     ("vocab", "tensor"),

@@ -1,7 +1,7 @@
 """One helper to run a model and collect its sown activations, keyed by site and layer.
 
-Hides `nnx.capture` so that a change in Flax's intermediate-capture API touches this file only.
-Works inside `jax.jit` and `jax.grad`: the activations are ordinary traced arrays.
+Works inside `jax.jit` and `jax.grad`: the activations are ordinary traced arrays. The reading
+of sown values lives in `soo_jax.models.capture` (the one file that calls `nnx.capture`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Iterable
 
 import jax
-from flax import nnx
 
-from soo_jax.models.transformer import Capture, CausalLM, LogitsMode
+from soo_jax.models.capture import Activations, Capture, capture_model
+from soo_jax.models.transformer import CausalLM, LogitsMode
 
 Array = jax.Array
-Activations = dict[str, dict[int | None, Array]]
+
+__all__ = ["Activations", "forward_with_activations"]
 
 
 def forward_with_activations(model: CausalLM, tokens: Array, attention_mask: Array | None = None, *,
@@ -35,22 +36,4 @@ def forward_with_activations(model: CausalLM, tokens: Array, attention_mask: Arr
         out, _ = m(tokens, attention_mask, positions, capture=capture, logits=logits)
         return out
 
-    out, intermediates = nnx.capture(run, nnx.Intermediate)(model)
-    return out, _by_site_and_layer(intermediates)
-
-
-def _by_site_and_layer(intermediates) -> Activations:
-    activations: Activations = {}
-    for path, value in nnx.to_flat_state(intermediates):
-        # Paths look like ('layers', 3, 'self_attn', 'o_proj', 'activation'),
-        # ('layers', 3, 'residual') or ('logits',).
-        if path[0] == "layers":
-            layer = int(path[1])
-            site = path[-2] if path[-1] == "activation" else path[-1]
-        else:
-            layer, site = None, path[-1]
-        array = value.get_value() if hasattr(value, "get_value") else value.value
-        if isinstance(array, tuple):
-            array = array[-1]
-        activations.setdefault(site, {})[layer] = array
-    return activations
+    return capture_model(run, model)

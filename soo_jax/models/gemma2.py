@@ -18,12 +18,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from soo_jax.models.config import ModelConfig
-from soo_jax.models.layers import Attention, GatedMLP, RMSNorm
+from soo_jax.models.layers import Attention, GatedMLP, LayerInputs, RMSNorm
 from soo_jax.models.transformer import CausalLM
 
 
 class Gemma2Block(nnx.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         def norm():
             return RMSNorm(config.hidden_size, config.rms_norm_eps, unit_offset=True, param_dtype=param_dtype)
 
@@ -33,10 +33,10 @@ class Gemma2Block(nnx.Module):
         self.pre_feedforward_layernorm = norm()
         self.mlp = GatedMLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.post_feedforward_layernorm = norm()
-        self.layer_idx = layer_idx
 
-    def __call__(self, x: jax.Array, cos, sin, mask, cache, cache_index, sites: frozenset[str]):
-        attn_out, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, cache_index, sites)
+    def __call__(self, x: jax.Array, inputs: LayerInputs, sites: frozenset[str]):
+        """x [B, T, D] -> (out [B, T, D], the stacked cache with this layer's entries written, or None)."""
+        attn_out, cache = self.self_attn(self.input_layernorm(x), inputs, sites)
         h = x + self.post_attention_layernorm(attn_out)
         out = h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h), sites))
         if "residual" in sites:

@@ -66,7 +66,7 @@ def _prefilled_prefix_cache(model: CausalLM, prefix: Array, batch: int, max_leng
     """The cache after the shared prefix [P], computed once and broadcast to `batch` rows."""
     cache = init_cache(model.config, 1, max_length, cache_dtype)
     _, cache = model(prefix[None, :], jnp.ones((1, prefix.shape[0]), bool), cache=cache, logits="last")
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (batch, *x.shape[1:])) if x.ndim else x, cache)
+    return cache.broadcast_rows(batch)
 
 
 ANY_TOKEN = -2  # left filler of a right-aligned stop sequence

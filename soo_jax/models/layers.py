@@ -4,14 +4,17 @@ Shapes: B batch, T query tokens, S key slots (T without a cache, the cache lengt
 D model width, H query heads, K key/value heads, G = H // K query heads per KV head, E head dim.
 
 Parameters carry `logical_axes` metadata (e.g. ('embed', 'mlp')); `soo_jax.sharding` maps those
-names to mesh axes, so sharding is data rather than code in the layers.
+names to mesh axes, so sharding is data rather than code in the layers. `stacked` builds L copies
+of a module as one module whose parameters have a leading 'layers' axis (the decoder stack).
 """
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from soo_jax.models.config import ModelConfig
 
@@ -29,6 +32,31 @@ def param(value: Array, axes: tuple[str | None, ...]) -> nnx.Param:
     if value.ndim != len(axes):
         raise ValueError(f"logical axes {axes} do not match a parameter of shape {value.shape}")
     return nnx.Param(value, logical_axes=axes)
+
+
+M = TypeVar("M", bound=nnx.Module)
+LAYERS_AXIS = "layers"
+
+
+def stacked(make: Callable[[nnx.Rngs], M], num: int, rngs: nnx.Rngs) -> M:
+    """`num` independently initialised copies of `make(rngs)` as one module: every variable gets
+    a leading axis of size `num`, and parameters the logical axis 'layers' in front of theirs
+    (mapped to no mesh axis by default, so each device holds every layer's slice)."""
+    @nnx.split_rngs(splits=num)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make_all(rngs: nnx.Rngs) -> M:
+        return make(rngs)
+
+    module = make_all(rngs)
+    for _, variable in nnx.iter_graph(module):
+        if isinstance(variable, nnx.Variable) and "logical_axes" in variable.get_metadata():
+            variable.set_metadata("logical_axes", (LAYERS_AXIS, *variable.get_metadata("logical_axes")))
+    return module
+
+
+def is_stacked(variable: nnx.Variable) -> bool:
+    axes = variable.get_metadata().get("logical_axes") or ()
+    return bool(axes) and axes[0] == LAYERS_AXIS
 
 
 class RMSNorm(nnx.Module):
@@ -64,11 +92,11 @@ class Linear(nnx.Module):
 
     @property
     def in_features(self) -> int:
-        return self.kernel.shape[0]
+        return self.kernel.shape[-2]  # [in, out], or [L, in, out] in the stacked layers
 
     @property
     def out_features(self) -> int:
-        return self.kernel.shape[1]
+        return self.kernel.shape[-1]
 
     def __call__(self, x: Array, *, sow: bool = False) -> Array:
         y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
@@ -109,6 +137,58 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
     return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+# --- What a decoder layer reads ------------------------------------------------------------
+
+NO_WINDOW = jnp.iinfo(jnp.int32).max  # a per-layer window value meaning "global attention"
+
+
+@struct.dataclass
+class LayerCache:
+    """The stacked cache [L, B, S, K, E], which layer reads and writes it, and the slot where this
+    call's tokens go. The layer writes its new entries into the stack before it reads its slice
+    back, so XLA can update the stack in place (a read before the write, with no data
+    dependency between them, makes it copy the whole stack once per layer and decode step)."""
+
+    keys: Array
+    values: Array
+    layer: Array  # int32 scalar
+    index: Array  # int32 scalar
+
+    def write_and_read(self, keys: Array, values: Array) -> tuple["LayerCache", Array, Array]:
+        """Writes keys/values [B, T, K, E] at slot `index` of this layer; returns the cache and this
+        layer's keys/values [B, S, K, E] with them in."""
+        def update(stack: Array, new: Array) -> tuple[Array, Array]:
+            layer = jax.lax.dynamic_index_in_dim(stack, self.layer, keepdims=False)
+            layer = jax.lax.dynamic_update_slice(layer, new.astype(stack.dtype), (0, self.index, 0, 0))
+            # The stack takes the whole updated layer: a write that depends on the read, so XLA
+            # updates the stack in place (writing only the new rows, unordered with the read, made
+            # it copy the whole stack once per layer and decode step).
+            return jax.lax.dynamic_update_index_in_dim(stack, layer, self.layer, 0), layer
+
+        stack_k, layer_k = update(self.keys, keys)
+        stack_v, layer_v = update(self.values, values)
+        return self.replace(keys=stack_k, values=stack_v), layer_k, layer_v
+
+
+@struct.dataclass
+class LayerInputs:
+    """Everything a decoder layer reads besides the residual stream x [B, T, D]. The layer loop
+    builds one per layer: the RoPE tables are shared, the mask carries this layer's window, the
+    cache is the stacked cache with this layer's index (None without one)."""
+
+    cos: Array  # [B, T, E]
+    sin: Array  # [B, T, E]
+    mask: Array  # bool [B, T, S]
+    cache: LayerCache | None = None
+
+
+def windowed_mask(visible: Array, distance: Array, window: Array) -> Array:
+    """visible bool [B, T, S] (causal and key padding), distance int [T, S] (query slot - key
+    slot), window int scalar (NO_WINDOW for global attention) -> this layer's mask [B, T, S]:
+    a traced window, so layers with and without one share one compiled block."""
+    return visible & (distance < window)[None]
 
 
 # --- Attention -----------------------------------------------------------------------------
@@ -191,20 +271,21 @@ class Attention(nnx.Module):
         self.scale = config.query_scale
         self.softcap = config.attn_logit_softcap
 
-    def __call__(self, x: Array, cos: Array, sin: Array, mask: Array, cache: dict | None,
-                 cache_index: Array | None, sites: frozenset[str]) -> tuple[Array, dict | None]:
+    @jax.named_scope("attention")
+    def __call__(self, x: Array, inputs: LayerInputs, sites: frozenset[str]) -> tuple[Array, LayerCache | None]:
+        """x [B, T, D] -> (out [B, T, D], the cache with this call's keys/values written, or None)."""
         batch, q_len, _ = x.shape
         q = self.q_proj(x, sow="q_proj" in sites).reshape(batch, q_len, self.num_heads, self.head_dim)
         k = self.k_proj(x, sow="k_proj" in sites).reshape(batch, q_len, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x, sow="v_proj" in sites).reshape(batch, q_len, self.num_kv_heads, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, inputs.cos, inputs.sin), apply_rope(k, inputs.cos, inputs.sin)
+        cache = inputs.cache
         if cache is not None:
-            start = (0, cache_index, 0, 0)
-            keys = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
-            values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
-            cache = {"k": keys, "v": values}
-            k, v = keys.astype(q.dtype), values.astype(q.dtype)
-        out = dot_product_attention(q, k, v, mask, scale=self.scale, softcap=self.softcap)
+            # Attend over the whole cache, read back in the compute dtype (a bf16 cache rounds the
+            # new keys exactly as the stored ones).
+            cache, k, v = cache.write_and_read(k, v)
+            k, v = k.astype(q.dtype), v.astype(q.dtype)
+        out = dot_product_attention(q, k, v, inputs.mask, scale=self.scale, softcap=self.softcap)
         out = self.o_proj(out.reshape(batch, q_len, self.num_heads * self.head_dim), sow="o_proj" in sites)
         return out, cache
 
@@ -220,6 +301,7 @@ class GatedMLP(nnx.Module):
         self.down_proj = Linear(f, d, axes=("mlp", "embed"), site="down_proj", **common)
         self.activation = config.hidden_act
 
+    @jax.named_scope("mlp")
     def __call__(self, x: Array, sites: frozenset[str]) -> Array:
         gate = self.gate_proj(x, sow="gate_proj" in sites)
         if self.activation == "silu":

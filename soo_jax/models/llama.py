@@ -13,21 +13,21 @@ import jax
 from flax import nnx
 
 from soo_jax.models.config import ModelConfig
-from soo_jax.models.layers import Attention, GatedMLP, RMSNorm
+from soo_jax.models.layers import Attention, GatedMLP, LayerInputs, RMSNorm
 from soo_jax.models.transformer import CausalLM
 
 
 class LlamaBlock(nnx.Module):
-    def __init__(self, config: ModelConfig, layer_idx: int, *, dtype, param_dtype, rngs: nnx.Rngs):
+    def __init__(self, config: ModelConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
         norm = dict(unit_offset=False, param_dtype=param_dtype)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **norm)
         self.self_attn = Attention(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, **norm)
         self.mlp = GatedMLP(config, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.layer_idx = layer_idx
 
-    def __call__(self, x: jax.Array, cos, sin, mask, cache, cache_index, sites: frozenset[str]):
-        attn_out, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, cache_index, sites)
+    def __call__(self, x: jax.Array, inputs: LayerInputs, sites: frozenset[str]):
+        """x [B, T, D] -> (out [B, T, D], the stacked cache with this layer's entries written, or None)."""
+        attn_out, cache = self.self_attn(self.input_layernorm(x), inputs, sites)
         h = x + attn_out
         out = h + self.mlp(self.post_attention_layernorm(h), sites)
         if "residual" in sites:

@@ -3,11 +3,15 @@
 `from_pretrained(path)` reads `config.json` through transformers' AutoConfig, builds the model
 abstractly (no memory), then streams the safetensors tensor by tensor: each one is read from a
 memory map, transposed to our layout, cast, and placed on its sharding before the next is read.
-Our parameter paths mirror transformers' module names, so the key map is a rule, not a table.
+The decoder layers' parameters are stacked [L, ...]: each layer's checkpoint tensor is written
+into its slice of the stacked array on the devices (in place), so the host holds one layer's
+tensor at a time. Our parameter paths mirror transformers' module names (with the layer index
+after 'layers'), so the key map is a rule, not a table.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pathlib
@@ -18,10 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from soo_jax.models import build_model
 from soo_jax.models.config import ModelConfig, from_hf_config
+from soo_jax.models.layers import is_stacked
 from soo_jax.models.safetensors_io import SafetensorsFile
 from soo_jax.models.transformer import CausalLM
 from soo_jax.sharding import DEFAULT_RULES, Rules, state_shardings
@@ -53,7 +59,8 @@ def as_dtype(dtype: Any):
 
 
 def hf_parameter_name(path: tuple) -> tuple[str, bool]:
-    """Our state path -> (transformers tensor name, whether the tensor is transposed).
+    """Our state path, with a layer index for the stacked layers, -> (transformers tensor name,
+    whether the tensor is transposed).
 
     ('layers', 3, 'self_attn', 'q_proj', 'kernel') -> ('model.layers.3.self_attn.q_proj.weight', True)
     """
@@ -124,18 +131,19 @@ class CheckpointIndex:
 
 def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_dtype: Any = None,
                     mesh: jax.sharding.Mesh | None = None, rules: Rules = DEFAULT_RULES,
-                    progress: bool = False) -> CausalLM:
+                    progress: bool = False, scan_layers: bool = True, remat: str = "none") -> CausalLM:
     """Loads a Hugging Face model directory (or a GGUF file) into our Flax port.
 
     dtype: compute dtype; param_dtype: storage dtype (defaults to dtype). With a mesh, every
-    parameter is placed on the sharding its logical axes map to under `rules`.
+    parameter is placed on the sharding its logical axes map to under `rules`. `scan_layers`,
+    `remat`: how the layer loop runs (soo_jax.models.transformer; no effect on the numbers).
     """
     path = resolve_model_path(path)
     config = load_config(path)
     dtype = as_dtype(dtype)
     param_dtype = as_dtype(param_dtype) or dtype
     abstract = nnx.eval_shape(lambda: build_model(config, dtype=dtype, param_dtype=param_dtype,
-                                                  rngs=nnx.Rngs(0)))
+                                                  rngs=nnx.Rngs(0), scan_layers=scan_layers, remat=remat))
     graphdef, abstract_state = nnx.split(abstract)
     shardings = state_shardings(abstract_state, mesh, rules) if mesh is not None else None
     index = CheckpointIndex(path)
@@ -143,9 +151,9 @@ def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_d
     flat = nnx.to_flat_state(abstract_state)
     flat_shardings = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
     used: set[str] = set()
-    loaded = []
-    for state_path, variable in tqdm(flat, desc="loading weights", unit="tensor", disable=not progress,
-                                     file=sys.stderr, leave=False):
+
+    def read(state_path: tuple, expected_shape: tuple) -> np.ndarray:
+        """The checkpoint tensor for `state_path` in our layout (a memory-mapped view)."""
         name, transposed = hf_parameter_name(state_path)
         key = index.resolve(name)
         if key is None:
@@ -154,22 +162,60 @@ def from_pretrained(path: str | pathlib.Path, *, dtype: Any = "float32", param_d
         host = index.read(key)
         if transposed:
             host = host.T
-        if tuple(host.shape) != tuple(variable.shape):
+        if tuple(host.shape) != tuple(expected_shape):
             raise ValueError(f"tensor {name!r} has shape {tuple(host.shape)} in the checkpoint but the model "
-                             f"config expects {tuple(variable.shape)} (after transposing: {transposed})")
-        sharding = flat_shardings.get(state_path)
-        if sharding is None:
-            value = jnp.asarray(np.asarray(host, dtype=variable.dtype))
-        else:
-            # Each process reads and converts only the slices its own devices hold (the memory
-            # map reads only those bytes); device_put would gather whole tensors across hosts.
-            value = jax.make_array_from_callback(
-                host.shape, sharding, lambda index, host=host, dtype=variable.dtype: np.asarray(host[index], dtype))
-        loaded.append((state_path, variable.replace(value)))
+                             f"config expects {tuple(expected_shape)} (after transposing: {transposed})")
         used.add(key)
+        return host
+
+    loaded = []
+    for state_path, variable in tqdm(flat, desc="loading weights", unit="tensor", disable=not progress,
+                                     file=sys.stderr, leave=False):
+        sharding = flat_shardings.get(state_path)
+        if is_stacked(variable):
+            layer_path = lambda i, p=state_path: (p[0], i, *p[1:])  # noqa: E731
+            value = _stacked_on_devices([lambda i=i: read(layer_path(i), variable.shape[1:])
+                                         for i in range(variable.shape[0])], variable, sharding)
+        else:
+            value = _on_devices(read(state_path, variable.shape), variable.dtype, sharding)
+        loaded.append((state_path, variable.replace(value)))
     _check_unused(index, used, config, path)
     state = nnx.from_flat_state(loaded)
     return nnx.merge(graphdef, state)
+
+
+def _on_devices(host: np.ndarray, dtype, sharding) -> jax.Array:
+    if sharding is None:
+        return jnp.asarray(np.asarray(host, dtype=dtype))
+    # Each process reads and converts only the slices its own devices hold (the memory map reads
+    # only those bytes); device_put would gather whole tensors across hosts.
+    return jax.make_array_from_callback(
+        host.shape, sharding, lambda index: np.asarray(host[index], dtype))
+
+
+def _stacked_on_devices(layers: list, variable, sharding) -> jax.Array:
+    """A stacked parameter [L, ...] filled one layer at a time: `layers[i]()` reads layer i's
+    tensor, which goes to the devices (on the stacked sharding minus its layer axis) and into
+    slice i of the stacked array in place (donated), before layer i + 1 is read."""
+    shape, dtype = tuple(variable.shape), variable.dtype
+    layer_sharding = None
+    if sharding is not None:
+        layer_sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+    stack = _zeros(shape, dtype, sharding)
+    for i, read_layer in enumerate(layers):
+        stack = _write_layer(stack, _on_devices(read_layer(), dtype, layer_sharding), jnp.int32(i))
+    return stack
+
+
+def _zeros(shape, dtype, sharding) -> jax.Array:
+    if sharding is None:
+        return jnp.zeros(shape, dtype)
+    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _write_layer(stack: jax.Array, layer: jax.Array, i: jax.Array) -> jax.Array:
+    return jax.lax.dynamic_update_index_in_dim(stack, layer.astype(stack.dtype), i, 0)
 
 
 def _check_unused(index: CheckpointIndex, used: set[str], config: ModelConfig, path) -> None:

@@ -13,6 +13,7 @@ from ml_collections.config_dict import config_dict
 from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.layers import LAYER_SITES
+from soo_jax.models.transformer import REMAT_POLICIES
 from soo_jax.soo import POOLINGS
 from soo_jax.train.step import MICROBATCH_REDUCTIONS, SCHEDULES, LossConfig, OptimizerConfig
 
@@ -25,6 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
         path="embedded",       # HF model directory, a .gguf file, or "embedded" (SmolLM2-135M-Instruct)
         dtype="float32",       # compute dtype
         param_dtype="",        # storage dtype of the frozen base; "" = same as dtype
+        scan_layers=True,      # lax.scan over the stacked layers (False: a Python loop, for debugging)
+        remat="none",          # none | full | dots_saveable | dots_with_no_batch_dims_saveable (per layer)
     ))
     c.lora = ml_collections.ConfigDict(dict(
         rank=8, alpha=32.0, dropout=0.2,
@@ -101,6 +104,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
     if c.model.param_dtype not in DTYPES + ("",):
         _fail("model.param_dtype", f"{c.model.param_dtype!r} is not one of {DTYPES} or ''")
+    if c.model.remat not in REMAT_POLICIES:
+        _fail("model.remat", f"{c.model.remat!r} is not one of {tuple(REMAT_POLICIES)}")
     if c.loss.objective not in ("mse", "kl_logits"):
         _fail("loss.objective", f"{c.loss.objective!r} is not 'mse' or 'kl_logits'")
     if c.loss.pooling not in POOLINGS:

@@ -94,9 +94,11 @@ def _say(message: str) -> None:
 
 
 # Settings that cannot change the trained adapter: where and how often things are written, the
-# end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape.
+# end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape,
+# how the layer loop runs (scanned or not, remat: the same numbers to fp32 rounding, like the mesh).
 NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
-                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh")
+                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh",
+                       "model.scan_layers", "model.remat")
 FRESH_HINT = "a new train.out_dir, or --fresh to move the old run aside"
 
 
@@ -164,7 +166,8 @@ def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: path
          f"device(s), {jax.process_count()} process(es)")
 
     model = from_pretrained(model_path, dtype=c.model.dtype, param_dtype=c.model.param_dtype or None, mesh=mesh,
-                            rules=DEFAULT_RULES, progress=_is_main_process())
+                            rules=DEFAULT_RULES, progress=_is_main_process(),
+                            scan_layers=bool(c.model.scan_layers), remat=c.model.remat)
     num_layers = model.config.num_layers
     bad = [i for i in c.loss.layers if not 0 <= int(i) < num_layers]
     if bad:

@@ -5,7 +5,9 @@ PEFT stores, for a causal LM, `base_model.model.model.layers.{i}.self_attn.q_pro
 The directory (`adapter_model.safetensors` + `adapter_config.json`) loads with
 `peft.PeftModel.from_pretrained(transformers_model, dir)` on any machine: its
 `base_model_name_or_path` is the base model's Hub id where we know one (`base_model_hub_id`),
-and the local path we trained from goes into our own `soo_jax_adapter.json` beside it.
+and the local path we trained from goes into our own `soo_jax_adapter.json` beside it. Our
+adapters on the stacked decoder layers are written and read one layer at a time
+(`soo_jax.lora.adapter_slices`), so the files are those of a per-layer model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 import numpy as np
 from flax import nnx
 
-from soo_jax.lora import LoRAConfig, apply_lora, lora_linears
+from soo_jax.lora import LoRAConfig, adapter_slices, apply_lora
 from soo_jax.models.gguf_import import atomic_directory
 from soo_jax.models.safetensors_io import SafetensorsFile
 from soo_jax.models.transformer import CausalLM
@@ -42,12 +44,10 @@ def _peft_prefix(path: tuple) -> str:
 def peft_tensors(model: CausalLM) -> dict[str, np.ndarray]:
     """Every attached adapter as PEFT-named float32 arrays."""
     tensors = {}
-    for path, linear in lora_linears(model):
-        if linear.lora is None:
-            continue
-        prefix = _peft_prefix(path)
-        tensors[prefix + ".lora_A.weight"] = np.ascontiguousarray(np.asarray(linear.lora.a[...], np.float32).T)
-        tensors[prefix + ".lora_B.weight"] = np.ascontiguousarray(np.asarray(linear.lora.b[...], np.float32).T)
+    for adapter in adapter_slices(model):
+        prefix = _peft_prefix(adapter.path)
+        tensors[prefix + ".lora_A.weight"] = np.ascontiguousarray(np.asarray(adapter.get("a"), np.float32).T)
+        tensors[prefix + ".lora_B.weight"] = np.ascontiguousarray(np.asarray(adapter.get("b"), np.float32).T)
     if not tensors:
         raise ValueError("the model has no LoRA adapters to export")
     return tensors
@@ -142,18 +142,17 @@ def load_peft_adapter(model: CausalLM, adapter_dir: str | pathlib.Path, *, rngs:
     names = {k.replace(".default.weight", ".weight"): k for k in weights.keys()}
     apply_lora(model, config, rngs=rngs or nnx.Rngs(0))
     used = set()
-    for path, linear in lora_linears(model):
-        if linear.lora is None:
-            continue
-        prefix = _peft_prefix(path)
-        for ours, suffix in ((linear.lora.a, ".lora_A.weight"), (linear.lora.b, ".lora_B.weight")):
+    for adapter in adapter_slices(model):
+        prefix = _peft_prefix(adapter.path)
+        for ours, suffix in (("a", ".lora_A.weight"), ("b", ".lora_B.weight")):
             name = prefix + suffix
             if name not in names:
                 raise KeyError(f"adapter tensor {name!r} is missing from {adapter_dir / ADAPTER_WEIGHTS}")
             value = np.asarray(weights.get(names[name]), np.float32).T
-            if value.shape != tuple(ours.shape):
-                raise ValueError(f"adapter tensor {name!r} has shape {value.T.shape}, expected {tuple(ours.shape)[::-1]}")
-            ours[...] = value.astype(ours.dtype)
+            expected = tuple(adapter.get(ours).shape)
+            if value.shape != expected:
+                raise ValueError(f"adapter tensor {name!r} has shape {value.T.shape}, expected {expected[::-1]}")
+            adapter.set(ours, value)
             used.add(names[name])
     unused = sorted(set(weights.keys()) - used)
     if unused:

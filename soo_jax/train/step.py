@@ -17,7 +17,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from soo_jax.lora import set_dropout
+from soo_jax.lora import lora_linears, set_dropout
 from soo_jax.models.activations import forward_with_activations
 from soo_jax.models.transformer import CausalLM
 from soo_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec, state_shardings
@@ -79,12 +79,13 @@ def _key(path: tuple) -> str:
     return "/".join(str(p) for p in path)
 
 
-def flatten_lora(state: nnx.State) -> LoRAParams:
-    return {_key(path): var.get_value() for path, var in nnx.to_flat_state(state)}
-
-
 class SplitModel:
-    """A model split into its graph, frozen base state and LoRA template (shapes, metadata)."""
+    """A model split into its graph, frozen base state and LoRA template (shapes, metadata).
+
+    The trainable LoRA parameters are a flat dict with one entry per layer and module, named as
+    before the layers were stacked ("layers/3/self_attn/q_proj/lora/a" -> [in, r]): only real
+    adapters are trained and carried by the optimizer, and checkpoints of either layout agree.
+    `lora_state` stacks them back (zeros for layers without an adapter) for the model."""
 
     def __init__(self, model: CausalLM):
         set_dropout(model, True)
@@ -93,14 +94,42 @@ class SplitModel:
             model, nnx.LoRAParam, nnx.RngState, ...)
         set_dropout(model, False)
         self.eval_graphdef = nnx.graphdef(model)
-        self._template = [(path, var) for path, var in nnx.to_flat_state(lora_state)]
+        adapted = {path: linear.lora.adapted_layers for path, linear in lora_linears(model)
+                   if linear.lora is not None}
+        # (state path, variable, adapted layers of a stacked adapter or None)
+        self._template = [(path, var, adapted[path[:-2]]) for path, var in nnx.to_flat_state(lora_state)]
         if not self._template:
             raise ValueError("the model has no LoRA parameters: call soo_jax.lora.apply_lora first")
-        self.initial_lora = flatten_lora(lora_state)
+        self.initial_lora = self.flatten(lora_state)
         self.config = model.config
 
+    @staticmethod
+    def _layer_key(path: tuple, layer: int) -> str:
+        return _key((path[0], layer, *path[1:]))
+
+    def flatten(self, lora_state: nnx.State) -> LoRAParams:
+        """Stacked LoRA state -> the flat per-layer dict."""
+        values = {path: var.get_value() for path, var in nnx.to_flat_state(lora_state)}
+        flat = {}
+        for path, _, layers in self._template:
+            if layers is None:
+                flat[_key(path)] = values[path]
+            else:
+                flat.update({self._layer_key(path, i): values[path][i] for i in layers})
+        return flat
+
     def lora_state(self, lora: LoRAParams) -> nnx.State:
-        return nnx.from_flat_state([(path, var.replace(lora[_key(path)])) for path, var in self._template])
+        """The flat per-layer dict -> the stacked LoRA state of the model."""
+        leaves = []
+        for path, var, layers in self._template:
+            if layers is None:
+                value = lora[_key(path)]
+            else:
+                zeros = jnp.zeros(var.shape[1:], var.dtype)
+                value = jnp.stack([jnp.asarray(lora[self._layer_key(path, i)], var.dtype) if i in layers else zeros
+                                   for i in range(var.shape[0])])
+            leaves.append((path, var.replace(value)))
+        return nnx.from_flat_state(leaves)
 
     def merge(self, lora: LoRAParams, frozen=None, *, training: bool = True) -> CausalLM:
         graphdef = self.graphdef if training else self.eval_graphdef
@@ -109,7 +138,14 @@ class SplitModel:
         return nnx.merge(graphdef, self.lora_state(lora), rng_state, self.frozen if frozen is None else frozen)
 
     def lora_logical_axes(self) -> dict[str, tuple]:
-        return {_key(path): tuple(var.get_metadata()["logical_axes"]) for path, var in self._template}
+        axes = {}
+        for path, var, layers in self._template:
+            names = tuple(var.get_metadata()["logical_axes"])
+            if layers is None:
+                axes[_key(path)] = names
+            else:
+                axes.update({self._layer_key(path, i): names[1:] for i in layers})
+        return axes
 
 
 # --- Loss ----------------------------------------------------------------------------------
@@ -192,7 +228,8 @@ def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax
 
             def loss_of(lora):
                 model = split.merge(lora, frozen)
-                nnx.reseed(model, dropout=jax.random.fold_in(step_key, index))
+                # One key per dropout stream, split over the layers of a stacked one.
+                nnx.reseed(model, dropout=jax.random.fold_in(step_key, index), policy="match_shape")
                 base = None
                 if loss_config.kl_to_base_weight > 0:
                     zero_lora = jax.tree.map(jnp.zeros_like, lora)

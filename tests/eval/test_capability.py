@@ -59,11 +59,11 @@ def test_base_view_is_the_base_model_on_the_tuned_graph(tiny_model, tuned, tiny_
     view = base_view(tuned)
     adapted = [(a, b) for (_, a), (_, b) in zip(lora_linears(view), lora_linears(tuned))
                if b.lora is not None]
-    assert len(adapted) == 4  # q and v in both layers, kept in the view
+    assert len(adapted) == 2  # q and v, stacked over both layers, kept in the view
     assert all(not np.any(a.lora.b[...]) for a, _ in adapted)  # ... with B = 0
     assert all(np.any(b.lora.b[...]) for _, b in adapted)      # the tuned model keeps its B
     assert nnx.split(view)[0] == nnx.split(tuned)[0]  # one graph: compilations are shared
-    kernel = lambda m: m.layers[0].self_attn.q_proj.kernel[...]  # noqa: E731
+    kernel = lambda m: m.layers.self_attn.q_proj.kernel[...]  # noqa: E731  (stacked [L, in, out])
     assert kernel(view).unsafe_buffer_pointer() == kernel(tiny_model).unsafe_buffer_pointer()
     tokens = np.asarray(tiny_tokenizer([PROMPTS[0]])["input_ids"], np.int32)
     np.testing.assert_array_equal(np.asarray(view(tokens)[0]), np.asarray(tiny_model(tokens)[0]))

@@ -2,13 +2,13 @@
 
 import jax
 
-from soo_jax.lora import lora_linears
+from soo_jax.lora import adapter_slices
 
 
 def randomise_lora_b(model, seed: int = 1, scale: float = 0.1):
+    """Every real adapter (one layer of one module) gets its own random B."""
     key = jax.random.key(seed)
-    for _, linear in lora_linears(model):
-        if linear.lora is not None:
-            key, sub = jax.random.split(key)
-            linear.lora.b[...] = scale * jax.random.normal(sub, linear.lora.b.shape)
+    for adapter in adapter_slices(model):
+        key, sub = jax.random.split(key)
+        adapter.set("b", scale * jax.random.normal(sub, adapter.get("b").shape))
     return model

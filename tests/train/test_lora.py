@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 from transformers import LlamaConfig
 
-from soo_jax.lora import LoRAConfig, apply_lora, lora_linears, lora_state, merge_lora, set_dropout
+from soo_jax.lora import LoRAConfig, adapter_slices, apply_lora, lora_linears, lora_state, merge_lora, set_dropout
 from soo_jax.models import build_model, from_hf_config
 from tests.train.lora_fixtures import randomise_lora_b
 
@@ -32,17 +32,20 @@ def test_zero_b_gives_the_base_model_exactly():
 def test_targets_layers_and_init_follow_peft():
     config = LoRAConfig(rank=4, alpha=16, dropout=0.0, targets=("q_proj", "v_proj"), layers=(0, 2))
     model = apply_lora(fresh_model(), config, rngs=nnx.Rngs(1))
-    adapted = {(p[1], linear.site) for p, linear in lora_linears(model) if linear.lora is not None}
+    adapted = {(s.path[1], s.path[-1]) for s in adapter_slices(model)}
     assert adapted == {(0, "q_proj"), (0, "v_proj"), (2, "q_proj"), (2, "v_proj")}
-    for _, linear in lora_linears(model):
-        if linear.lora is None:
-            continue
-        a, b = np.asarray(linear.lora.a[...]), np.asarray(linear.lora.b[...])
-        assert a.shape == (linear.in_features, 4) and b.shape == (4, linear.out_features)
-        assert np.abs(a).max() <= 1 / np.sqrt(linear.in_features) and np.abs(a).max() > 0.5 / np.sqrt(
-            linear.in_features)
+    for adapter in adapter_slices(model):
+        a, b = np.asarray(adapter.get("a")), np.asarray(adapter.get("b"))
+        fan_in = a.shape[0]
+        assert a.shape == (CONFIG.hidden_size, 4) and b.shape[0] == 4
+        assert np.abs(a).max() <= 1 / np.sqrt(fan_in) and np.abs(a).max() > 0.5 / np.sqrt(fan_in)
         assert not b.any()
-        assert linear.lora.scaling == 4.0
+        assert adapter.lora.scaling == 4.0
+    # Stacked over the 3 layers; layer 1 has no adapter: A = B = 0 there, which adds exactly zero.
+    q_lora = model.layers.self_attn.q_proj.lora
+    assert q_lora.a.shape == (3, CONFIG.hidden_size, 4) and q_lora.adapted_layers == (0, 2)
+    assert not np.asarray(q_lora.a[...])[1].any() and not np.asarray(q_lora.b[...])[1].any()
+    assert q_lora.a.get_metadata()["logical_axes"] == ("layers", "embed", "lora_rank")
     assert all(isinstance(v, nnx.LoRAParam) for v in jax.tree.leaves(
         lora_state(model), is_leaf=lambda x: isinstance(x, nnx.Variable)))
 

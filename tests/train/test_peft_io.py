@@ -1,6 +1,7 @@
 """PEFT adapter export/import: our adapter loaded with peft on transformers gives our logits."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from flax import nnx
 
 from soo_jax.lora import LoRAConfig, apply_lora, set_dropout
 from soo_jax.models.loader import from_pretrained
-from soo_jax.train.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter
+from soo_jax.train.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter, read_peft_config
 from tests.train.lora_fixtures import randomise_lora_b
 from tests.train.peft_reference import peft_from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint, torch_forward
@@ -75,3 +76,38 @@ def test_an_invalid_adapter_config_names_its_file(tmp_path):
     (tmp_path / ADAPTER_CONFIG).write_text('{"peft_type": "LORA",')  # cut short
     with pytest.raises(RunDirError, match=rf"{ADAPTER_CONFIG} is not valid JSON"):
         read_peft_config(tmp_path)
+
+
+# Exported by the per-layer model before the decoder layers were stacked (commit f78fc51, issue 16)
+# for make_tiny_checkpoint("llama_tied"): LoRA r=4 on q/v/o/down_proj of layers 0 and 2, random B.
+PRE_SCAN_ADAPTER = pathlib.Path(__file__).parent / "data" / "pre_scan_adapter"
+
+
+def test_an_adapter_exported_before_the_layers_were_stacked_still_loads(tmp_path):
+    from safetensors.numpy import load_file
+
+    torch_model = make_tiny_checkpoint("llama_tied", tmp_path / "base")
+    model = load_peft_adapter(from_pretrained(tmp_path / "base"), PRE_SCAN_ADAPTER)
+    set_dropout(model, False)
+    assert model.layers.self_attn.q_proj.lora.adapted_layers == (0, 2)
+
+    peft_model = peft_from_pretrained(torch_model, PRE_SCAN_ADAPTER)
+    tokens, mask = left_padded_batch(model.config.vocab_size, [9, 6])
+    with torch.no_grad():
+        positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
+        ref = peft_model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                         attention_mask=torch.tensor(mask, dtype=torch.long),
+                         position_ids=torch.tensor(positions, dtype=torch.long)).logits.numpy()
+    base_ref, _ = torch_forward(make_tiny_checkpoint("llama_tied", tmp_path / "again"), tokens, mask)
+    ours, _ = model(tokens, mask)
+    real = mask.astype(bool)
+    assert np.abs(ref[real] - base_ref[real]).max() > 1e-3  # the adapter does something
+    np.testing.assert_allclose(np.asarray(ours)[real], ref[real], rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+    # Exported again from the stacked layers: the same tensor names and values.
+    export_peft_adapter(model, read_peft_config(PRE_SCAN_ADAPTER), tmp_path / "exported")
+    before = load_file(PRE_SCAN_ADAPTER / "adapter_model.safetensors")
+    after = load_file(tmp_path / "exported" / "adapter_model.safetensors")
+    assert sorted(after) == sorted(before) and len(before) == 4 * 2 * 2  # 4 modules x 2 layers x (A, B)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)

@@ -44,6 +44,8 @@ def test_sharded_step_equals_the_single_device_step(results, mesh):
     assert lora and set(lora) == {k for k in sharded if k.startswith("lora:")}
     for name in lora:
         np.testing.assert_allclose(sharded[name], reference[name], atol=LORA_ATOL, rtol=LORA_RTOL, err_msg=name)
+    # The train state holds one LoRA entry per layer and module, named as before the layers were
+    # stacked (the stacked adapters are rebuilt from them inside the step).
     # The comparison means something only if training moved the adapters well beyond the tolerance:
     # B starts at zero, and two Adam steps of 1e-3 move it ~2e-3 where the loss reaches it.
     assert reference["lora:layers/0/self_attn/q_proj/lora/b"].max() > 100 * LORA_ATOL
@@ -62,13 +64,14 @@ def test_every_array_is_on_its_declared_sharding(results, mesh):
     assert len(moments) >= 2 * num_lora  # Adam's mu and nu for every LoRA parameter
     assert report["batch_spec"] == [None, ["data", "fsdp"]]  # microbatch axis whole, rows over data x fsdp
 
-    # The declarations themselves, written out, so a wrong rule would fail here too.
+    # The declarations themselves, written out, so a wrong rule would fail here too. The decoder
+    # layers are stacked [L, ...]; their leading "layers" axis is whole on every device.
     by_name = {s["name"]: s["actual"] for s in specs}
-    assert by_name["layers/0/self_attn/q_proj/kernel"] == ["fsdp", "tensor"]
-    assert by_name["layers/0/self_attn/q_proj/bias"] == ["tensor"]
-    assert by_name["layers/0/self_attn/o_proj/kernel"] == ["tensor", "fsdp"]
-    assert by_name["layers/0/mlp/down_proj/kernel"] == ["tensor", "fsdp"]
-    assert by_name["layers/0/input_layernorm/scale"] == []
+    assert by_name["layers/self_attn/q_proj/kernel"] == [None, "fsdp", "tensor"]
+    assert by_name["layers/self_attn/q_proj/bias"] == [None, "tensor"]
+    assert by_name["layers/self_attn/o_proj/kernel"] == [None, "tensor", "fsdp"]
+    assert by_name["layers/mlp/down_proj/kernel"] == [None, "tensor", "fsdp"]
+    assert by_name["layers/input_layernorm/scale"] == []
     # vocab 97 divides by no axis: the vocabulary dimension stays whole, the width is split.
     assert by_name["embed_tokens/embedding"] == [None, "fsdp"]
     assert by_name["lm_head/kernel"] == ["fsdp"]
@@ -83,10 +86,13 @@ def test_every_array_is_on_its_declared_sharding(results, mesh):
 def test_loader_places_weights_on_their_declared_shardings(results, mesh):
     _, report = results[mesh]
     frozen = [s for s in report["specs"] if s["kind"] == "frozen"]
-    # 3 layers x (q, k, v kernels and biases, o, gate, up, down, 2 norms) + embedding, final norm, head
-    assert len(frozen) == 3 * 12 + 3
+    # stacked layers: (q, k, v kernels and biases, o, gate, up, down, 2 norms) + embedding, final norm, head
+    assert len(frozen) == 12 + 3
     assert all(s["actual"] == s["declared"] and s["mesh_ok"] for s in frozen)
-    assert sum(s["actual"] != [] for s in frozen) > 3 * 9  # sharded, not silently replicated
+    stacked = [s for s in frozen if s["name"].startswith("layers/")]
+    assert all(s["shape"][0] == 3 for s in stacked)  # [L, ...]
+    # sharded, not silently replicated: all but the two stacked norms and the final norm
+    assert sum(s["actual"] != [] for s in frozen) == 12
     assert report["loaded_weights_equal"]
 
 

@@ -151,8 +151,8 @@ def test_non_finite_step_keeps_the_state(tiny):
     state = init_train_state(split, optimizer)
     tokens, mask = pair_batch(split.config.vocab_size)
     bad_frozen = jax.tree.map(lambda x: x, split.frozen)
-    kernel = bad_frozen["layers"][0]["self_attn"]["q_proj"]["kernel"]
-    kernel.set_value(kernel.get_value().at[0, 0].set(jnp.nan))
+    kernel = bad_frozen["layers"]["self_attn"]["q_proj"]["kernel"]  # stacked [L, in, out]
+    kernel.set_value(kernel.get_value().at[0, 0, 0].set(jnp.nan))
     before = jax.tree.map(np.array, state.lora)
     new_state, metrics = step(bad_frozen, state, tokens[None], mask[None])
     assert not bool(metrics["finite"])

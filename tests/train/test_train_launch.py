@@ -128,3 +128,5 @@ def test_unknown_keys_and_bad_values_are_rejected(tiny_model, tmp_path):
         run_training(tiny_config(tiny_model, tmp_path / "y", **{"loss.layers": (9,)}))
     with pytest.raises(ValueError, match=r"mesh \(data=-1, fsdp=1, tensor=3\) cannot use 1 devices"):
         run_training(tiny_config(tiny_model, tmp_path / "z", **{"mesh.tensor": 3}))
+    with pytest.raises(ValueError, match=r"config\.model\.remat: 'some' is not one of"):
+        run_training(tiny_config(tiny_model, tmp_path / "w", **{"model.remat": "some"}))
