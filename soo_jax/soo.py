@@ -3,7 +3,7 @@
 Paper (arXiv v1): D(A_self, A_other) = MSE between the activations at the output of
 `self_attn.o_proj` of one decoder layer, for a self-referencing prompt and its matched
 other-referencing prompt. The paper leaves token alignment and pooling unspecified; following
-the spec's recommendation (paper_spec.md section 1.3) prompts are left-padded to a common length
+our choice (docs/paper_notes.md §1.3) prompts are left-padded to a common length
 (end-aligned, as the authors' tokenizer did) and:
 
     pooling="full": mean over the positions real in BOTH prompts and over hidden dims (default)
@@ -11,7 +11,7 @@ the spec's recommendation (paper_spec.md section 1.3) prompts are left-padded to
     pooling="last": the final token of each prompt
 
 Each pair's value is averaged over pairs. The authors' public code instead used a KL divergence
-between the output distributions (`kl_logits`, section 1.2), kept here to reproduce it.
+between the output distributions (`kl_logits`, docs/paper_notes.md §1.2), kept here to reproduce it.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class LossConfig:
     `microbatch_reduction`: how the microbatches of one optimizer step combine. "mean" averages
     their gradients (the step's gradient is that of one batch of all its pairs); "sum" adds them,
     as the public code did (it called `backward()` on every batch's loss without dividing by its
-    4 accumulation steps, paper_spec.md section 1.2). Logged metrics are per-microbatch means
+    4 accumulation steps, docs/paper_notes.md §1.2). Logged metrics are per-microbatch means
     either way, comparable to the per-batch losses the authors printed."""
 
     objective: Literal["mse", "kl_logits"] = "mse"
