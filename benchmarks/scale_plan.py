@@ -56,6 +56,9 @@ class Row:
     constrain: bool = True  # residual stream pinned to the batch sharding (now always, in CausalLM)
     topology: str | None = None  # a TPU topology ("v5e:8x8") compiled for by libtpu, or CPU devices
     truncate_layers: int | None = None  # keep this many layers, SOO at the last (per-layer slopes)
+    # The layer loop (soo_jax.models.transformer): rows before issue 16 were all "unrolled".
+    layer_loop: str = "scan"  # "scan" | "unrolled"
+    remat: str = "none"
 
     @classmethod
     def parse(cls, text: str, **defaults) -> "Row":
@@ -75,48 +78,35 @@ class Row:
         return (f"{self.model}:{self.data}x{self.fsdp}x{self.tensor}:p{self.pairs_per_shard}"
                 f":t{self.seq_len}:a{self.microbatches}" + (":constrained" if self.constrain else "")
                 + (f":{self.topology}" if self.topology else "")
-                + (f":layers{self.truncate_layers}" if self.truncate_layers else ""))
+                + (f":layers{self.truncate_layers}" if self.truncate_layers else "")
+                + ("" if self.layer_loop == "unrolled" else f":{self.layer_loop}")
+                + ("" if self.remat == "none" else f":remat_{self.remat}"))
 
 
-def plan_row(row: Row) -> dict:
-    """Compiles the step for one row and returns its per-device memory and compile time."""
+def abstract_step(config, recipe, loss, mesh, *, global_pairs: int, seq_len: int, microbatches: int = 1,
+                  dtype="bfloat16", scan_layers: bool = True, remat: str = "none"):
+    """The trainer's jitted step and abstract arguments (`jax.ShapeDtypeStruct`s carrying their
+    NamedShardings) for a model of `config` with no weights: (jitted step, args, split, frozen, state)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
-    from configs.model_shapes import model_config, paper_config
     from soo_jax.lora import apply_lora
     from soo_jax.models import build_model
     from soo_jax.train import config as run_config
-    from soo_jax.train.mesh import MeshConfig, check_global_batch, make_mesh
     from soo_jax.train.step import (SplitModel, TrainState, jit_train_step, make_optimizer, make_train_step,
                                     plan_shardings)
 
-    recipe = paper_config(row.model)
-    loss = run_config.loss_config(recipe)
-    config = model_config(row.model)
-    if row.truncate_layers:
-        n = row.truncate_layers
-        loss = dataclasses.replace(loss, layers=(n - 1,))
-        config = config.replace(num_layers=n, sliding_windows=config.sliding_windows[:n])
-    lora = run_config.lora_config(recipe)
+    dtype = jnp.dtype(dtype)
 
     def abstract_model():
-        return build_model(config, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        return build_model(config, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0), scan_layers=scan_layers,
+                           remat=remat)
 
-    if row.topology:
-        # libtpu compiles for a TPU slice that need not exist: real TPU buffer assignment.
-        from jax.experimental import topologies
-
-        devices = topologies.get_topology_desc(topology_name=row.topology, platform="tpu").devices
-    else:
-        devices = jax.devices()[:row.devices]
-    mesh = make_mesh(MeshConfig(data=row.data, fsdp=row.fsdp, tensor=row.tensor), devices)
-    check_global_batch(mesh, row.global_pairs)
-    started = time.perf_counter()
     # The base is abstract (no weights); the adapters are small and made for real, with a
     # "dropout" stream so that the step's reseed replaces their RNG state with traced keys.
-    model = apply_lora(nnx.eval_shape(abstract_model), lora, rngs=nnx.Rngs(params=1, dropout=2))
+    model = apply_lora(nnx.eval_shape(abstract_model), run_config.lora_config(recipe),
+                       rngs=nnx.Rngs(params=1, dropout=2))
     split = SplitModel(model)
     optimizer = make_optimizer(run_config.optimizer_config(recipe, total_steps=100))
     shardings = plan_shardings(split, optimizer, mesh)
@@ -132,35 +122,81 @@ def plan_row(row: Row) -> dict:
     state = TrainState(step=placed(jax.ShapeDtypeStruct((), jnp.int32), shardings.state.step),
                        lora=lora_params, opt_state=opt_state,
                        dropout_key=placed(jax.ShapeDtypeStruct((2,), jnp.uint32), shardings.state.dropout_key))
-    batch = jax.ShapeDtypeStruct((row.microbatches, 2 * row.global_pairs, row.seq_len), jnp.int32,
-                                 sharding=shardings.batch)
-    setup_s = time.perf_counter() - started
+    batch = jax.ShapeDtypeStruct((microbatches, 2 * global_pairs, seq_len), jnp.int32, sharding=shardings.batch)
+    return jit_train_step(step, shardings), (frozen, state, batch, batch), split, frozen, state
+
+
+def lower_and_compile(jitted, args, mesh) -> tuple:
+    """(compiled, lower seconds, compile seconds) of `jitted` on abstract `args` under `mesh`."""
+    import jax
 
     started = time.perf_counter()
-    if not row.constrain:
-        raise ValueError("the models now always pin activations to the batch sharding under a mesh; "
-                         "rows without it (constrain=False) were measured before that change")
     with jax.set_mesh(mesh):
-        lowered = jit_train_step(step, shardings).lower(frozen, state, batch, batch)
+        lowered = jitted.lower(*args)
     lower_s = time.perf_counter() - started
     started = time.perf_counter()
     compiled = lowered.compile()
-    compile_s = time.perf_counter() - started
+    return compiled, lower_s, time.perf_counter() - started
+
+
+def memory_sizes(compiled) -> dict:
+    """Per-device bytes of a compiled executable, and their total (argument + output - aliased
+    + temp + code)."""
     memory = compiled.memory_analysis()
+    sizes = {name: int(getattr(memory, f"{name}_size_in_bytes")) for name in
+             ("argument", "output", "alias", "temp", "generated_code")}
+    sizes["total"] = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"] + sizes["generated_code"]
+    return sizes
+
+
+def plan_row(row: Row) -> dict:
+    """Compiles the step for one row and returns its per-device memory and compile time."""
+    import jax
+    import jax.numpy as jnp
+
+    from configs.model_shapes import model_config, paper_config
+    from soo_jax.train import config as run_config
+    from soo_jax.train.mesh import MeshConfig, check_global_batch, make_mesh
+
+    recipe = paper_config(row.model)
+    loss = run_config.loss_config(recipe)
+    config = model_config(row.model)
+    if row.truncate_layers:
+        n = row.truncate_layers
+        loss = dataclasses.replace(loss, layers=(n - 1,))
+        config = config.replace(num_layers=n, sliding_windows=config.sliding_windows[:n])
+    lora = run_config.lora_config(recipe)
+
+    if row.topology:
+        # libtpu compiles for a TPU slice that need not exist: real TPU buffer assignment.
+        from jax.experimental import topologies
+
+        devices = topologies.get_topology_desc(topology_name=row.topology, platform="tpu").devices
+    else:
+        devices = jax.devices()[:row.devices]
+    mesh = make_mesh(MeshConfig(data=row.data, fsdp=row.fsdp, tensor=row.tensor), devices)
+    check_global_batch(mesh, row.global_pairs)
+    if not row.constrain:
+        raise ValueError("the models now always pin activations to the batch sharding under a mesh; "
+                         "rows without it (constrain=False) were measured before that change")
+    started = time.perf_counter()
+    jitted, args, split, frozen, state = abstract_step(
+        config, recipe, loss, mesh, global_pairs=row.global_pairs, seq_len=row.seq_len,
+        microbatches=row.microbatches, scan_layers=row.layer_loop == "scan", remat=row.remat)
+    setup_s = time.perf_counter() - started
+    compiled, lower_s, compile_s = lower_and_compile(jitted, args, mesh)
+    sizes = memory_sizes(compiled)
 
     def per_device(tree) -> int:
         return sum(math.prod(x.sharding.shard_shape(x.shape)) * jnp.dtype(x.dtype).itemsize
                    for x in jax.tree.leaves(tree))
 
-    sizes = {name: int(getattr(memory, f"{name}_size_in_bytes")) for name in
-             ("argument", "output", "alias", "temp", "generated_code")}
-    total = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"] + sizes["generated_code"]
     return {
         "key": row.key(), **dataclasses.asdict(row), "devices": row.devices, "global_pairs": row.global_pairs,
         "soo_layer": loss.layers[0], "lora_rank": lora.rank,
         "params_b": sum(math.prod(x.shape) for x in jax.tree.leaves(split.frozen)) / 1e9,
         "frozen_per_device": per_device(frozen), "train_state_per_device": per_device(state),
-        **{f"{k}_bytes": v for k, v in sizes.items()}, "total_bytes": total,
+        **{f"{k}_bytes": v for k, v in sizes.items()},
         "setup_s": round(setup_s, 1), "lower_s": round(lower_s, 1), "compile_s": round(compile_s, 1),
         "backend": row.topology or jax.default_backend(), "jax": jax.__version__,
     }
@@ -170,19 +206,26 @@ def gib(n: float) -> str:
     return f"{n / GIB:.2f}"
 
 
+def loop_name(r: dict) -> str:
+    """How a row ran the layers: "unrolled" (every row before issue 16), "scan", "scan + remat full"."""
+    loop = r.get("layer_loop", "unrolled")
+    return loop + ("" if r.get("remat", "none") == "none" else f" + remat {r['remat']}")
+
+
 def markdown_table(results: list[dict]) -> str:
-    header = ("| model | mesh d×f×t (devices) | global batch (pairs × tokens) | weights | LoRA+Adam | argument | "
+    header = ("| model | layer loop | mesh d×f×t (devices) | global batch (pairs × tokens) | weights | LoRA+Adam | argument | "
               "output | temp | code | **total** | fits " + " / ".join(DEVICE_MEMORY_GIB) + " | compile |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     from configs.model_shapes import PAPER_CONFIG_MODULES
 
     order = {name: i for i, name in enumerate(PAPER_CONFIG_MODULES)}
     for r in sorted(results, key=lambda r: (order[r["model"]], r.get("truncate_layers") or 0, r["devices"],
-                                            r["data"], bool(r.get("constrain")))):
+                                            r["data"], bool(r.get("constrain")), loop_name(r))):
         fits = " / ".join("yes" if r["total_bytes"] <= size * GIB else "no" for size in DEVICE_MEMORY_GIB.values())
         batch = f"{r['global_pairs']} × {r['seq_len']}" + (f" × {r['microbatches']} mb" if r["microbatches"] > 1 else "")
         lines.append(
-            f"| {r['model']} (L{r['soo_layer']}){' +c' if r.get('constrain') else ''} | {r['data']}×{r['fsdp']}×{r['tensor']} ({r['devices']}) | {batch} | "
+            f"| {r['model']} (L{r['soo_layer']}){' +c' if r.get('constrain') else ''} | {loop_name(r)} | "
+            f"{r['data']}×{r['fsdp']}×{r['tensor']} ({r['devices']}) | {batch} | "
             f"{gib(r['frozen_per_device'])} | {r['train_state_per_device'] / 2**20:.1f} MiB | "
             f"{gib(r['argument_bytes'])} | {gib(r['output_bytes'])} | {gib(r['temp_bytes'])} | "
             f"{r['generated_code_bytes'] / 2**20:.1f} MiB | **{gib(r['total_bytes'])}** | {fits} | "
@@ -206,6 +249,8 @@ def main() -> None:
     parser.add_argument("--topology", help="compile for this TPU topology with libtpu (e.g. v5e:8x8) "
                         "instead of simulated CPU devices; libtpu must be importable")
     parser.add_argument("--truncate-layers", type=int, help="keep N layers, SOO layer N-1 (for per-layer slopes)")
+    parser.add_argument("--layer-loop", choices=["scan", "unrolled"], default="scan")
+    parser.add_argument("--remat", default="none", help="remat policy (soo_jax.models.transformer.REMAT_POLICIES)")
     parser.add_argument("--out", type=pathlib.Path, default=REPO_ROOT / "docs" / "scale_plan.jsonl")
     parser.add_argument("--table", type=pathlib.Path, help="print the markdown table of a results file and exit")
     args = parser.parse_args()
@@ -215,7 +260,8 @@ def main() -> None:
 
     rows = [Row.parse(text, pairs_per_shard=args.pairs_per_shard, seq_len=args.seq_len,
                       microbatches=args.microbatches, topology=args.topology,
-                      truncate_layers=args.truncate_layers) for text in args.rows]
+                      truncate_layers=args.truncate_layers, layer_loop=args.layer_loop, remat=args.remat)
+            for text in args.rows]
     too_big = [row.key() for row in rows if row.devices > args.devices and not args.topology]
     if too_big:
         parser.error(f"rows need more than --devices {args.devices}: {too_big}")
