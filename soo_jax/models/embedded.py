@@ -82,7 +82,9 @@ def use_compilation_cache(setting: str) -> Path | None:
 
     directory = cache_root() / "jax_compilation_cache" if setting == "default" else Path(setting)
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Every compilation: with the scanned stack a small model compiles in under JAX's default
+    # one-second threshold (the tiny test model's cache stayed empty), and each costs one small file.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return directory
 
 
