@@ -78,7 +78,6 @@ def scenario_source(eval_config: ml_collections.ConfigDict) -> str:
 
 
 # Settings that never change what an evaluation writes.
-NOT_RESULT_CHANGING = ("eval.out_dir", "eval.progress", "eval.compilation_cache_dir")
 FRESH_HINT = "another --out, or --fresh to move the old results aside"
 ANSWER_LOG = "answers.partial.jsonl"
 
@@ -88,12 +87,9 @@ def evaluation_settings(config: ml_collections.ConfigDict, model_path: str, adap
     """What the results in --out depend on: the evaluation settings, the model, the adapter
     (files by content, so a moved file is the same and a replaced one is not)."""
     from soo_jax import run_dir
+    from soo_jax.eval.config import result_settings
 
-    settings = run_dir.without(run_dir.flatten({"eval": config.eval.to_dict(), "model.dtype": config.model.dtype}),
-                               NOT_RESULT_CHANGING)
-    for key in ("eval.scenarios_file", "eval.combinations_file"):
-        if settings.get(key):
-            settings[key] = f"sha256 {run_dir.file_digest(settings[key])}"
+    settings = {**result_settings(config.eval), "model.dtype": config.model.dtype}
     settings["model.identity"] = run_dir.model_identity(model_path)
     if adapter:
         settings["adapter"] = f"sha256 {run_dir.file_digest(pathlib.Path(adapter) / 'adapter_model.safetensors')}"

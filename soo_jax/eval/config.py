@@ -120,3 +120,19 @@ def resolve_soo_layer(soo_layer: int, num_layers: int) -> int:
     if not 0 <= soo_layer < num_layers:
         raise ValueError(f"soo_layer {soo_layer} out of range for a {num_layers}-layer model")
     return soo_layer
+
+
+# Evaluation settings that never change a result: where results go, progress bars, the compilation cache.
+NOT_RESULT_CHANGING = ("eval.out_dir", "eval.progress", "eval.compilation_cache_dir")
+
+
+def result_settings(eval_config: ml_collections.ConfigDict) -> dict:
+    """The flat `eval.*` settings an evaluation's results depend on, as run manifests compare them:
+    the scenario and combination files by content (a moved file is the same, a replaced one is not)."""
+    from soo_jax import run_dir
+
+    settings = run_dir.without(run_dir.flatten({"eval": eval_config.to_dict()}), NOT_RESULT_CHANGING)
+    for key in ("eval.scenarios_file", "eval.combinations_file"):
+        if settings.get(key):
+            settings[key] = f"sha256 {run_dir.file_digest(settings[key])}"
+    return settings

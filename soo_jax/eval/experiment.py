@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from soo_jax import run_dir
+from soo_jax.eval import config as eval_config_lib
 from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.deception import headline, ordered_conditions
 
@@ -75,8 +76,8 @@ _say = run_dir.say
 
 # Settings that never change a result: where things go, progress bars, the compilation cache.
 NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
-                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "mesh", "eval.out_dir",
-                       "eval.progress", "eval.compilation_cache_dir")
+                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "mesh",
+                       *eval_config_lib.NOT_RESULT_CHANGING)
 FRESH_HINT = "another --out, or --fresh to move the old experiment aside"
 
 
@@ -90,9 +91,7 @@ def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan)
 
 
 def _piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
-    settings = run_dir.without(run_dir.flatten({"eval": eval_config.to_dict()}), NOT_RESULT_CHANGING)
-    if eval_config.scenarios_file:
-        settings["eval.scenarios_file"] = run_dir.file_digest(eval_config.scenarios_file)  # content, not path
+    settings = eval_config_lib.result_settings(eval_config)
     if adapter_dir is not None:
         settings["adapter.sha256"] = run_dir.file_digest(adapter_dir / "adapter_model.safetensors")
     return settings

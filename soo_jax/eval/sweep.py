@@ -205,9 +205,9 @@ def _check_trained_as(train_dir: pathlib.Path, train_config: ml_collections.Conf
 def _asked_settings(config: ml_collections.ConfigDict, n_scenarios: int, authors_file: str) -> dict:
     """What a point's scores depend on beyond its training: how and on what it is asked."""
     from soo_jax import run_dir
+    from soo_jax.eval.config import result_settings
 
-    settings = run_dir.without(run_dir.flatten({"eval": config.eval.to_dict()}),
-                               ("eval.out_dir", "eval.progress", "eval.compilation_cache_dir"))
+    settings = result_settings(config.eval)
     settings["n_scenarios"] = n_scenarios
     settings["authors_file"] = run_dir.file_digest(authors_file) if authors_file else None
     return settings
