@@ -108,19 +108,26 @@ def parse_flags(argv: list[str], *, config_required: bool = True) -> list[str]:
     spec = flag_value(argv, "config")
     if config_required and spec is None:
         fail("--config FILE is required, e.g. --config configs/smollm2.py")
-    debug = "--debug" in argv
     try:
-        if spec is not None:
-            errors = unknown_overrides(load_config_file(spec), argv)
-            if errors:
-                fail(errors[0] + ("" if len(errors) == 1 else f" (and {len(errors) - 1} more)"))
         return flags.FLAGS(argv)
-    except SystemExit:
-        raise
     except Exception as err:  # noqa: BLE001  (a flag or config file error: the message is the point)
-        if debug:
+        if "--debug" in argv:
             raise
-        fail(one_line(err))
+        fail(_explain(err, spec, argv))
+
+
+def _explain(err: Exception, spec: str | None, argv: list[str]) -> str:
+    """The line for a failed parse: an unknown --config.KEY named with the fields that exist
+    (the locked config's own error does not say which argument), else the error itself. The
+    config file is loaded a second time only here, when parsing has already failed."""
+    if spec is not None and any(a.startswith("--config.") for a in argv):
+        try:
+            errors = unknown_overrides(load_config_file(spec), argv)
+        except Exception:  # noqa: BLE001  (the file itself is broken: its own error says more)
+            errors = []
+        if errors:
+            return errors[0] + ("" if len(errors) == 1 else f" (and {len(errors) - 1} more)")
+    return one_line(err)
 
 
 def run(main, *, config_required: bool = True) -> None:
