@@ -18,6 +18,15 @@ from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint, t
 LORA = LoRAConfig(rank=4, alpha=16, dropout=0.2, targets=("q_proj", "v_proj", "o_proj"), layers=(0, 2))
 
 
+
+def peft_logits(peft_model, tokens, mask) -> np.ndarray:
+    """The PEFT model's logits on a left-padded batch, positions counted from each row's first token."""
+    with torch.no_grad():
+        positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
+        return peft_model(input_ids=torch.tensor(tokens, dtype=torch.long),
+                          attention_mask=torch.tensor(mask, dtype=torch.long),
+                          position_ids=torch.tensor(positions, dtype=torch.long)).logits.numpy()
+
 def trained_looking(model):
     return randomise_lora_b(model, seed=3, scale=0.2)
 
@@ -31,11 +40,7 @@ def test_exported_adapter_loads_in_peft_and_matches_our_logits(name, tmp_path):
 
     peft_model = peft_from_pretrained(torch_model, tmp_path / "adapter")
     tokens, mask = left_padded_batch(model.config.vocab_size, [9, 6])
-    with torch.no_grad():
-        positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
-        ref = peft_model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                         attention_mask=torch.tensor(mask, dtype=torch.long),
-                         position_ids=torch.tensor(positions, dtype=torch.long)).logits.numpy()
+    ref = peft_logits(peft_model, tokens, mask)
     base_ref, _ = torch_forward(make_tiny_checkpoint(name, tmp_path / "again"), tokens, mask)
     ours, _ = model(tokens, mask)
     real = mask.astype(bool)
@@ -93,11 +98,7 @@ def test_an_adapter_exported_before_the_layers_were_stacked_still_loads(tmp_path
 
     peft_model = peft_from_pretrained(torch_model, PRE_SCAN_ADAPTER)
     tokens, mask = left_padded_batch(model.config.vocab_size, [9, 6])
-    with torch.no_grad():
-        positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
-        ref = peft_model(input_ids=torch.tensor(tokens, dtype=torch.long),
-                         attention_mask=torch.tensor(mask, dtype=torch.long),
-                         position_ids=torch.tensor(positions, dtype=torch.long)).logits.numpy()
+    ref = peft_logits(peft_model, tokens, mask)
     base_ref, _ = torch_forward(make_tiny_checkpoint("llama_tied", tmp_path / "again"), tokens, mask)
     ours, _ = model(tokens, mask)
     real = mask.astype(bool)
