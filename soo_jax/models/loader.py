@@ -195,22 +195,21 @@ def _on_devices(host: np.ndarray, dtype, sharding) -> jax.Array:
 
 def _stacked_on_devices(layers: list, variable, sharding) -> jax.Array:
     """A stacked parameter [L, ...] filled one layer at a time: `layers[i]()` reads layer i's
-    tensor, which goes to the devices (on the stacked sharding minus its layer axis) and into
-    slice i of the stacked array in place (donated), before layer i + 1 is read."""
+    tensor. Without a mesh the layers are copied into one host buffer of this parameter (one
+    parameter's size, never the model's) and that goes to the device. With one, each layer goes
+    to the devices on the stacked sharding minus its layer axis and into slice i of the stacked
+    array in place (donated) before layer i + 1 is read, so a host holds one layer's slices."""
     shape, dtype = tuple(variable.shape), variable.dtype
-    layer_sharding = None
-    if sharding is not None:
-        layer_sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
-    stack = _zeros(shape, dtype, sharding)
+    if sharding is None:
+        host = np.empty(shape, dtype)
+        for i, read_layer in enumerate(layers):
+            host[i] = read_layer()
+        return jnp.asarray(host)
+    layer_sharding = NamedSharding(sharding.mesh, PartitionSpec(*tuple(sharding.spec)[1:]))
+    stack = jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
     for i, read_layer in enumerate(layers):
         stack = _write_layer(stack, _on_devices(read_layer(), dtype, layer_sharding), jnp.int32(i))
     return stack
-
-
-def _zeros(shape, dtype, sharding) -> jax.Array:
-    if sharding is None:
-        return jnp.zeros(shape, dtype)
-    return jax.jit(lambda: jnp.zeros(shape, dtype), out_shardings=sharding)()
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
