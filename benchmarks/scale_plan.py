@@ -59,6 +59,10 @@ class Row:
     # The layer loop (soo_jax.models.transformer): rows before issue 16 were all "unrolled".
     layer_loop: str = "scan"  # "scan" | "unrolled"
     remat: str = "none"
+    # XLA:CPU upcasts bf16 dot operands to f32 and, in a scan, hoists that convert of the whole
+    # weight stack out of the loop: an f32 copy of every layer's weights in temp that a TPU/GPU
+    # (native bf16 dots) never makes. False compiles without that pass (planning only).
+    cpu_licm: bool = True
 
     @classmethod
     def parse(cls, text: str, **defaults) -> "Row":
@@ -80,7 +84,8 @@ class Row:
                 + (f":{self.topology}" if self.topology else "")
                 + (f":layers{self.truncate_layers}" if self.truncate_layers else "")
                 + ("" if self.layer_loop == "unrolled" else f":{self.layer_loop}")
-                + ("" if self.remat == "none" else f":remat_{self.remat}"))
+                + ("" if self.remat == "none" else f":remat_{self.remat}")
+                + ("" if self.cpu_licm else ":nolicm"))
 
 
 def abstract_step(config, recipe, loss, mesh, *, global_pairs: int, seq_len: int, microbatches: int = 1,
@@ -209,7 +214,8 @@ def gib(n: float) -> str:
 def loop_name(r: dict) -> str:
     """How a row ran the layers: "unrolled" (every row before issue 16), "scan", "scan + remat full"."""
     loop = r.get("layer_loop", "unrolled")
-    return loop + ("" if r.get("remat", "none") == "none" else f" + remat {r['remat']}")
+    return (loop + ("" if r.get("remat", "none") == "none" else f" + remat {r['remat']}")
+            + ("" if r.get("cpu_licm", True) else " (no CPU LICM)"))
 
 
 def markdown_table(results: list[dict]) -> str:
@@ -251,6 +257,9 @@ def main() -> None:
     parser.add_argument("--truncate-layers", type=int, help="keep N layers, SOO layer N-1 (for per-layer slopes)")
     parser.add_argument("--layer-loop", choices=["scan", "unrolled"], default="scan")
     parser.add_argument("--remat", default="none", help="remat policy (soo_jax.models.transformer.REMAT_POLICIES)")
+    parser.add_argument("--no-cpu-licm", action="store_true",
+                        help="compile without XLA's while-loop invariant code motion, which on CPU hoists an f32 "
+                             "copy of the bf16 weight stack out of the layer scan (see Row.cpu_licm)")
     parser.add_argument("--out", type=pathlib.Path, default=REPO_ROOT / "docs" / "scale_plan.jsonl")
     parser.add_argument("--table", type=pathlib.Path, help="print the markdown table of a results file and exit")
     args = parser.parse_args()
@@ -260,13 +269,16 @@ def main() -> None:
 
     rows = [Row.parse(text, pairs_per_shard=args.pairs_per_shard, seq_len=args.seq_len,
                       microbatches=args.microbatches, topology=args.topology,
-                      truncate_layers=args.truncate_layers, layer_loop=args.layer_loop, remat=args.remat)
+                      truncate_layers=args.truncate_layers, layer_loop=args.layer_loop, remat=args.remat,
+                      cpu_licm=not args.no_cpu_licm)
             for text in args.rows]
     too_big = [row.key() for row in rows if row.devices > args.devices and not args.topology]
     if too_big:
         parser.error(f"rows need more than --devices {args.devices}: {too_big}")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={args.devices}")
+                               + f" --xla_force_host_platform_device_count={args.devices}"
+                               + (" --xla_disable_hlo_passes=while-loop-invariant-code-motion"
+                                  if args.no_cpu_licm else ""))
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
     load_at_start = load_average()  # compile times below depend on it

@@ -29,5 +29,8 @@ def get_config():
     c.optimizer.learning_rate = 9e-4
     c.optimizer.eps, c.optimizer.max_grad_norm = 1e-6, 0.0  # the public code's AdamW, unclipped
     c.eval.answer_suffix = ARXIV_ANSWER_SUFFIX_BY_MODEL[MODEL]
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    # docs/scaling.md, "Recommendation": the frozen weights over tensor, the small SOO batch over
+    # data (fsdp would make every data x fsdp shard need a pair), remat per scanned layer.
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 16
+    c.model.remat = "full"
     return finalize(c)

@@ -50,5 +50,7 @@ def get_config():
     c.optimizer.eps, c.optimizer.max_grad_norm, c.optimizer.weight_decay = 1e-6, 0.0, 0.0
     c.eval.chat_template = False
     c.eval.answer_suffix = REPO_ANSWER_SUFFIX
-    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+    # docs/scaling.md, "Recommendation" (as configs/mistral.py).
+    c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 4
+    c.model.remat = "full"
     return finalize(c)

@@ -33,8 +33,11 @@ MESH_AXES = ("data", "fsdp", "tensor")
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     """Axis sizes of the (data, fsdp, tensor) mesh; at most one may be -1, meaning "every device
-    the other axes leave". The default puts every device on fsdp, which for LoRA training of a
-    frozen base is the memory-optimal choice (see docs/scaling.md)."""
+    the other axes leave". The default puts every device on fsdp: with the scanned layers and
+    remat it holds the least per device (one gathered layer at a time), but the global batch
+    must then split over every device. For the paper's models and small SOO batches
+    docs/scaling.md recommends instead, and configs/{mistral,gemma2,calmerys}.py use, the frozen
+    weights over `tensor`, the batch over `data`, fsdp = 1 and model.remat = "full"."""
 
     data: int = 1
     fsdp: int = -1
