@@ -147,9 +147,7 @@ NO_WINDOW = jnp.iinfo(jnp.int32).max  # a per-layer window value meaning "global
 @struct.dataclass
 class LayerCache:
     """The stacked cache [L, B, S, K, E], which layer reads and writes it, and the slot where this
-    call's tokens go. The layer writes its new entries into the stack before it reads its slice
-    back, so XLA can update the stack in place (a read before the write, with no data
-    dependency between them, makes it copy the whole stack once per layer and decode step)."""
+    call's tokens go (see `write_and_read` for how the stack stays in place)."""
 
     keys: Array
     values: Array

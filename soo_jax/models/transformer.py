@@ -221,7 +221,6 @@ class CausalLM(nnx.Module):
             nnx.update(self.layers, rng)
         return x, kv, activations
 
-
     @staticmethod
     def _unrolled_step(step, weights, shared, carry, i: int):
         """Layer i of the Python loop. Its cache is its own one-layer stack, written back into the
