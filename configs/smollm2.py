@@ -6,7 +6,7 @@ README.md ("First real result"), which varied only those two; LoRA r=8 alpha=32 
 text, as the public code trained, while the evaluation renders its prompts through the chat
 template (the eval default, as the paper evaluated): a mix of the public code (raw/raw) and the
 paper (chat/chat), chosen, not swept. The sweep preset `smollm2_recipes`
-(soo_jax/eval/sweep.py) tries chat-template training, the public code's KL objective and the
+(soo_jax/experiments/sweep.py) tries chat-template training, the public code's KL objective and the
 paper's answer suffix at these and the other swept layers.
 """
 

@@ -5,7 +5,7 @@
         --out runs/experiment [--adapters_from runs/other_experiment] [--config.eval.suites=main] \
         [--config.key=value ...]
 
-Writes OUT/results.json and OUT/results.md (see soo_jax/eval/experiment.py for the layout). A
+Writes OUT/results.json and OUT/results.md (see soo_jax/experiments/experiment.py for the layout). A
 rerun resumes; one with other result-changing settings is refused naming each key, unless
 --fresh moves the old OUT aside.
 """
@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
-    from soo_jax.eval.experiment import ExperimentPlan, run_experiment
+    from soo_jax.experiments.experiment import ExperimentPlan, run_experiment
     from soo_jax.eval.runtime import tqdm_progress
 
     config = _CONFIG.value
@@ -43,7 +43,7 @@ def main(argv):
                           scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
                           adapters_from=pathlib.Path(FLAGS.adapters_from).absolute() if FLAGS.adapters_from else None)
     aggregate = run_experiment(config, plan, progress=tqdm_progress(config.eval.progress), fresh=FLAGS.fresh)
-    from soo_jax.eval.experiment import markdown_table
+    from soo_jax.experiments.experiment import markdown_table
 
     print(markdown_table(aggregate))
     print(f"results: {plan.out_dir / 'results.json'}, {plan.out_dir / 'results.md'} "

@@ -4,10 +4,10 @@
         --point "loss.layers=(6,)" --point "loss.layers=(12,);optimizer.learning_rate=1e-3" ...
     python launch/sweep.py --config configs/smollm2.py --preset smollm2   # the README's sweep
     python launch/sweep.py --config configs/smollm2.py --preset smollm2_recipes  # + formatting,
-        # objective and answer suffix (the grid and how it was trimmed: soo_jax/eval/sweep.py)
+        # objective and answer suffix (the grid and how it was trimmed: soo_jax/experiments/sweep.py)
 
 Each --point is one grid point: ';'-separated config overrides. Resumable: finished points are
-reused. Writes OUT/sweep.json and OUT/sweep.md (selection rule in soo_jax/eval/sweep.py).
+reused. Writes OUT/sweep.json and OUT/sweep.md (selection rule in soo_jax/experiments/sweep.py).
 """
 
 import pathlib
@@ -19,12 +19,12 @@ cli.starting("SOO hyperparameter sweep")
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from soo_jax.eval.sweep import PRESETS  # noqa: E402
+from soo_jax.experiments.sweep import PRESETS  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run configuration file (configs/*.py).",
                                           lock_config=True)
 flags.DEFINE_multi_string("point", [], "One grid point: ';'-separated key=value config overrides.")
-flags.DEFINE_enum("preset", None, sorted(PRESETS), "A predefined grid (soo_jax/eval/sweep.py).")
+flags.DEFINE_enum("preset", None, sorted(PRESETS), "A predefined grid (soo_jax/experiments/sweep.py).")
 flags.DEFINE_string("out", "runs/sweep", "Output directory (resumes).")
 flags.DEFINE_integer("n_scenarios", 100, "Held-out burglar scenarios per point (each asked in both room orders).")
 flags.DEFINE_string("scenarios", "", "The authors' scenario file: its tuples are kept out of the held-out set.")
@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
-    from soo_jax.eval.sweep import run_sweep
+    from soo_jax.experiments.sweep import run_sweep
 
     config = _CONFIG.value
     grid = [[o.strip() for o in p.split(";") if o.strip()] for p in FLAGS.point]
@@ -43,7 +43,7 @@ def main(argv):
         cli.fail("give --point KEY=VALUE;... or --preset NAME")
     summary = run_sweep(config, grid, pathlib.Path(FLAGS.out).absolute(), n_scenarios=FLAGS.n_scenarios,
                         authors_file=FLAGS.scenarios, fresh=FLAGS.fresh)
-    from soo_jax.eval.sweep import sweep_table
+    from soo_jax.experiments.sweep import sweep_table
 
     print(sweep_table(summary))
 

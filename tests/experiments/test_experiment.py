@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from soo_jax.eval.experiment import ExperimentPlan, run_experiment
+from soo_jax.experiments.experiment import ExperimentPlan, run_experiment
 from tests.tiny_tokenizer import make_tiny_model_dir
 
 

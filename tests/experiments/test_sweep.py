@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from soo_jax.eval.sweep import apply_overrides, held_out, parse_override, run_sweep
-from tests.eval.test_experiment import tiny_experiment_config
+from soo_jax.experiments.sweep import apply_overrides, held_out, parse_override, run_sweep
+from tests.experiments.test_experiment import tiny_experiment_config
 from tests.tiny_tokenizer import make_tiny_model_dir
 
 
