@@ -43,11 +43,13 @@ def arch_setup(arch: str, num_layers: int | None):
 
         config, recipe, dtype = load_config(resolve_model_path("embedded")), get_config(), "float32"
     elif arch == "mistral-7b":
-        from configs.model_shapes import model_config, paper_config
+        from configs.paper_recipes import paper_config
+        from soo_jax.models.shapes import model_config
 
         config, recipe, dtype = model_config("mistral-7b"), paper_config("mistral-7b"), "bfloat16"
     else:  # a two-layer Mistral for the tests
-        from configs.model_shapes import model_config, paper_config
+        from configs.paper_recipes import paper_config
+        from soo_jax.models.shapes import model_config
 
         config = model_config("mistral-7b").replace(hidden_size=64, intermediate_size=128, num_heads=4,
                                                    num_kv_heads=2, head_dim=16, vocab_size=256)

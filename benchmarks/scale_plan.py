@@ -159,7 +159,8 @@ def plan_row(row: Row) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from configs.model_shapes import model_config, paper_config
+    from configs.paper_recipes import paper_config
+    from soo_jax.models.shapes import model_config
     from soo_jax.train import config as run_config
     from soo_jax.train.mesh import MeshConfig, check_global_batch, make_mesh
 
@@ -222,7 +223,7 @@ def markdown_table(results: list[dict]) -> str:
     header = ("| model | layer loop | mesh d×f×t (devices) | global batch (pairs × tokens) | weights | LoRA+Adam | argument | "
               "output | temp | code | **total** | fits " + " / ".join(DEVICE_MEMORY_GIB) + " | compile |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    from configs.model_shapes import PAPER_CONFIG_MODULES
+    from configs.paper_recipes import PAPER_CONFIG_MODULES
 
     order = {name: i for i, name in enumerate(PAPER_CONFIG_MODULES)}
     for r in sorted(results, key=lambda r: (order[r["model"]], r.get("truncate_layers") or 0, r["devices"],

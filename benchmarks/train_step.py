@@ -68,7 +68,7 @@ def parse_args(argv=None):
 def recipe_config(arch: str):
     """The run config whose LoRA and optimizer settings both sides use."""
     if arch in RANDOM_SHAPES:
-        from configs.model_shapes import paper_config
+        from configs.paper_recipes import paper_config
 
         return paper_config("mistral-7b")
     from configs.smollm2 import get_config

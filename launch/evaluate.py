@@ -18,10 +18,7 @@ import pathlib
 import sys
 import time
 
-if __package__ in (None, ""):  # run as a script: make the checkout importable
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from soo_jax import cli  # noqa: E402
+from soo_jax import cli
 
 if __name__ == "__main__":
     cli.starting("evaluation")

@@ -7,11 +7,8 @@ launch/evaluate.py does: its full prompt with the answer suffix, 75 new tokens, 
 """
 
 import argparse
-import pathlib
 import sys
 import time
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv=None):
@@ -21,9 +18,9 @@ def parse_args(argv=None):
     parser.add_argument("--scenario", action="append", type=int, default=[],
                         help="burglar scenario N of the evaluation's generated set as the prompt (repeatable)")
     parser.add_argument("--adapter", default=None, help="PEFT LoRA adapter directory to apply")
-    parser.add_argument("--max-new-tokens", type=int, default=75)
+    parser.add_argument("--max_new_tokens", type=int, default=75)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--raw", action="store_true", help="continue the raw text instead of a chat turn")

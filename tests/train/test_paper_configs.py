@@ -7,14 +7,15 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import calmerys, gemma2, mistral, mistral_repo
-from configs.model_shapes import PAPER_CONFIG_MODULES, model_config, paper_config
+from configs.paper_recipes import PAPER_CONFIG_MODULES, paper_config
+from soo_jax.models.shapes import model_config
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL, REPO_ANSWER_SUFFIX
 from soo_jax.data.pairs import soo_training_pairs
 from soo_jax.eval.config import resolve_soo_layer
 from soo_jax.train import config as run_config
 from soo_jax.train.loop import Schedule
 
-# (config module, model_shapes name, layer count)
+# (config module, soo_jax.models.shapes name, layer count)
 PAPER = [(mistral, "mistral-7b", 32), (gemma2, "gemma-2-27b", 46), (calmerys, "calmerys-78b", 86)]
 
 

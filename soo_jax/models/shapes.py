@@ -8,9 +8,6 @@ numerics flags matter for planning.
 
 from __future__ import annotations
 
-import importlib
-
-import ml_collections
 import transformers
 
 from soo_jax.models.config import ModelConfig, from_hf_config
@@ -57,19 +54,3 @@ def model_config(name: str) -> ModelConfig:
     if name not in HF_CONFIGS:
         raise KeyError(f"unknown model {name!r}; known: {sorted(HF_CONFIGS)}")
     return from_hf_config(HF_CONFIGS[name]())
-
-
-# Each model's paper recipe lives in its run config, the one source the benchmarks and the scale
-# plan read (no copies that could drift).
-PAPER_CONFIG_MODULES = {
-    "mistral-7b": "configs.mistral",
-    "gemma-2-27b": "configs.gemma2",
-    "calmerys-78b": "configs.calmerys",
-}
-
-
-def paper_config(name: str) -> ml_collections.ConfigDict:
-    """The run config of the paper's recipe for `name` (a key of HF_CONFIGS)."""
-    if name not in PAPER_CONFIG_MODULES:
-        raise KeyError(f"unknown model {name!r}; known: {sorted(PAPER_CONFIG_MODULES)}")
-    return importlib.import_module(PAPER_CONFIG_MODULES[name]).get_config()
