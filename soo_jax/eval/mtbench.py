@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from soo_jax import run_dir
+
 __all__ = [
     "CATEGORY_TEMPERATURE", "DEFAULT_TEMPERATURE", "GREEDY_BELOW", "MTBenchQuestion",
     "ChatFunction", "temperature_for", "load_questions", "answered_question_ids",
@@ -180,12 +182,7 @@ def reorganise_answer_file(answer_file: str | os.PathLike) -> None:
                 row = json.loads(line)
                 latest[(row.get("model_id"), row["question_id"])] = line
     ordered = sorted(latest.items(), key=lambda item: (str(item[0][0]), _id_sort_key(item[0][1])))
-    tmp = f"{answer_file}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(line for _, line in ordered)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, answer_file)
+    run_dir.atomic_write_text(answer_file, "".join(line for _, line in ordered).encode("utf-8"))
 
 
 def _id_sort_key(question_id: int | str) -> tuple:
