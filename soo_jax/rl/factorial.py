@@ -25,7 +25,7 @@ from ml_collections import ConfigDict
 
 from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment
+from soo_jax.rl import experiment, stages
 
 # An unfinished baseline whose files changed this recently, in a workdir nobody holds the lock
 # of, is taken to be in training by a launch/rl.py from before workdir locks: not touched.
@@ -63,9 +63,9 @@ def _refuse_if_written_by_an_unlocked_process(directory: pathlib.Path) -> None:
 def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
     """A finished baseline is checked (read-only) and reused; a missing one is trained in the
     baseline workdir. Returns the baseline's done.json."""
-    directory = experiment.stage_dir(config, stage).absolute()
-    if experiment.is_finished(directory):
-        info = experiment.check_finished_stage(config, stage)
+    directory = stages.stage_dir(config, stage).absolute()
+    if stages.is_finished(directory):
+        info = stages.check_finished_stage(config, stage)
         log(f"[{stage}] reusing the finished baseline in {directory} "
             f"({info.get('wall_time_s', float('nan')) / 60:.1f} min, commit {info.get('commit')})")
         return info
@@ -74,7 +74,7 @@ def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
     log(f"[{stage}] no finished baseline in {directory}; training it there")
     with run_dir.DirLock(directory.parent, enabled=not own):
         experiment.run_training_stage(config, stage, log=log)
-    return experiment.check_finished_stage(config, stage)
+    return stages.check_finished_stage(config, stage)
 
 
 def run(config: ConfigDict, log=functools.partial(print, flush=True), *, fresh: bool = False) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from configs import rl_tiny
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment
+from soo_jax.rl import experiment, stages
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -54,14 +54,14 @@ def test_interrupted_stage_resumes_to_the_same_result(tmp_path):
     experiment.run_training_stage(config, "deceptive", log=logs.append)
     stage = tmp_path / "deceptive"
     assert (stage / "done.json").exists()
-    finished = experiment.load_agents(config, "deceptive")
+    finished = stages.load_agents(config, "deceptive")
     # A crash after the mid-stage checkpoint: the final result and marker never got written.
     shutil.rmtree(stage / "final")
     (stage / "done.json").unlink()
     logs.clear()
     experiment.run_training_stage(config, "deceptive", log=logs.append)
     assert any("resuming at episode 4/8" in line for line in logs), logs
-    resumed = experiment.load_agents(config, "deceptive")
+    resumed = stages.load_agents(config, "deceptive")
     jax.tree.map(np.testing.assert_array_equal, resumed, finished)
     # A finished stage is skipped.
     logs.clear()
@@ -85,7 +85,7 @@ def test_a_final_checkpoint_without_its_marker_is_completed_not_retrained(tmp_pa
     config = tiny(tmp_path)
     experiment.run_training_stage(config, "deceptive", log=logs.append)
     stage = tmp_path / "deceptive"
-    finished = experiment.load_agents(config, "deceptive")
+    finished = stages.load_agents(config, "deceptive")
     (stage / "done.json").rename(stage / "done.pending.json")  # the state a kill leaves now
     logs.clear()
     experiment.run_training_stage(config, "deceptive", log=logs.append)
@@ -95,7 +95,7 @@ def test_a_final_checkpoint_without_its_marker_is_completed_not_retrained(tmp_pa
     logs.clear()
     experiment.run_training_stage(config, "deceptive", log=logs.append)
     assert any("resuming at episode 4/8" in line for line in logs) and (stage / "done.json").exists()
-    jax.tree.map(np.testing.assert_array_equal, experiment.load_agents(config, "deceptive"), finished)
+    jax.tree.map(np.testing.assert_array_equal, stages.load_agents(config, "deceptive"), finished)
 
 
 def test_a_changed_setting_is_refused_per_stage_naming_the_key(tmp_path):
