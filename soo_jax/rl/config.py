@@ -135,6 +135,21 @@ def validate_arms(config: ConfigDict) -> None:
                      f"{arm.twin!r} has {factor}={twin[factor]!r}, the arm {arm[factor]!r}")
 
 
+def arm_order(config: ConfigDict) -> list[str]:
+    """Arms in run order: each twin followed by the SOO arms paired with it, then the rest."""
+    arms = config.arms
+    order = []
+    for twin in arms:
+        paired = [name for name in arms if arms[name].loss == "soo" and arms[name].twin == twin]
+        if paired:
+            order += [twin] + paired
+    return order + [name for name in arms if name not in order]
+
+
+def soo_arms(config: ConfigDict) -> list[str]:
+    return [name for name in config.arms if config.arms[name].loss == "soo"]
+
+
 def maddpg_hyper(config: ConfigDict) -> MADDPGHyper:
     fields = dict(config.maddpg)
     return MADDPGHyper(episode_length=config.env.episode_length, **fields)

@@ -32,8 +32,8 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from soo_jax.rl import evaluate, metrics, plots, stats
+from soo_jax.rl.config import arm_order, soo_arms
 from soo_jax.rl.env import ADVERSARY, BLUE
-from soo_jax.rl.factorial import arm_order, soo_arms
 from soo_jax.rl.stages import format_duration, is_finished, load_agents, short_commit, stage_dir
 from soo_jax.run_dir import atomic_write_json, read_json
 

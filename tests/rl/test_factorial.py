@@ -13,7 +13,7 @@ import pytest
 from configs import rl_deception, rl_factorial, rl_tiny
 from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment, factorial, stages
+from soo_jax.rl import factorial, stages, training
 from soo_jax.rl.env import BLUE
 from soo_jax.rl.maddpg.train import make_train_chunk, unalias
 
@@ -41,7 +41,7 @@ def tiny_deception(workdir):
 def baselines(tmp_path_factory):
     """configs/rl_tiny.py's deceptive baseline, as configs/rl_deception.py would leave it."""
     base = tmp_path_factory.mktemp("rl_deception")
-    experiment.run_training_stage(tiny_deception(base), "deceptive", log=QUIET)
+    training.run_training_stage(tiny_deception(base), "deceptive", log=QUIET)
     return base
 
 
@@ -67,7 +67,7 @@ def test_the_factorial_arms_and_their_twins():
         "none", "honest", "baseline")
     assert (arms.scratch_deceptive.loss, arms.scratch_deceptive.reward, arms.scratch_deceptive.init) == (
         "none", "deceptive", "scratch")
-    order = factorial.arm_order(config)
+    order = config_lib.arm_order(config)
     assert sorted(order) == sorted(arms) and order.index("cap_mse_scratch") < order.index("soo_action_mse_scratch")
     assert config.finetune.n_episodes == 10_000 and tuple(config.seeds) == rl_deception.SEEDS
 
@@ -160,7 +160,7 @@ def test_finished_baselines_are_reused_without_writing_there(baselines, tmp_path
         config = tiny_factorial(tmp_path / "f", base)
         factorial.ensure_baseline(config, "deceptive", logs.append)
         assert any("reusing the finished baseline" in line for line in logs), logs
-        state = experiment._initial_state(config, "soo_hidden_mse_baseline")()  # loads it
+        state = training.initial_state(config, "soo_hidden_mse_baseline")()  # loads it
         jax.tree.map(np.testing.assert_array_equal, state.agents,
                      stages.load_agents(tiny_deception(baselines), "deceptive"))
         assert snapshot(base) == before
@@ -169,7 +169,7 @@ def test_finished_baselines_are_reused_without_writing_there(baselines, tmp_path
     with pytest.raises(run_dir.RunDirError, match=r"maddpg\.lr: 0\.003 -> 0\.001"):
         factorial.ensure_baseline(changed, "deceptive", QUIET)
     with pytest.raises(run_dir.RunDirError, match=r"maddpg\.lr"):  # nor does an arm start from it
-        experiment._initial_state(changed, "cap_mse_baseline")
+        training.initial_state(changed, "cap_mse_baseline")
 
 
 def test_an_unfinished_baseline_being_written_without_a_lock_is_left_alone(tmp_path):
@@ -182,7 +182,7 @@ def test_an_unfinished_baseline_being_written_without_a_lock_is_left_alone(tmp_p
 
 
 def _one_chunk(config, stage):
-    init = experiment._initial_state(config, stage)
+    init = training.initial_state(config, stage)
     state = jax.device_put(unalias(jax.jit(init)()), jax.devices()[0])
     r = stages.recipe(config, stage)
     chunk = make_train_chunk(config_lib.maddpg_hyper(config), config.chunk_episodes, r.soo)
@@ -215,10 +215,10 @@ def test_twins_share_init_resets_noise_and_minibatches(baselines, tmp_path, init
 
 def test_the_default_arm_is_rl_deceptions_soo_stage_bit_for_bit(baselines, tmp_path):
     config = tiny_factorial(tmp_path / "f", baselines)
-    experiment.run_training_stage(config, "soo_hidden_mse_baseline", log=QUIET)
+    training.run_training_stage(config, "soo_hidden_mse_baseline", log=QUIET)
     deception = tiny_deception(tmp_path / "d")
     shutil.copytree(baselines / "deceptive", tmp_path / "d" / "deceptive")
-    experiment.run_training_stage(deception, "soo", log=QUIET)
+    training.run_training_stage(deception, "soo", log=QUIET)
     jax.tree.map(np.testing.assert_array_equal, stages.load_agents(config, "soo_hidden_mse_baseline"),
                  stages.load_agents(deception, "soo"))
 
