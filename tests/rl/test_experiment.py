@@ -1,5 +1,6 @@
 """The experiment driver: config validation, checkpoints, resume after a crash, CLI errors."""
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -14,6 +15,9 @@ from soo_jax.rl import config as config_lib
 from soo_jax.rl import stages, training
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# launch/rl.py run with this checkout's soo_jax (the configs import it), not another installed one.
+LAUNCH_ENV = {**os.environ,
+              "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def tiny(tmp_path, **overrides):
@@ -72,7 +76,7 @@ def test_interrupted_stage_resumes_to_the_same_result(tmp_path):
 def test_cli_rejects_unknown_config_key():
     result = subprocess.run(
         [sys.executable, "launch/rl.py", "--config", "configs/rl_tiny.py", "--config.nokey=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=LAUNCH_ENV, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: unknown config key 'nokey'" in result.stderr
@@ -125,7 +129,8 @@ def test_sigterm_saves_the_current_chunk_and_exits_nonzero(tmp_path):
     workdir = tmp_path / "rl"
     args = [sys.executable, "launch/rl.py", "--config", "configs/rl_tiny.py", "--config.stage=deceptive",
             f"--config.workdir={workdir}", "--config.baseline.n_episodes=40", "--config.checkpoint_every_chunks=1000"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=REPO, env=LAUNCH_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 240
     while not (workdir / "deceptive" / "manifest.json").exists() or not any(
             "ep 8/40" in line for line in [proc.stdout.readline()]):

@@ -69,7 +69,7 @@ def test_the_factorial_arms_and_their_twins():
         "none", "deceptive", "scratch")
     order = config_lib.arm_order(config)
     assert sorted(order) == sorted(arms) and order.index("cap_mse_scratch") < order.index("soo_action_mse_scratch")
-    assert config.finetune.n_episodes == 10_000 and tuple(config.seeds) == rl_deception.SEEDS
+    assert config.finetune.n_episodes == 10_000 and tuple(config.seeds) == config_lib.PAPER_SEEDS
 
 
 @pytest.mark.parametrize("key,value,message", [
