@@ -166,11 +166,11 @@ def _load_config(path: str):
 def profile_chunk(config_path: str, episodes: int | None, repeats: int) -> dict:
     """Times one baseline training chunk of `config_path` and its parts (see the module doc)."""
     from soo_jax.rl import config as config_lib  # noqa: PLC0415
-    from soo_jax.rl.experiment import stage_keys  # noqa: PLC0415
     from soo_jax.rl.maddpg.buffer import sample  # noqa: PLC0415
     from soo_jax.rl.maddpg.core import update_round  # noqa: PLC0415
     from soo_jax.rl.maddpg.train import (  # noqa: PLC0415
         init_train_state, make_env_step, make_train_chunk, unalias)
+    from soo_jax.rl.stages import stage_keys  # noqa: PLC0415
 
     config = _load_config(config_path)
     hyper = config_lib.maddpg_hyper(config)

@@ -25,34 +25,13 @@ baseline length), so its two 40,000-episode baselines are reused from `baseline_
 Every arm is on key stream 1, the stream of configs/rl_deception.py's soo and capability stages:
 soo_hidden_mse_baseline and cap_mse_baseline are those stages bit for bit, and all arms of a
 seed see the same resets, exploration noise and minibatch indices (common random numbers).
+
+The values are `soo_jax.rl.config.factorial_config()`'s.
 """
 
 from ml_collections import ConfigDict
 
-from configs import rl_deception, rl_tiny
-
-FINETUNE_STREAM = 1
-
-
-def arm(loss, *, soo_target="hidden", log_mse=False, init="baseline", reward="deceptive", twin="",
-        stream=FINETUNE_STREAM) -> ConfigDict:
-    return ConfigDict({"loss": loss, "soo_target": soo_target, "log_mse": log_mse, "init": init,
-                       "reward": reward, "twin": twin, "stream": stream})
-
-
-def factorial_arms() -> ConfigDict:
-    arms = ConfigDict()
-    for init in ("baseline", "scratch"):
-        for log_mse in (False, True):
-            form = "logmse" if log_mse else "mse"
-            twin = f"cap_{form}_{init}"
-            arms[twin] = arm("capability", log_mse=log_mse, init=init)
-            for target in ("hidden", "action"):
-                arms[f"soo_{target}_{form}_{init}"] = arm("soo", soo_target=target, log_mse=log_mse,
-                                                          init=init, twin=twin)
-    arms.honest_finetune = arm("none", reward="honest")
-    arms.scratch_deceptive = arm("none", init="scratch")
-    return arms
+from soo_jax.rl import config as config_lib
 
 
 def get_config(variant: str = "") -> ConfigDict:
@@ -60,15 +39,4 @@ def get_config(variant: str = "") -> ConfigDict:
     tests and smoke runs."""
     if variant not in ("", "tiny"):
         raise ValueError(f"unknown variant {variant!r}; '' or 'tiny'")
-    config = rl_tiny.get_config() if variant == "tiny" else rl_deception.get_config()
-    config.workdir = "runs/rl_factorial_tiny" if variant == "tiny" else "runs/rl_factorial"
-    # Where the deceptive and honest baselines are (configs/rl_deception.py's workdir).
-    config.baseline_workdir = "runs/rl_tiny" if variant == "tiny" else "runs/rl_deception"
-    # all | deceptive | honest | <arm name> | evaluate
-    config.stage = "all"
-    config.arms = factorial_arms()
-    # The paper's view: the authors' 8 seeds are evaluation seeds of one trained model per
-    # condition. Each training seed's threshold episodes are split into this many evaluation
-    # seeds to show how often a single training run would have reproduced their figure.
-    config.evaluate.paper_view_eval_seeds = 8 if variant == "" else 3
-    return config
+    return config_lib.factorial_config(tiny=variant == "tiny")

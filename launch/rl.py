@@ -8,15 +8,9 @@ refused (naming each key) unless --fresh moves the old workdir aside. SIGINT/SIG
 current chunk and exit; rerun the same command to resume.
 """
 
-import pathlib
-import sys
-
 from soo_jax import cli
 
 cli.starting("physical-deception RL experiment")
-
-# configs/rl_tiny.py imports configs/rl_deception.py: the checkout's root must be importable.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from absl import flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402

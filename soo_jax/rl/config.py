@@ -1,4 +1,6 @@
-"""From the ml-collections experiment config to the typed objects the jitted code takes."""
+"""The RL experiment's ml-collections config: the configs the experiments start from
+(`base_config`, `tiny_config`, `factorial_config`; configs/rl_*.py return them), their
+validation, and from them the typed objects the jitted code takes."""
 
 from __future__ import annotations
 
@@ -24,6 +26,152 @@ ADDED_DEFAULTS = {"finetune.soo_target": "hidden", "finetune.init": "baseline",
 
 class ConfigError(ValueError):
     pass
+
+
+# The experiment configs (configs/rl_deception.py, rl_tiny.py and rl_factorial.py return these).
+# The authors' 8 seeds.
+PAPER_SEEDS = (155, 714, 1908, 1549, 1195, 1812, 542, 2844)
+
+
+def base_config() -> ConfigDict:
+    """The paper's experiment (configs/rl_deception.py): values follow docs/paper_notes.md §5 and
+    §5.2 (the authors' train.py defaults and README commands)."""
+    config = ConfigDict()
+    config.workdir = "runs/rl_deception"
+    # all | deceptive | honest | soo | capability | random | evaluate
+    config.stage = "all"
+    config.seeds = PAPER_SEEDS
+    config.chunk_episodes = 100  # episodes per compiled chunk (progress line granularity)
+    config.checkpoint_every_chunks = 40  # in-stage checkpoints (full state incl. replay buffer)
+    config.log_every_chunks = 5
+
+    config.env = ConfigDict()
+    config.env.episode_length = 50
+    config.env.trap_check_at_reset = True  # faithful: reset runs the observation callbacks
+    config.env.bookkeeping_origin = "origin"  # faithful; "spawn" starts movement bookkeeping at p0
+
+    config.maddpg = ConfigDict()
+    config.maddpg.hidden_dim = 64
+    config.maddpg.lr = 0.01
+    config.maddpg.gamma = 0.95
+    config.maddpg.tau = 0.01
+    config.maddpg.grad_clip = 0.5
+    config.maddpg.actor_output_penalty = 1e-3
+    config.maddpg.batch_size = 1024
+    config.maddpg.buffer_size = 1_000_000
+    config.maddpg.steps_per_update = 100
+    config.maddpg.init_noise_scale = 0.3
+    config.maddpg.final_noise_scale = 0.0
+    config.maddpg.n_exploration_episodes = 25_000
+    config.maddpg.ou_theta = 0.15
+    config.maddpg.ou_sigma = 0.2
+    config.maddpg.ou_mu = 0.0
+    config.maddpg.ou_draws_per_step = 3  # faithful (3 policy calls per step); 1 = consistent
+    config.maddpg.buffer_action_scale = 5.0  # faithful (x5 in place); 1.0 = consistent
+
+    config.baseline = ConfigDict()
+    config.baseline.n_episodes = 40_000
+
+    config.finetune = ConfigDict()
+    config.finetune.n_episodes = 10_000
+    config.finetune.soo_weight = 1.0
+    config.finetune.capability_weight = 1.0
+    config.finetune.log_mse = False  # True: the authors' log(MSE + 1e-25) for both terms
+    config.finetune.mode = "minibatch"  # or "last_step" (the authors' train.py)
+    config.finetune.sight_radius = 0.125
+    config.finetune.position_clip = 0.9
+    # What the SOO term compares: "hidden" = concat(h1, h2) (the authors' evaluation scripts),
+    # "action" = the blue agent's actions (the branch their train.py runs).
+    config.finetune.soo_target = "hidden"
+    # "baseline": start from the deceptive baseline (their older fine-tune-parallel.py, --load);
+    # "scratch": fresh networks (their README command has no --load).
+    config.finetune.init = "baseline"
+    config.finetune.reward = "deceptive"  # the reward fine-tuning trains on (README)
+
+    config.evaluate = ConfigDict()
+    config.evaluate.threshold_episodes = 1000  # per seed and condition (not given by the authors)
+    config.evaluate.grid_size = 100
+    config.evaluate.classification_eval_seeds = 10
+    config.evaluate.classification_episode_counts = (1,) + tuple(range(100, 1600, 100))
+    config.evaluate.classification_sight_radius = 0.1
+    config.evaluate.episode_batch = 500  # episodes rolled out in parallel per seed
+    return config
+
+
+def tiny_config() -> ConfigDict:
+    """base_config() at one-minute sizes (configs/rl_tiny.py): small networks, frequent updates and
+    a lower learning rate, so that 400 episodes learn (tests/rl/test_learning.py); the consistent
+    variants of the authors' two quirks (one OU draw per step, unscaled actions in the buffer)."""
+    config = base_config()
+    config.workdir = "runs/rl_tiny"
+    config.seeds = (0, 1, 2, 3)
+    config.chunk_episodes = 4
+    config.checkpoint_every_chunks = 2
+    config.log_every_chunks = 1
+    config.env.episode_length = 25
+    config.maddpg.lr = 3e-3
+    config.maddpg.hidden_dim = 32
+    config.maddpg.batch_size = 64
+    config.maddpg.buffer_size = 20_000
+    config.maddpg.steps_per_update = 2
+    config.maddpg.n_exploration_episodes = 400
+    config.maddpg.ou_draws_per_step = 1
+    config.maddpg.buffer_action_scale = 1.0
+    config.baseline.n_episodes = 8
+    config.finetune.n_episodes = 8
+    config.evaluate.threshold_episodes = 6
+    config.evaluate.grid_size = 11
+    config.evaluate.classification_eval_seeds = 3
+    config.evaluate.classification_episode_counts = (1, 2, 4)
+    config.evaluate.episode_batch = 3
+    return config
+
+
+# The key stream of every factorial arm: the stream of base_config()'s soo and capability stages
+# (soo_jax/rl/stages.py), so that soo_hidden_mse_baseline and cap_mse_baseline are those stages
+# bit for bit and all arms of a seed share resets, noise and minibatches.
+FINETUNE_STREAM = 1
+
+
+def arm(loss, *, soo_target="hidden", log_mse=False, init="baseline", reward="deceptive", twin="",
+        stream=FINETUNE_STREAM) -> ConfigDict:
+    """One factorial arm (see configs/rl_factorial.py and ARM_KEYS)."""
+    return ConfigDict({"loss": loss, "soo_target": soo_target, "log_mse": log_mse, "init": init,
+                       "reward": reward, "twin": twin, "stream": stream})
+
+
+def factorial_arms() -> ConfigDict:
+    """The factorial's arms: each SOO arm (target x loss form x init) with its capability-only
+    twin, the honest fine-tuning control and the from-scratch deceptive control."""
+    arms = ConfigDict()
+    for init in ("baseline", "scratch"):
+        for log_mse in (False, True):
+            form = "logmse" if log_mse else "mse"
+            twin = f"cap_{form}_{init}"
+            arms[twin] = arm("capability", log_mse=log_mse, init=init)
+            for target in ("hidden", "action"):
+                arms[f"soo_{target}_{form}_{init}"] = arm("soo", soo_target=target, log_mse=log_mse,
+                                                          init=init, twin=twin)
+    arms.honest_finetune = arm("none", reward="honest")
+    arms.scratch_deceptive = arm("none", init="scratch")
+    return arms
+
+
+def factorial_config(tiny: bool = False) -> ConfigDict:
+    """configs/rl_factorial.py: base_config() (or, `tiny`, tiny_config()) with the factorial's
+    arms, its own workdir, the baselines' workdir and the paper-view evaluation seeds."""
+    config = tiny_config() if tiny else base_config()
+    config.workdir = "runs/rl_factorial_tiny" if tiny else "runs/rl_factorial"
+    # Where the deceptive and honest baselines are (configs/rl_deception.py's workdir).
+    config.baseline_workdir = "runs/rl_tiny" if tiny else "runs/rl_deception"
+    # all | deceptive | honest | <arm name> | evaluate
+    config.stage = "all"
+    config.arms = factorial_arms()
+    # The paper's view: the authors' 8 seeds are evaluation seeds of one trained model per
+    # condition. Each training seed's threshold episodes are split into this many evaluation
+    # seeds to show how often a single training run would have reproduced their figure.
+    config.evaluate.paper_view_eval_seeds = 3 if tiny else 8
+    return config
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -133,6 +281,21 @@ def validate_arms(config: ConfigDict) -> None:
         for factor in ("init", "log_mse", "reward", "stream"):
             _require(twin[factor] == arm[factor], f"{key}.twin",
                      f"{arm.twin!r} has {factor}={twin[factor]!r}, the arm {arm[factor]!r}")
+
+
+def arm_order(config: ConfigDict) -> list[str]:
+    """Arms in run order: each twin followed by the SOO arms paired with it, then the rest."""
+    arms = config.arms
+    order = []
+    for twin in arms:
+        paired = [name for name in arms if arms[name].loss == "soo" and arms[name].twin == twin]
+        if paired:
+            order += [twin] + paired
+    return order + [name for name in arms if name not in order]
+
+
+def soo_arms(config: ConfigDict) -> list[str]:
+    return [name for name in config.arms if config.arms[name].loss == "soo"]
 
 
 def maddpg_hyper(config: ConfigDict) -> MADDPGHyper:

@@ -16,9 +16,9 @@ from ml_collections import ConfigDict
 from soo_jax.rl import config as config_lib
 from soo_jax.rl import metrics, plots
 from soo_jax.rl.checkpoints import StageCheckpoints
-from soo_jax.rl.experiment import _fmt_time, claim_stage, git_commit, load_agents, stage_dir
-from soo_jax.run_dir import atomic_write_json, read_json
 from soo_jax.rl.rollouts import make_evaluator
+from soo_jax.rl.stages import claim_stage, format_duration, load_agents, short_commit, stage_dir
+from soo_jax.run_dir import atomic_write_json, read_json
 
 CONDITIONS = ("deceptive", "soo", "honest", "capability", "random")
 PAIRS = (("soo", "honest"), ("soo", "deceptive"), ("honest", "deceptive"),
@@ -151,7 +151,7 @@ def _markdown(results: dict) -> str:
                                   for a in c["soo_finetuned_vs_deceptive_accuracy_mean"]) + " |")
     lines += ["", "| stage | wall time | device | commit |", "|---|---|---|---|"]
     for stage, info in results["stages"].items():
-        lines.append(f"| {stage} | {_fmt_time(info['wall_time_s'])} | {info['device']} | "
+        lines.append(f"| {stage} | {format_duration(info['wall_time_s'])} | {info['device']} | "
                      f"{info['commit']} |")
     return "\n".join(lines) + "\n"
 
@@ -203,11 +203,11 @@ def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=
         "classification": classification,
         "stages": stages,
         "evaluate_wall_time_s": time.time() - start,
-        "evaluate_commit": git_commit(),
+        "evaluate_commit": short_commit(),
         "figures": figures,
     }
     (out_dir / "results.md").write_text(_markdown(results))
     atomic_write_json(done, results)  # last: marks the stage finished
-    log(f"[evaluate] done in {_fmt_time(time.time() - start)}; results in {out_dir}")
+    log(f"[evaluate] done in {format_duration(time.time() - start)}; results in {out_dir}")
     log(_markdown(results))
     return results

@@ -3,7 +3,7 @@ authors never released moves the blue agent's behaviour, and by more than its co
 
 Layout. Each arm is a training stage of its own, `<workdir>/<arm>/` (manifest, checkpoints,
 history; resumable and skipped when finished, exactly as configs/rl_deception.py's stages), run
-by `experiment.run_training_stage`. The two 40,000-episode baselines are configs/rl_deception.py's,
+by `training.run_training_stage`. The two 40,000-episode baselines are configs/rl_deception.py's,
 read from `<baseline_workdir>/{deceptive,honest}/`: a finished one is checked against the
 settings this config needs from it (seeds, env, maddpg, chunking, baseline; never a fine-tuning
 key) without writing anything there, and used as is; a missing one is trained there, under that
@@ -25,26 +25,11 @@ from ml_collections import ConfigDict
 
 from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment
+from soo_jax.rl import factorial_evaluate, stages, training
 
 # An unfinished baseline whose files changed this recently, in a workdir nobody holds the lock
 # of, is taken to be in training by a launch/rl.py from before workdir locks: not touched.
 RECENT_WRITE_S = 30 * 60
-
-
-def arm_order(config: ConfigDict) -> list[str]:
-    """Arms in run order: each twin followed by the SOO arms paired with it, then the rest."""
-    arms = config.arms
-    order = []
-    for twin in arms:
-        paired = [name for name in arms if arms[name].loss == "soo" and arms[name].twin == twin]
-        if paired:
-            order += [twin] + paired
-    return order + [name for name in arms if name not in order]
-
-
-def soo_arms(config: ConfigDict) -> list[str]:
-    return [name for name in config.arms if config.arms[name].loss == "soo"]
 
 
 def _refuse_if_written_by_an_unlocked_process(directory: pathlib.Path) -> None:
@@ -63,9 +48,9 @@ def _refuse_if_written_by_an_unlocked_process(directory: pathlib.Path) -> None:
 def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
     """A finished baseline is checked (read-only) and reused; a missing one is trained in the
     baseline workdir. Returns the baseline's done.json."""
-    directory = experiment.stage_dir(config, stage).absolute()
-    if experiment.is_finished(directory):
-        info = experiment.check_finished_stage(config, stage)
+    directory = stages.stage_dir(config, stage).absolute()
+    if stages.is_finished(directory):
+        info = stages.check_finished_stage(config, stage)
         log(f"[{stage}] reusing the finished baseline in {directory} "
             f"({info.get('wall_time_s', float('nan')) / 60:.1f} min, commit {info.get('commit')})")
         return info
@@ -73,8 +58,8 @@ def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
     own = directory.parent == pathlib.Path(config.workdir).absolute()
     log(f"[{stage}] no finished baseline in {directory}; training it there")
     with run_dir.DirLock(directory.parent, enabled=not own):
-        experiment.run_training_stage(config, stage, log=log)
-    return experiment.check_finished_stage(config, stage)
+        training.run_training_stage(config, stage, log=log)
+    return stages.check_finished_stage(config, stage)
 
 
 def run(config: ConfigDict, log=functools.partial(print, flush=True), *, fresh: bool = False) -> None:
@@ -85,16 +70,14 @@ def run(config: ConfigDict, log=functools.partial(print, flush=True), *, fresh: 
     if fresh:
         run_dir.start_fresh(workdir)
     if config.stage == "all":
-        stages = ["deceptive", *arm_order(config), "honest", "evaluate"]
+        to_run = ["deceptive", *config_lib.arm_order(config), "honest", "evaluate"]
     else:
-        stages = [config.stage]
+        to_run = [config.stage]
     with run_dir.DirLock(workdir):
-        for stage in stages:
+        for stage in to_run:
             if stage in config_lib.BASELINE_STAGES:
                 ensure_baseline(config, stage, log)
             elif stage == "evaluate":
-                from soo_jax.rl import factorial_evaluate  # noqa: PLC0415  (heavy; only when needed)
-
                 factorial_evaluate.run_evaluation_stage(config, log=log)
             else:
-                experiment.run_training_stage(config, stage, log=log)
+                training.run_training_stage(config, stage, log=log)

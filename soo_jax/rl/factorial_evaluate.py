@@ -32,9 +32,9 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from soo_jax.rl import evaluate, metrics, plots, stats
+from soo_jax.rl.config import arm_order, soo_arms
 from soo_jax.rl.env import ADVERSARY, BLUE
-from soo_jax.rl.experiment import _fmt_time, git_commit, is_finished, load_agents, stage_dir
-from soo_jax.rl.factorial import arm_order, soo_arms
+from soo_jax.rl.stages import format_duration, is_finished, load_agents, short_commit, stage_dir
 from soo_jax.run_dir import atomic_write_json, read_json
 
 VIEWS = ("cotrained", "frozen")
@@ -122,7 +122,7 @@ def _pieces(config: ConfigDict, out_dir, log) -> tuple[dict, dict]:
             agents = deceptive if m == "deceptive" else load_agents(config, m)
             piece = rollout_piece(config, agents, None if m == "deceptive" else deceptive)
             _save_piece(path, piece, infos[m])
-            log(f"[evaluate] {m}: rollouts done in {_fmt_time(time.time() - start)}")
+            log(f"[evaluate] {m}: rollouts done in {format_duration(time.time() - start)}")
         pieces[m] = piece
     return pieces, infos
 
@@ -311,7 +311,7 @@ def markdown(results: dict) -> str:
               "classified as less deceptive is by construction; compare it with its twin's row.", "",
               "| stage | wall time | device | commit |", "|---|---|---|---|"]
     for stage, info in results["stages"].items():
-        lines.append(f"| {stage} | {_fmt_time(info['wall_time_s'])} | {info.get('device')} | {info.get('commit')} |")
+        lines.append(f"| {stage} | {format_duration(info['wall_time_s'])} | {info.get('device')} | {info.get('commit')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -362,11 +362,11 @@ def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=
         "classification": classification(config, pieces),
         "stages": infos,
         "evaluate_wall_time_s": time.time() - start,
-        "evaluate_commit": git_commit(),
+        "evaluate_commit": short_commit(),
         "figures": _figures(config, out_dir, grids, effects, histories),
     }
     (out_dir / "results.md").write_text(markdown(results))
     atomic_write_json(done, results)  # last: marks the stage finished
-    log(f"[evaluate] done in {_fmt_time(time.time() - start)}; results in {out_dir}")
+    log(f"[evaluate] done in {format_duration(time.time() - start)}; results in {out_dir}")
     log(markdown(results))
     return results

@@ -1,5 +1,6 @@
 """The experiment driver: config validation, checkpoints, resume after a crash, CLI errors."""
 
+import os
 import pathlib
 import shutil
 import subprocess
@@ -11,9 +12,12 @@ import pytest
 
 from configs import rl_tiny
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment
+from soo_jax.rl import stages, training
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+# launch/rl.py run with this checkout's soo_jax (the configs import it), not another installed one.
+LAUNCH_ENV = {**os.environ,
+              "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 
 def tiny(tmp_path, **overrides):
@@ -45,34 +49,34 @@ def test_reward_mode_names_are_checked():
 
 def test_finetune_without_baseline_names_the_missing_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="deceptive"):
-        experiment.run_training_stage(tiny(tmp_path), "soo", log=lambda *a, **k: None)
+        training.run_training_stage(tiny(tmp_path), "soo", log=lambda *a, **k: None)
 
 
 def test_interrupted_stage_resumes_to_the_same_result(tmp_path):
     logs = []
     config = tiny(tmp_path)
-    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    training.run_training_stage(config, "deceptive", log=logs.append)
     stage = tmp_path / "deceptive"
     assert (stage / "done.json").exists()
-    finished = experiment.load_agents(config, "deceptive")
+    finished = stages.load_agents(config, "deceptive")
     # A crash after the mid-stage checkpoint: the final result and marker never got written.
     shutil.rmtree(stage / "final")
     (stage / "done.json").unlink()
     logs.clear()
-    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    training.run_training_stage(config, "deceptive", log=logs.append)
     assert any("resuming at episode 4/8" in line for line in logs), logs
-    resumed = experiment.load_agents(config, "deceptive")
+    resumed = stages.load_agents(config, "deceptive")
     jax.tree.map(np.testing.assert_array_equal, resumed, finished)
     # A finished stage is skipped.
     logs.clear()
-    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    training.run_training_stage(config, "deceptive", log=logs.append)
     assert any("skipping" in line for line in logs)
 
 
 def test_cli_rejects_unknown_config_key():
     result = subprocess.run(
         [sys.executable, "launch/rl.py", "--config", "configs/rl_tiny.py", "--config.nokey=1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=LAUNCH_ENV, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: unknown config key 'nokey'" in result.stderr
@@ -83,31 +87,31 @@ def test_a_final_checkpoint_without_its_marker_is_completed_not_retrained(tmp_pa
     'Checkpoint for step 0 already exists' on every rerun)."""
     logs = []
     config = tiny(tmp_path)
-    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    training.run_training_stage(config, "deceptive", log=logs.append)
     stage = tmp_path / "deceptive"
-    finished = experiment.load_agents(config, "deceptive")
+    finished = stages.load_agents(config, "deceptive")
     (stage / "done.json").rename(stage / "done.pending.json")  # the state a kill leaves now
     logs.clear()
-    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    training.run_training_stage(config, "deceptive", log=logs.append)
     assert any("skipping" in line for line in logs) and (stage / "done.json").exists()
     # The old order's leftover (final, no marker, no pending copy) trains to the end and saves.
     (stage / "done.json").unlink()
     logs.clear()
-    experiment.run_training_stage(config, "deceptive", log=logs.append)
+    training.run_training_stage(config, "deceptive", log=logs.append)
     assert any("resuming at episode 4/8" in line for line in logs) and (stage / "done.json").exists()
-    jax.tree.map(np.testing.assert_array_equal, experiment.load_agents(config, "deceptive"), finished)
+    jax.tree.map(np.testing.assert_array_equal, stages.load_agents(config, "deceptive"), finished)
 
 
 def test_a_changed_setting_is_refused_per_stage_naming_the_key(tmp_path):
     from soo_jax.run_dir import RunDirError
 
     config = tiny(tmp_path)
-    experiment.run_training_stage(config, "deceptive", log=lambda *a: None)
+    training.run_training_stage(config, "deceptive", log=lambda *a: None)
     with pytest.raises(RunDirError, match=r"maddpg\.lr: 0\.003 -> 0\.001"):
-        experiment.run_training_stage(tiny(tmp_path, **{"maddpg.lr": 1e-3}), "deceptive", log=lambda *a: None)
+        training.run_training_stage(tiny(tmp_path, **{"maddpg.lr": 1e-3}), "deceptive", log=lambda *a: None)
     # A fine-tuning setting does not touch the baselines' result: the finished stage is reused.
     logs = []
-    experiment.run_training_stage(tiny(tmp_path, **{"finetune.soo_weight": 2.0}), "deceptive", log=logs.append)
+    training.run_training_stage(tiny(tmp_path, **{"finetune.soo_weight": 2.0}), "deceptive", log=logs.append)
     assert any("skipping" in line for line in logs)
     # A workdir written before manifests is checked against its config.json.
     legacy = tmp_path / "legacy"
@@ -115,7 +119,7 @@ def test_a_changed_setting_is_refused_per_stage_naming_the_key(tmp_path):
     (legacy / "deceptive" / "manifest.json").unlink()
     (legacy / "config.json").write_text(tiny(legacy, **{"seeds": (0, 1, 2, 9)}).to_json_best_effort())
     with pytest.raises(RunDirError, match=r"seeds: \[0, 1, 2, 9\] -> \[0, 1, 2, 3\]"):
-        experiment.run_training_stage(tiny(legacy), "deceptive", log=lambda *a: None)
+        training.run_training_stage(tiny(legacy), "deceptive", log=lambda *a: None)
 
 
 def test_sigterm_saves_the_current_chunk_and_exits_nonzero(tmp_path):
@@ -125,7 +129,8 @@ def test_sigterm_saves_the_current_chunk_and_exits_nonzero(tmp_path):
     workdir = tmp_path / "rl"
     args = [sys.executable, "launch/rl.py", "--config", "configs/rl_tiny.py", "--config.stage=deceptive",
             f"--config.workdir={workdir}", "--config.baseline.n_episodes=40", "--config.checkpoint_every_chunks=1000"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, cwd=REPO, env=LAUNCH_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 240
     while not (workdir / "deceptive" / "manifest.json").exists() or not any(
             "ep 8/40" in line for line in [proc.stdout.readline()]):

@@ -13,7 +13,7 @@ import pytest
 from configs import rl_deception, rl_factorial, rl_tiny
 from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment, factorial
+from soo_jax.rl import factorial, stages, training
 from soo_jax.rl.env import BLUE
 from soo_jax.rl.maddpg.train import make_train_chunk, unalias
 
@@ -41,7 +41,7 @@ def tiny_deception(workdir):
 def baselines(tmp_path_factory):
     """configs/rl_tiny.py's deceptive baseline, as configs/rl_deception.py would leave it."""
     base = tmp_path_factory.mktemp("rl_deception")
-    experiment.run_training_stage(tiny_deception(base), "deceptive", log=QUIET)
+    training.run_training_stage(tiny_deception(base), "deceptive", log=QUIET)
     return base
 
 
@@ -67,9 +67,9 @@ def test_the_factorial_arms_and_their_twins():
         "none", "honest", "baseline")
     assert (arms.scratch_deceptive.loss, arms.scratch_deceptive.reward, arms.scratch_deceptive.init) == (
         "none", "deceptive", "scratch")
-    order = factorial.arm_order(config)
+    order = config_lib.arm_order(config)
     assert sorted(order) == sorted(arms) and order.index("cap_mse_scratch") < order.index("soo_action_mse_scratch")
-    assert config.finetune.n_episodes == 10_000 and tuple(config.seeds) == rl_deception.SEEDS
+    assert config.finetune.n_episodes == 10_000 and tuple(config.seeds) == config_lib.PAPER_SEEDS
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -101,16 +101,16 @@ def test_stage_names_are_the_factorials():
 def test_baselines_need_what_rl_deceptions_baselines_were_made_with_and_no_finetune_key():
     ours, theirs = rl_factorial.get_config(), rl_deception.get_config()
     for stage in config_lib.BASELINE_STAGES:
-        settings = experiment.stage_settings(ours, stage)
-        assert settings == experiment.stage_settings(theirs, stage)
+        settings = stages.stage_settings(ours, stage)
+        assert settings == stages.stage_settings(theirs, stage)
         assert not any(k.startswith(("finetune", "arm", "evaluate")) for k in settings)
-        assert str(experiment.stage_dir(ours, stage)) == f"runs/rl_deception/{stage}"
-    assert str(experiment.stage_dir(ours, "soo_action_mse_scratch")) == "runs/rl_factorial/soo_action_mse_scratch"
+        assert str(stages.stage_dir(ours, stage)) == f"runs/rl_deception/{stage}"
+    assert str(stages.stage_dir(ours, "soo_action_mse_scratch")) == "runs/rl_factorial/soo_action_mse_scratch"
 
 
 def test_every_arm_records_its_own_settings_and_a_changed_one_is_refused(tmp_path):
     config = tiny_factorial(tmp_path / "f", tmp_path / "b")
-    settings = {a: experiment.stage_settings(config, a) for a in config.arms}
+    settings = {a: stages.stage_settings(config, a) for a in config.arms}
     for a, s in settings.items():
         arm = config.arms[a]
         assert (s["finetune.soo_target"], s["finetune.log_mse"], s["finetune.init"], s["finetune.reward"],
@@ -118,24 +118,24 @@ def test_every_arm_records_its_own_settings_and_a_changed_one_is_refused(tmp_pat
                                                    arm.loss, arm.stream)
     # No two arms can be mistaken for each other (the twin differs from its SOO arms by loss).
     assert len({json.dumps(s, sort_keys=True) for s in settings.values()}) == len(settings)
-    experiment.claim_stage(config, "soo_action_logmse_scratch")
+    stages.claim_stage(config, "soo_action_logmse_scratch")
     config.arms.soo_action_logmse_scratch.init = "baseline"
     config.arms.cap_logmse_scratch.init = "baseline"
     with pytest.raises(run_dir.RunDirError, match=r'finetune\.init: "scratch" -> "baseline"'):
-        experiment.claim_stage(config, "soo_action_logmse_scratch")
+        stages.claim_stage(config, "soo_action_logmse_scratch")
 
 
 def test_a_manifest_from_before_the_added_keys_still_matches_at_their_defaults(tmp_path):
     config = tiny_deception(tmp_path)
-    directory = experiment.claim_stage(config, "soo")
+    directory = stages.claim_stage(config, "soo")
     manifest = json.loads((directory / "manifest.json").read_text())
     for key in config_lib.ADDED_DEFAULTS:
         del manifest["settings"][key]
     (directory / "manifest.json").write_text(json.dumps(manifest))
-    experiment.claim_stage(config, "soo")  # as an earlier run left it: accepted
+    stages.claim_stage(config, "soo")  # as an earlier run left it: accepted
     config.finetune.soo_target = "action"
     with pytest.raises(run_dir.RunDirError, match=r'finetune\.soo_target: \(unset\) -> "action"'):
-        experiment.claim_stage(config, "soo")
+        stages.claim_stage(config, "soo")
     # A workdir from before manifests: its config.json, which lacks the keys too.
     legacy = tmp_path / "legacy"
     (legacy / "soo").mkdir(parents=True)
@@ -144,7 +144,7 @@ def test_a_manifest_from_before_the_added_keys_still_matches_at_their_defaults(t
     for key in config_lib.ADDED_DEFAULTS:
         del old["finetune"][key.split(".")[1]]
     (legacy / "config.json").write_text(json.dumps(old))
-    experiment.claim_stage(tiny_deception(legacy), "soo")
+    stages.claim_stage(tiny_deception(legacy), "soo")
 
 
 def test_finished_baselines_are_reused_without_writing_there(baselines, tmp_path):
@@ -160,16 +160,16 @@ def test_finished_baselines_are_reused_without_writing_there(baselines, tmp_path
         config = tiny_factorial(tmp_path / "f", base)
         factorial.ensure_baseline(config, "deceptive", logs.append)
         assert any("reusing the finished baseline" in line for line in logs), logs
-        state = experiment._initial_state(config, "soo_hidden_mse_baseline")()  # loads it
+        state = training.initial_state(config, "soo_hidden_mse_baseline")()  # loads it
         jax.tree.map(np.testing.assert_array_equal, state.agents,
-                     experiment.load_agents(tiny_deception(baselines), "deceptive"))
+                     stages.load_agents(tiny_deception(baselines), "deceptive"))
         assert snapshot(base) == before
     changed = tiny_factorial(tmp_path / "f2", legacy)
     changed.maddpg.lr = 1e-3
     with pytest.raises(run_dir.RunDirError, match=r"maddpg\.lr: 0\.003 -> 0\.001"):
         factorial.ensure_baseline(changed, "deceptive", QUIET)
     with pytest.raises(run_dir.RunDirError, match=r"maddpg\.lr"):  # nor does an arm start from it
-        experiment._initial_state(changed, "cap_mse_baseline")
+        training.initial_state(changed, "cap_mse_baseline")
 
 
 def test_an_unfinished_baseline_being_written_without_a_lock_is_left_alone(tmp_path):
@@ -182,9 +182,9 @@ def test_an_unfinished_baseline_being_written_without_a_lock_is_left_alone(tmp_p
 
 
 def _one_chunk(config, stage):
-    init = experiment._initial_state(config, stage)
+    init = training.initial_state(config, stage)
     state = jax.device_put(unalias(jax.jit(init)()), jax.devices()[0])
-    r = experiment.recipe(config, stage)
+    r = stages.recipe(config, stage)
     chunk = make_train_chunk(config_lib.maddpg_hyper(config), config.chunk_episodes, r.soo)
     before = jax.tree.map(np.asarray, state)
     after, outputs = chunk(state, jnp.int32(0), config_lib.env_params(config, r.reward))
@@ -197,7 +197,7 @@ def test_twins_share_init_resets_noise_and_minibatches(baselines, tmp_path, init
     soo_before, soo_after, soo_out = _one_chunk(config, f"soo_hidden_mse_{init}")
     cap_before, cap_after, cap_out = _one_chunk(config, f"cap_mse_{init}")
     jax.tree.map(np.testing.assert_array_equal, soo_before, cap_before)  # same networks, same key
-    pretrained = jax.tree.map(np.asarray, experiment.load_agents(config, "deceptive"))
+    pretrained = jax.tree.map(np.asarray, stages.load_agents(config, "deceptive"))
     fresh_differs = not np.array_equal(soo_before.agents[BLUE].policy.params["fc1"]["kernel"],
                                        pretrained[BLUE].policy.params["fc1"]["kernel"])
     assert fresh_differs == (init == "scratch")
@@ -215,12 +215,12 @@ def test_twins_share_init_resets_noise_and_minibatches(baselines, tmp_path, init
 
 def test_the_default_arm_is_rl_deceptions_soo_stage_bit_for_bit(baselines, tmp_path):
     config = tiny_factorial(tmp_path / "f", baselines)
-    experiment.run_training_stage(config, "soo_hidden_mse_baseline", log=QUIET)
+    training.run_training_stage(config, "soo_hidden_mse_baseline", log=QUIET)
     deception = tiny_deception(tmp_path / "d")
     shutil.copytree(baselines / "deceptive", tmp_path / "d" / "deceptive")
-    experiment.run_training_stage(deception, "soo", log=QUIET)
-    jax.tree.map(np.testing.assert_array_equal, experiment.load_agents(config, "soo_hidden_mse_baseline"),
-                 experiment.load_agents(deception, "soo"))
+    training.run_training_stage(deception, "soo", log=QUIET)
+    jax.tree.map(np.testing.assert_array_equal, stages.load_agents(config, "soo_hidden_mse_baseline"),
+                 stages.load_agents(deception, "soo"))
 
 
 def test_a_small_factorial_runs_end_to_end_and_resumes(baselines, tmp_path):

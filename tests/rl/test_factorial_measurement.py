@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import rl_factorial
+from soo_jax.rl import config as config_lib
 from soo_jax.rl import factorial_evaluate as fe
 from soo_jax.rl import metrics, stats
 
@@ -64,7 +65,7 @@ def _config(seeds=(0, 1), threshold_episodes=4):
     config.evaluate.grid_size = 3
     config.evaluate.classification_episode_counts = (1, 2)
     config.env.episode_length = 5
-    config.arms = {"soo_a": rl_factorial.arm("soo", twin="cap_a"), "cap_a": rl_factorial.arm("capability")}
+    config.arms = {"soo_a": config_lib.arm("soo", twin="cap_a"), "cap_a": config_lib.arm("capability")}
     return config
 
 

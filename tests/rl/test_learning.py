@@ -7,8 +7,9 @@ import numpy as np
 
 from configs import rl_tiny
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import experiment
+from soo_jax.rl import stages, training
 from soo_jax.rl.env import PhysicalDeception
+from soo_jax.rl.maddpg.core import init_agents
 from soo_jax.rl.rollouts import make_evaluator
 
 EPISODES, EVAL_EPISODES = 400, 100
@@ -39,11 +40,11 @@ def test_maddpg_beats_random_policies(tmp_path):
     config.baseline.n_episodes = EPISODES
     config.checkpoint_every_chunks = 10_000
     config.log_every_chunks = 10_000
-    experiment.run_training_stage(config, "honest", log=lambda *a: None)
-    trained_agents = experiment.load_agents(config, "honest")
+    training.run_training_stage(config, "honest", log=lambda *a: None)
+    trained_agents = stages.load_agents(config, "honest")
     hyper, params = config_lib.maddpg_hyper(config), config_lib.env_params(config, "honest")
-    untrained = jax.vmap(lambda k: experiment.init_agents(k, hyper))(
-        experiment.stage_keys(seeds, "honest"))
+    untrained = jax.vmap(lambda k: init_agents(k, hyper))(
+        stages.stage_keys(seeds, "honest"))
     evaluate = make_evaluator(hyper, 0.1)
     keys = jax.random.split(jax.random.PRNGKey(9), len(seeds) * EVAL_EPISODES)
     keys = keys.reshape(len(seeds), EVAL_EPISODES, -1)
