@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import time
 
 import numpy as np
@@ -35,7 +34,7 @@ from soo_jax.rl import evaluate, metrics, plots, stats
 from soo_jax.rl.config import arm_order, soo_arms
 from soo_jax.rl.env import ADVERSARY, BLUE
 from soo_jax.rl.stages import format_duration, is_finished, load_agents, short_commit, stage_dir
-from soo_jax.run_dir import atomic_write_json, read_json
+from soo_jax.run_dir import atomic_write_json, atomic_write_text, read_json
 
 VIEWS = ("cotrained", "frozen")
 ENDPOINTS = {
@@ -89,9 +88,7 @@ def rollout_piece(config: ConfigDict, agents, frozen_adversary_agents) -> dict:
 def _save_piece(path, piece: dict, source: dict) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, source=np.asarray(json.dumps(source, sort_keys=True)), **piece)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)  # a kill never leaves a half-written piece
+    atomic_write_text(path, buffer.getvalue())  # a kill never leaves a half-written piece
 
 
 def _load_piece(path, source: dict) -> dict | None:
