@@ -67,13 +67,13 @@ class Schedule:
 
     def microbatches(self, pairs: PairBatch, step: int, rows: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """tokens/mask [grad_accum, 2 * micro, T], each microbatch interleaved [self_0, other_0, ...].
+        """tokens/mask [grad_accum, 2 * micro, T], each microbatch interleaved [self_0, other_0, ...]
+        as `pairs` is.
 
         `rows` keeps only those rows of each microbatch (this process's share, multi-host loading).
         """
         idx = self.pair_indices(step).reshape(self.grad_accum, -1)
-        n = pairs.num_pairs
-        rows_of = np.stack([idx, idx + n], axis=-1).reshape(self.grad_accum, -1)  # PairBatch: selves, then others
+        rows_of = pairs.rows_of(idx)
         if rows is not None:
             rows_of = rows_of[:, rows]
         return pairs.tokens[rows_of], pairs.mask[rows_of]
