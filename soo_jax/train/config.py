@@ -14,8 +14,8 @@ from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.layers import LAYER_SITES
 from soo_jax.models.transformer import REMAT_POLICIES
-from soo_jax.soo import POOLINGS
-from soo_jax.train.step import MICROBATCH_REDUCTIONS, SCHEDULES, LossConfig, OptimizerConfig
+from soo_jax.soo import MICROBATCH_REDUCTIONS, POOLINGS, LossConfig
+from soo_jax.train.step import SCHEDULES, OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 

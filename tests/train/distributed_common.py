@@ -20,7 +20,8 @@ from jax.sharding import Mesh, PartitionSpec
 
 from soo_jax.lora import LoRAConfig, apply_lora
 from soo_jax.sharding import DEFAULT_RULES, logical_to_spec, variable_logical_axes
-from soo_jax.train.step import LossConfig, OptimizerConfig, SplitModel, make_optimizer, make_train_step
+from soo_jax.soo import LossConfig
+from soo_jax.train.step import OptimizerConfig, SplitModel, make_optimizer, make_train_step
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 

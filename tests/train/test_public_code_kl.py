@@ -14,9 +14,10 @@ from configs import mistral_repo
 from soo_jax.data.pairs import soo_training_pairs
 from soo_jax.lora import apply_lora
 from soo_jax.models.loader import from_pretrained, load_tokenizer
+from soo_jax.soo import soo_loss
 from soo_jax.train import config as run_config
 from soo_jax.train.loop import tokenize_pairs
-from soo_jax.train.step import SplitModel, init_train_state, make_train_step, soo_loss
+from soo_jax.train.step import SplitModel, init_train_state, make_train_step
 from tests.tiny_tokenizer import make_tiny_model_dir
 
 N_PAIRS = 4  # one microbatch of mistral_repo (batch 16 = 4 x 4)
