@@ -22,13 +22,13 @@ from soo_jax.data.batching import PairBatch, batch_pairs
 from soo_jax.data.pairs import PromptPair, batch_indices, soo_training_pairs, steps_per_epoch
 from soo_jax.lora import apply_lora
 from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+from soo_jax.peft_io import export_peft_adapter
 from soo_jax.sharding import DEFAULT_RULES
 from soo_jax.train import config as run_config
 from soo_jax.train.checkpoint import TrainCheckpointer, abstract_like, lora_config_to_json
 from soo_jax.train.mesh import (MeshConfig, check_global_batch, global_batch_from_host_slices, initialize_distributed,
                                 make_mesh, process_batch_rows)
 from soo_jax.train.metrics_log import MetricsLog
-from soo_jax.train.peft_io import export_peft_adapter
 from soo_jax.train.step import (SplitModel, init_train_state, jit_train_step, make_optimizer, make_train_step,
                                 plan_shardings)
 
