@@ -1,16 +1,17 @@
-"""The run configuration (ml-collections), its defaults, validation, and typed views.
+"""The training settings of a run configuration (ml-collections), their defaults, validation, and
+typed views.
 
-Config files in `configs/` call `base_config()` and override what differs; the result is locked,
-so a misspelt key in a config file or on the command line (`--config.lora.rnak=4`) is an error
-instead of a silently ignored setting.
+`base_config()` holds the training sections (model, lora, loss, data, train, optimizer, mesh).
+Config files in `configs/` start from `soo_jax.eval.config.base_run_config()`, which adds the
+end-of-run evaluation's `eval` section to these, and override what differs; the result is
+locked, so a misspelt key in a config file or on the command line (`--config.lora.rnak=4`) is an
+error instead of a silently ignored setting.
 """
 
 from __future__ import annotations
 
 import ml_collections
-from ml_collections.config_dict import config_dict
 
-from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.layers import LAYER_SITES
 from soo_jax.models.transformer import REMAT_POLICIES
@@ -66,30 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
         b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0,
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.eval = default_eval_config()  # launch/evaluate.py and the end-of-run evaluation
-    link_latent_training_site(c)
     return c
 
 
-def link_latent_training_site(c: ml_collections.ConfigDict) -> None:
-    """The evaluation's latent SOO "training site" reads the loss settings whenever it is read:
-    `eval.latent.soo_layer` is `loss.layers[0]`, `soo_site` is `loss.site`, `soo_pooling` is
-    `loss.pooling`. So a config file's `c.loss.layers = (20,)`, a command line's
-    `--config.loss.layers=(12,)` or a sweep override all move it, and the eval config's -1
-    default (the paper's Mistral depth, 19/32 of the layers: layer 27 of Gemma-2's 46, 51 of
-    CalmeRys' 86, not their trained 20 and 57) never stands in for a trained layer. Setting one
-    of the three fields itself replaces its link with that value."""
-    latent = c.eval.latent
-    # ml_collections has no public "item of a tuple" operation on a reference; an _Op is what
-    # its own arithmetic on references builds.
-    latent.soo_layer = ml_collections.FieldReference(
-        0, field_type=int, op=config_dict._Op(lambda _, layers: int(layers[0]), [c.loss.get_ref("layers")]))
-    latent.soo_site = c.loss.get_ref("site").identity()
-    latent.soo_pooling = c.loss.get_ref("pooling").identity()
-
-
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Validates and locks a config built from `base_config()`; config files return this."""
+    """Validates the training settings of `config` (other sections are left alone) and locks it."""
     validate(config)
     config.lock()
     return config
