@@ -54,7 +54,6 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=4,           # prompt pairs per optimizer step (global, all microbatches)
         grad_accum=1,           # microbatches per step
         seed=0,                 # LoRA init, dropout and data order
-        log_every=1,
         checkpoint_every=50,
         max_to_keep=3,
         out_dir="runs/default",
@@ -98,8 +97,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("loss.site", f"{c.loss.site!r} is not one of {LAYER_SITES}")
     if not c.loss.layers or any(int(i) < 0 for i in c.loss.layers):
         _fail("loss.layers", f"must name one or more layer indices >= 0, got {c.loss.layers!r}")
-    for key in ("epochs", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_to_keep",
-                "eval_scenarios"):
+    for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios"):
         if int(c.train[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
     if c.train.batch_size % c.train.grad_accum:

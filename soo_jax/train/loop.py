@@ -96,6 +96,9 @@ def _say(message: str) -> None:
 # Settings that cannot change the trained adapter: where and how often things are written, the
 # end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape,
 # how the layer loop runs (scanned or not, remat: the same numbers to fp32 rounding, like the mesh).
+# "train.log_every" is no setting any more (it was never read), but the configs that runs from
+# before manifests recorded in their checkpoints hold it; listed here, it is left out of their
+# settings as it always was, so those runs still resume.
 NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
                        "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh",
                        "model.scan_layers", "model.remat")
