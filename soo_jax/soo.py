@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from soo_jax.models.activations import forward_with_activations
+from soo_jax.models.layers import LAYER_SITES
 
 if TYPE_CHECKING:
     from soo_jax.models.transformer import CausalLM
@@ -123,18 +124,21 @@ class LossConfig:
     microbatch_reduction: Literal["mean", "sum"] = "mean"
 
     def __post_init__(self):
+        # Each message starts with the field's name: a run config reports it as `config.loss.<field>: ...`.
         if self.objective not in ("mse", "kl_logits"):
-            raise ValueError(f"unknown SOO objective {self.objective!r}; use 'mse' or 'kl_logits'")
+            raise ValueError(f"objective: {self.objective!r} is not 'mse' or 'kl_logits'")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; use one of {POOLINGS}")
-        if not self.layers:
-            raise ValueError("LossConfig.layers must name at least one layer")
+            raise ValueError(f"pooling: {self.pooling!r} is not one of {POOLINGS}")
+        if self.microbatch_reduction not in MICROBATCH_REDUCTIONS:
+            raise ValueError(f"microbatch_reduction: {self.microbatch_reduction!r} is not one of "
+                             f"{MICROBATCH_REDUCTIONS}")
+        if self.site not in LAYER_SITES:
+            raise ValueError(f"site: {self.site!r} is not one of {LAYER_SITES}")
+        if not self.layers or any(int(i) < 0 for i in self.layers):
+            raise ValueError(f"layers: must name one or more layer indices >= 0, got {self.layers!r}")
         object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
         if self.kl_to_base_weight < 0:
-            raise ValueError(f"kl_to_base_weight must be >= 0, got {self.kl_to_base_weight}")
-        if self.microbatch_reduction not in MICROBATCH_REDUCTIONS:
-            raise ValueError(f"unknown microbatch_reduction {self.microbatch_reduction!r}; "
-                             f"use one of {MICROBATCH_REDUCTIONS}")
+            raise ValueError(f"kl_to_base_weight: must be >= 0, got {self.kl_to_base_weight}")
 
 
 def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,

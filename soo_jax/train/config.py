@@ -13,10 +13,9 @@ from __future__ import annotations
 import ml_collections
 
 from soo_jax.lora import LoRAConfig
-from soo_jax.models.layers import LAYER_SITES
 from soo_jax.models.transformer import REMAT_POLICIES
-from soo_jax.soo import MICROBATCH_REDUCTIONS, POOLINGS, LossConfig
-from soo_jax.train.step import SCHEDULES, OptimizerConfig
+from soo_jax.soo import LossConfig
+from soo_jax.train.step import OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 
@@ -80,39 +79,34 @@ def _fail(key: str, message: str):
     raise ValueError(f"config.{key}: {message}")
 
 
+def _fail_field(section: str, error: ValueError):
+    """A config dataclass's "<field>: <problem>" error as `config.<section>.<field>: <problem>`."""
+    field, _, message = str(error).partition(": ")
+    _fail(f"{section}.{field}", message)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
+    """Every training setting, before anything is loaded. The lora, loss and optimizer sections
+    are checked by their dataclasses (`LoRAConfig`, `LossConfig`, `OptimizerConfig`), once."""
     if c.model.dtype not in DTYPES:
         _fail("model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
     if c.model.param_dtype not in DTYPES + ("",):
         _fail("model.param_dtype", f"{c.model.param_dtype!r} is not one of {DTYPES} or ''")
     if c.model.remat not in REMAT_POLICIES:
         _fail("model.remat", f"{c.model.remat!r} is not one of {tuple(REMAT_POLICIES)}")
-    if c.loss.objective not in ("mse", "kl_logits"):
-        _fail("loss.objective", f"{c.loss.objective!r} is not 'mse' or 'kl_logits'")
-    if c.loss.pooling not in POOLINGS:
-        _fail("loss.pooling", f"{c.loss.pooling!r} is not one of {POOLINGS}")
-    if c.loss.microbatch_reduction not in MICROBATCH_REDUCTIONS:
-        _fail("loss.microbatch_reduction", f"{c.loss.microbatch_reduction!r} is not one of {MICROBATCH_REDUCTIONS}")
-    if c.loss.site not in LAYER_SITES:
-        _fail("loss.site", f"{c.loss.site!r} is not one of {LAYER_SITES}")
-    if not c.loss.layers or any(int(i) < 0 for i in c.loss.layers):
-        _fail("loss.layers", f"must name one or more layer indices >= 0, got {c.loss.layers!r}")
+    loss_config(c)
     for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios"):
         if int(c.train[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
     if c.train.batch_size % c.train.grad_accum:
         _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches")
-    if c.optimizer.schedule not in SCHEDULES:  # checked here, not after the model has loaded
-        _fail("optimizer.schedule", f"{c.optimizer.schedule!r} is not one of {SCHEDULES}")
-    if c.optimizer.learning_rate <= 0:
-        _fail("optimizer.learning_rate", f"must be > 0, got {c.optimizer.learning_rate}")
+    optimizer_config(c, total_steps=1)  # the schedule's name is checked here, not after the model has loaded
     for axis in ("data", "fsdp", "tensor"):
         if c.mesh[axis] == 0 or c.mesh[axis] < -1:
             _fail(f"mesh.{axis}", f"must be a positive size or -1 (the remaining devices), got {c.mesh[axis]}")
     if [c.mesh[a] for a in ("data", "fsdp", "tensor")].count(-1) > 1:
         _fail("mesh", "at most one axis may be -1")
     lora_config(c)
-    loss_config(c)
 
 
 def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
@@ -124,15 +118,22 @@ def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
 
 
 def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
-    return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=tuple(int(i) for i in c.loss.layers),
-                      pooling=c.loss.pooling, kl_mask_padding=bool(c.loss.kl_mask_padding),
-                      kl_to_base_weight=float(c.loss.kl_to_base_weight),
-                      microbatch_reduction=c.loss.microbatch_reduction)
+    layers = tuple(int(i) for i in c.loss.layers)
+    try:
+        return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=layers, pooling=c.loss.pooling,
+                          kl_mask_padding=bool(c.loss.kl_mask_padding),
+                          kl_to_base_weight=float(c.loss.kl_to_base_weight),
+                          microbatch_reduction=c.loss.microbatch_reduction)
+    except ValueError as e:
+        _fail_field("loss", e)
 
 
 def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:
     o = c.optimizer
-    return OptimizerConfig(learning_rate=float(o.learning_rate), warmup_steps=int(o.warmup_steps),
-                           total_steps=int(total_steps), schedule=o.schedule, weight_decay=float(o.weight_decay),
-                           b1=float(o.b1), b2=float(o.b2), eps=float(o.eps),
-                           max_grad_norm=float(o.max_grad_norm) if o.max_grad_norm else None)
+    values = dict(learning_rate=float(o.learning_rate), warmup_steps=int(o.warmup_steps), total_steps=int(total_steps),
+                  schedule=o.schedule, weight_decay=float(o.weight_decay), b1=float(o.b1), b2=float(o.b2),
+                  eps=float(o.eps), max_grad_norm=float(o.max_grad_norm) if o.max_grad_norm else None)
+    try:
+        return OptimizerConfig(**values)
+    except ValueError as e:
+        _fail_field("optimizer", e)

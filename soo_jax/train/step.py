@@ -129,6 +129,13 @@ class OptimizerConfig:
     eps: float = 1e-8
     max_grad_norm: float | None = 1.0
 
+    def __post_init__(self):
+        # Each message starts with the field's name: a run config reports it as `config.optimizer.<field>: ...`.
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: {self.schedule!r} is not one of {SCHEDULES}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     warmup = max(config.warmup_steps, 0)
@@ -137,10 +144,8 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
         main = optax.constant_schedule(config.learning_rate)
     elif config.schedule == "cosine":
         main = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
-    elif config.schedule == "linear":
+    else:  # "linear", the last of SCHEDULES (OptimizerConfig accepts no other name)
         main = optax.linear_schedule(config.learning_rate, 0.0, decay_steps)
-    else:
-        raise ValueError(f"unknown learning-rate schedule {config.schedule!r}")
     schedule = main if warmup == 0 else optax.join_schedules(
         [optax.linear_schedule(0.0, config.learning_rate, warmup), main], [warmup])
     adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)
