@@ -13,13 +13,13 @@ nodes use --config.mesh.tensor=8 (one NVLink domain).
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL
-from soo_jax.train.config import base_config, finalize
+from soo_jax.eval.config import base_run_config, finalize_run_config
 
 MODEL = "calmerys-78b-orpo-v0.1"  # key of ARXIV_ANSWER_SUFFIX_BY_MODEL
 
 
 def get_config():
-    c = base_config()
+    c = base_run_config()
     c.model.path = "/path/to/CalmeRys-78B-Orpo-v0.1"
     c.model.dtype = "bfloat16"
     c.loss.layers = (57,)  # the latent SOO's training site follows (link_latent_training_site)
@@ -36,4 +36,4 @@ def get_config():
     # data (fsdp would make every data x fsdp shard need a pair), remat per scanned layer.
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 16
     c.model.remat = "full"
-    return finalize(c)
+    return finalize_run_config(c)

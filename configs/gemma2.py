@@ -5,19 +5,19 @@ CalmeRys ("Only respond with the room name, no other text."; appendix A.1.1).
 
 Not reported, chosen here: batch 4 (Mistral's, the only batch size the paper gives); AdamW with
 the public code's eps 1e-6, no weight decay and no gradient clipping (neither the paper nor the
-code clips; our `base_config` would clip at norm 1.0). Gemma-2-it ends its turns with
+code clips; our `base_run_config` would clip at norm 1.0). Gemma-2-it ends its turns with
 <end_of_turn>, listed only in generation_config.json; `soo_jax.models.generate.eos_token_ids`
 stops every generation there.
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL
-from soo_jax.train.config import base_config, finalize
+from soo_jax.eval.config import base_run_config, finalize_run_config
 
 MODEL = "gemma-2-27b-it"  # key of ARXIV_ANSWER_SUFFIX_BY_MODEL
 
 
 def get_config():
-    c = base_config()
+    c = base_run_config()
     c.model.path = "/path/to/gemma-2-27b-it"
     c.model.dtype = "bfloat16"
     c.loss.layers = (20,)  # the latent SOO's training site follows (link_latent_training_site)
@@ -33,4 +33,4 @@ def get_config():
     # data (fsdp would make every data x fsdp shard need a pair), remat per scanned layer.
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 16
     c.model.remat = "full"
-    return finalize(c)
+    return finalize_run_config(c)

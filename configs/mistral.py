@@ -4,18 +4,18 @@ bf16, chat template in training and evaluation, the answer suffix the paper gave
 ("Start your response with 'I would'.", with a period; appendix A.1.1).
 
 The optimizer is not reported; as in the public code (and `mistral_repo.py`): AdamW with eps 1e-6,
-no weight decay and no gradient clipping (our `base_config` clips at norm 1.0; neither the paper
+no weight decay and no gradient clipping (our `base_run_config` clips at norm 1.0; neither the paper
 nor the code does). Deviation: the paper trained a 4-bit quantised base; we keep bf16.
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL
-from soo_jax.train.config import base_config, finalize
+from soo_jax.eval.config import base_run_config, finalize_run_config
 
 MODEL = "mistral-7b-instruct-v0.2"  # key of ARXIV_ANSWER_SUFFIX_BY_MODEL
 
 
 def get_config():
-    c = base_config()
+    c = base_run_config()
     c.model.path = "/path/to/Mistral-7B-Instruct-v0.2"
     c.model.dtype = "bfloat16"
     c.loss.layers = (19,)  # the latent SOO's training site follows (link_latent_training_site)
@@ -31,4 +31,4 @@ def get_config():
     # data (fsdp would make every data x fsdp shard need a pair), remat per scanned layer.
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 4
     c.model.remat = "full"
-    return finalize(c)
+    return finalize_run_config(c)

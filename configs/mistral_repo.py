@@ -26,14 +26,14 @@ the latent SOO's o_proj "training site" at layer 19, the arXiv recipe's, for com
 """
 
 from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
-from soo_jax.train.config import base_config, finalize
+from soo_jax.eval.config import base_run_config, finalize_run_config
 
 SEEDS = (276, 809, 609, 802, 792)  # the public code's (fine_tune_model.ipynb)
 PAD_TO = 128  # soo_fine_tune.py: padding="max_length", max_length=128
 
 
 def get_config():
-    c = base_config()
+    c = base_run_config()
     c.model.path = "/path/to/Mistral-7B-Instruct-v0.2"
     c.model.dtype = "bfloat16"
     c.loss.objective = "kl_logits"
@@ -53,4 +53,4 @@ def get_config():
     # docs/scaling.md, "Recommendation" (as configs/mistral.py).
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 4
     c.model.remat = "full"
-    return finalize(c)
+    return finalize_run_config(c)

@@ -10,11 +10,11 @@ paper (chat/chat), chosen, not swept. The sweep preset `smollm2_recipes`
 paper's answer suffix at these and the other swept layers.
 """
 
-from soo_jax.train.config import base_config, finalize
+from soo_jax.eval.config import base_run_config, finalize_run_config
 
 
 def get_config():
-    c = base_config()
+    c = base_run_config()
     c.model.path = "embedded"
     c.loss.layers = (12,)  # the latent SOO's training site follows (link_latent_training_site)
     c.lora.rank, c.lora.alpha, c.lora.dropout = 8, 32.0, 0.2
@@ -24,4 +24,4 @@ def get_config():
     c.train.out_dir = "runs/smollm2"
     c.train.checkpoint_every = 60
     c.optimizer.learning_rate = 1e-4
-    return finalize(c)
+    return finalize_run_config(c)

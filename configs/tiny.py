@@ -1,10 +1,10 @@
 """A seconds-long end-to-end run for tests: point model.path at a tiny random checkpoint."""
 
-from soo_jax.train.config import base_config, finalize
+from soo_jax.eval.config import base_run_config, finalize_run_config
 
 
 def get_config():
-    c = base_config()
+    c = base_run_config()
     c.model.path = "tests-write-a-tiny-checkpoint-here"
     c.loss.layers = (1,)
     c.lora.rank, c.lora.alpha, c.lora.dropout = 4, 8.0, 0.1
@@ -15,4 +15,4 @@ def get_config():
     c.train.out_dir = "runs/tiny"
     c.train.evaluate = False
     c.optimizer.learning_rate = 5e-3
-    return finalize(c)
+    return finalize_run_config(c)

@@ -64,7 +64,7 @@ def main(argv=None):
     model = from_pretrained(path, dtype=args.dtype)
     tokenizer = load_tokenizer(path)
     if args.adapter:
-        from soo_jax.train.peft_io import load_peft_adapter
+        from soo_jax.peft_io import load_peft_adapter
 
         load_peft_adapter(model, args.adapter)
         set_dropout(model, False)

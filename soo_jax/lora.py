@@ -170,7 +170,3 @@ def merge_lora(model: CausalLM) -> CausalLM:
 
 def lora_state(model: nnx.Module) -> nnx.State:
     return nnx.state(model, nnx.LoRAParam)
-
-
-def count_parameters(state) -> int:
-    return sum(int(x.size) for x in jax.tree.leaves(state))

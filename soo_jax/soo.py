@@ -12,18 +12,30 @@ our choice (docs/paper_notes.md §1.3) prompts are left-padded to a common lengt
 
 Each pair's value is averaged over pairs. The authors' public code instead used a KL divergence
 between the output distributions (`kl_logits`, docs/paper_notes.md §1.2), kept here to reproduce it.
+
+`LossConfig` names the objective's settings and `soo_loss` computes it on one pair batch (rows
+interleaved, as `soo_jax.data.batching.PairBatch` holds them); `soo_jax.train.step` differentiates
+it with respect to the LoRA parameters.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import dataclasses
+from typing import TYPE_CHECKING, Literal
 
 import jax
 import jax.numpy as jnp
 
+from soo_jax.models.activations import forward_with_activations
+from soo_jax.models.layers import LAYER_SITES
+
+if TYPE_CHECKING:
+    from soo_jax.models.transformer import CausalLM
+
 Array = jax.Array
 Pooling = Literal["full", "mean", "last"]
 POOLINGS = ("full", "mean", "last")
+MICROBATCH_REDUCTIONS = ("mean", "sum")
 
 
 def split_pairs(x: Array) -> tuple[Array, Array]:
@@ -87,3 +99,65 @@ def kl_to_reference(logits: Array, reference_logits: Array, mask: Array) -> Arra
     kl = jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=-1)
     weights = mask.astype(jnp.float32)
     return jnp.sum(kl * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+# --- The objective of a fine-tuning run ---------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """objective "mse": SOO MSE at `site` of `layers` (mean over layers); "kl_logits": the public
+    code's KL between output distributions. `kl_to_base_weight` > 0 adds KL(base || tuned) on the
+    training prompts' next-token distributions (off by default: the paper has no such term).
+
+    `microbatch_reduction`: how the microbatches of one optimizer step combine. "mean" averages
+    their gradients (the step's gradient is that of one batch of all its pairs); "sum" adds them,
+    as the public code did (it called `backward()` on every batch's loss without dividing by its
+    4 accumulation steps, docs/paper_notes.md §1.2). Logged metrics are per-microbatch means
+    either way, comparable to the per-batch losses the authors printed."""
+
+    objective: Literal["mse", "kl_logits"] = "mse"
+    site: str = "o_proj"
+    layers: tuple[int, ...] = (19,)
+    pooling: str = "full"
+    kl_mask_padding: bool = True
+    kl_to_base_weight: float = 0.0
+    microbatch_reduction: Literal["mean", "sum"] = "mean"
+
+    def __post_init__(self):
+        # Each message starts with the field's name: a run config reports it as `config.loss.<field>: ...`.
+        if self.objective not in ("mse", "kl_logits"):
+            raise ValueError(f"objective: {self.objective!r} is not 'mse' or 'kl_logits'")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling: {self.pooling!r} is not one of {POOLINGS}")
+        if self.microbatch_reduction not in MICROBATCH_REDUCTIONS:
+            raise ValueError(f"microbatch_reduction: {self.microbatch_reduction!r} is not one of "
+                             f"{MICROBATCH_REDUCTIONS}")
+        if self.site not in LAYER_SITES:
+            raise ValueError(f"site: {self.site!r} is not one of {LAYER_SITES}")
+        if not self.layers or any(int(i) < 0 for i in self.layers):
+            raise ValueError(f"layers: must name one or more layer indices >= 0, got {self.layers!r}")
+        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if self.kl_to_base_weight < 0:
+            raise ValueError(f"kl_to_base_weight: must be >= 0, got {self.kl_to_base_weight}")
+
+
+def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,
+             base_model: CausalLM | None = None) -> tuple[Array, dict[str, Array]]:
+    """Loss and metrics for one pair batch (tokens/mask [2B, T], rows self_0, other_0, self_1, ...)."""
+    need_logits = config.objective == "kl_logits" or config.kl_to_base_weight > 0
+    logits, acts = forward_with_activations(
+        model, tokens, mask, sites=(config.site,) if config.objective == "mse" else (),
+        layers=config.layers, logits="all" if need_logits else "none")
+    if config.objective == "mse":
+        soo = jnp.mean(jnp.stack([soo_mse(acts[config.site][layer], mask, config.pooling)
+                                  for layer in config.layers]))
+    else:
+        soo = soo_kl_logits(logits, mask if config.kl_mask_padding else None)
+    metrics = {"soo": soo}
+    loss = soo
+    if config.kl_to_base_weight > 0:
+        base_logits, _ = base_model(tokens, mask)
+        kl = kl_to_reference(logits, base_logits, mask)
+        metrics["kl_to_base"] = kl
+        loss = loss + config.kl_to_base_weight * kl
+    return loss, metrics

@@ -38,24 +38,31 @@ class TokenBatch:
 
 @dataclasses.dataclass(frozen=True)
 class PairBatch(TokenBatch):
-    """B pairs in one batch of 2B rows: `[self_0 .. self_{B-1}, other_0 .. other_{B-1}]`, all
-    left-padded to one length T, so a single forward pass covers both sides."""
+    """B pairs in one batch of 2B rows, interleaved `[self_0, other_0, self_1, other_1, ...]`,
+    all left-padded to one length T, so a single forward pass covers both sides. The train step
+    and the SOO loss (`soo_jax.soo.split_pairs`) read rows in this order too: any even-sized
+    contiguous block of rows (a microbatch, a data shard, a host's slice) holds whole pairs."""
 
     @property
     def num_pairs(self) -> int:
         return self.tokens.shape[0] // 2
 
+    @staticmethod
+    def rows_of(pair_index: np.ndarray) -> np.ndarray:
+        """The rows of pairs `pair_index` (shape [..., n]), in pair order: [..., 2n] row indices
+        `[2p_0, 2p_0 + 1, 2p_1, 2p_1 + 1, ...]`, i.e. interleaved again."""
+        pair_index = np.asarray(pair_index)
+        return np.stack([2 * pair_index, 2 * pair_index + 1], axis=-1).reshape(*pair_index.shape[:-1], -1)
+
     def split(self) -> tuple[TokenBatch, TokenBatch]:
-        """(self rows, other rows), each with B rows."""
-        b = self.num_pairs
-        return (TokenBatch(self.tokens[:b], self.mask[:b], self.positions[:b]),
-                TokenBatch(self.tokens[b:], self.mask[b:], self.positions[b:]))
+        """(self rows, other rows), each with B rows in pair order."""
+        return (TokenBatch(self.tokens[0::2], self.mask[0::2], self.positions[0::2]),
+                TokenBatch(self.tokens[1::2], self.mask[1::2], self.positions[1::2]))
 
     def overlap_mask(self) -> np.ndarray:
         """bool[B, T]: columns real in both prompts of a pair (end-aligned), where an
         elementwise self/other activation difference is defined."""
-        b = self.num_pairs
-        return self.mask[:b] & self.mask[b:]
+        return self.mask[0::2] & self.mask[1::2]
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *,
@@ -156,10 +163,11 @@ def batch_pairs(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PromptPair],
                 use_chat_template: bool = False, add_generation_prompt: bool = True,
                 max_length: int | None = None,
                 pad_to_multiple_of: int | None = None) -> PairBatch:
-    """B pairs as one `PairBatch` of 2B rows `[selves..., others...]`, one common length."""
+    """B pairs as one `PairBatch` of 2B interleaved rows `[self_0, other_0, self_1, ...]`, one
+    common length."""
     if len(pairs) == 0:
         raise ValueError("no prompt pairs to batch")
-    prompts = [p.self_prompt for p in pairs] + [p.other_prompt for p in pairs]
+    prompts = [prompt for p in pairs for prompt in (p.self_prompt, p.other_prompt)]
     batch = batch_prompts(tokenizer, prompts, use_chat_template=use_chat_template,
                           add_generation_prompt=add_generation_prompt, max_length=max_length,
                           pad_to_multiple_of=pad_to_multiple_of)

@@ -1,13 +1,16 @@
 """Every evaluation setting in one `ml_collections.ConfigDict`, with the paper's defaults.
 
-Project configs embed it as `config.eval = default_eval_config()`; `launch/evaluate.py`
-overrides single fields with `--config.eval.KEY=VALUE`. Optional values use "" (paths) or -1
-("choose for me") rather than None, because ml_collections cannot override a None field from
-the command line.
+Run configs (`configs/smollm2.py` ...) get it as the `eval` section of `base_run_config()`, the
+training settings (`soo_jax.train.config.base_config()`) plus the evaluation the launchers run
+on the trained model; evaluation-only configs (`configs/eval_tiny.py`) embed it as
+`config.eval = default_eval_config()`. `launch/evaluate.py` overrides single fields with
+`--config.eval.KEY=VALUE`. Optional values use "" (paths) or -1 ("choose for me") rather than
+None, because ml_collections cannot override a None field from the command line.
 """
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import config_dict
 
 from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
 
@@ -89,6 +92,45 @@ def default_eval_config() -> ml_collections.ConfigDict:
     config.capability.mtbench_max_new_tokens = 1024
     config.capability.mtbench_model_id = ""  # "" = derived from the model and adapter names
     return config
+
+
+def base_run_config() -> ml_collections.ConfigDict:
+    """The defaults of a training run's config: the training settings
+    (`soo_jax.train.config.base_config()`) and, as `eval`, the evaluation that `launch/evaluate.py`
+    and the end-of-run before/after check read (`default_eval_config()`), with the latent SOO's
+    training site linked to the loss (`link_latent_training_site`). Config files in `configs/`
+    override what differs and return `finalize_run_config(c)`."""
+    from soo_jax.train.config import base_config
+
+    c = base_config()
+    c.eval = default_eval_config()  # launch/evaluate.py and the end-of-run evaluation
+    link_latent_training_site(c)
+    return c
+
+
+def link_latent_training_site(c: ml_collections.ConfigDict) -> None:
+    """The evaluation's latent SOO "training site" reads the loss settings whenever it is read:
+    `eval.latent.soo_layer` is `loss.layers[0]`, `soo_site` is `loss.site`, `soo_pooling` is
+    `loss.pooling`. So a config file's `c.loss.layers = (20,)`, a command line's
+    `--config.loss.layers=(12,)` or a sweep override all move it, and the eval config's -1
+    default (the paper's Mistral depth, 19/32 of the layers: layer 27 of Gemma-2's 46, 51 of
+    CalmeRys' 86, not their trained 20 and 57) never stands in for a trained layer. Setting one
+    of the three fields itself replaces its link with that value."""
+    latent = c.eval.latent
+    # ml_collections has no public "item of a tuple" operation on a reference; an _Op is what
+    # its own arithmetic on references builds.
+    latent.soo_layer = ml_collections.FieldReference(
+        0, field_type=int, op=config_dict._Op(lambda _, layers: int(layers[0]), [c.loss.get_ref("layers")]))
+    latent.soo_site = c.loss.get_ref("site").identity()
+    latent.soo_pooling = c.loss.get_ref("pooling").identity()
+
+
+def finalize_run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Validates the training settings (`soo_jax.train.config.validate`, which reads no `eval`
+    key) and locks a config built from `base_run_config()`; config files return this."""
+    from soo_jax.train.config import finalize
+
+    return finalize(config)
 
 
 def parse_suites(suites: str) -> tuple[str, ...]:

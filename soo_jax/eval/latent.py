@@ -30,7 +30,7 @@ from flax import nnx
 from soo_jax.data.batching import PairBatch, batch_pairs, fixed_size_chunks
 from soo_jax.data.pairs import PromptPair, latent_soo_pairs
 from soo_jax.models.activations import forward_with_activations
-from soo_jax.soo import per_pair_mse
+from soo_jax.soo import per_pair_mse, split_pairs
 
 __all__ = ["MODULE_GROUPS", "latent_soo", "compare_latent"]
 
@@ -50,19 +50,19 @@ ALIGNMENT = ("end-aligned: self/other left-padded to one length, MSE over the po
 def _pair_mse(graphdef, state, tokens, mask, *, layer_sites: tuple[str, ...],
               layers: tuple[int, ...], with_logits: bool, soo_site: str, soo_layer: int,
               soo_pooling: str):
-    """Per-pair MSEs of one pair batch: ([len(layer_sites), len(layers), B], logits [B] or
-    None, training site [B]). Activations are reduced here, inside the jit, so a large model
-    never holds every module's activations outside it."""
+    """Per-pair MSEs of one pair batch (rows interleaved, as `PairBatch`): ([len(layer_sites),
+    len(layers), B], logits [B] or None, training site [B]). Activations are reduced here, inside
+    the jit, so a large model never holds every module's activations outside it."""
     model = nnx.merge(graphdef, state)
     sites = tuple(dict.fromkeys((*layer_sites, soo_site, *(("logits",) if with_logits else ()))))
     capture_layers = tuple(sorted({*layers, soo_layer}))
     _, acts = forward_with_activations(model, tokens, mask, sites=sites, layers=capture_layers,
                                        logits="all" if with_logits else "none")
     half = tokens.shape[0] // 2
-    mask_self, mask_other = mask[:half], mask[half:]
+    mask_self, mask_other = split_pairs(mask)
 
     def mse(x, pooling="full"):
-        return per_pair_mse(x[:half], x[half:], mask_self, mask_other, pooling)
+        return per_pair_mse(*split_pairs(x), mask_self, mask_other, pooling)
 
     table = jnp.stack([jnp.stack([mse(acts[site][layer]) for layer in layers])
                        for site in layer_sites]) if layer_sites else jnp.zeros((0, 0, half))
@@ -72,7 +72,7 @@ def _pair_mse(graphdef, state, tokens, mask, *, layer_sites: tuple[str, ...],
 
 
 def _rows(batch: PairBatch, pair_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rows = np.concatenate([pair_index, batch.num_pairs + pair_index])
+    rows = batch.rows_of(pair_index)
     return batch.tokens[rows], batch.mask[rows]
 
 
@@ -139,7 +139,7 @@ def latent_soo(model, tokenizer, pairs: Sequence[PromptPair] | None = None, *,
             rows.append(per_module[-1][None])
         if rows:
             groups[group] = float(np.concatenate(rows).mean())
-    lengths = batch.lengths
+    self_lengths, other_lengths = (side.lengths for side in batch.split())
     return {
         "score": float(per_pair.mean()),
         "per_pair": [float(v) for v in per_pair],
@@ -151,7 +151,7 @@ def latent_soo(model, tokenizer, pairs: Sequence[PromptPair] | None = None, *,
                           "value": float(np.concatenate(site_mse).astype(np.float64).mean())},
         "num_pairs": len(pairs),
         "num_modules": int(per_module.shape[0]),
-        "unequal_length_pairs": int(np.sum(lengths[:len(pairs)] != lengths[len(pairs):])),
+        "unequal_length_pairs": int(np.sum(self_lengths != other_lengths)),
         "alignment": ALIGNMENT,
         "chat_template": chat_template,
     }

@@ -30,8 +30,8 @@ def tuned_view(base, *, adapter: str | None = None, checkpoint: str | None = Non
     from flax import nnx
 
     from soo_jax.lora import set_dropout
+    from soo_jax.peft_io import load_peft_adapter
     from soo_jax.train.checkpoint import restore_lora_into
-    from soo_jax.train.peft_io import load_peft_adapter
 
     if bool(adapter) == bool(checkpoint):
         raise ValueError("give --adapter or --checkpoint, not both" if adapter else "no adapter or checkpoint given")

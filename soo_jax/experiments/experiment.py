@@ -75,6 +75,8 @@ class ExperimentPlan:
 _say = run_dir.say
 
 # Settings that never change a result: where things go, progress bars, the compilation cache.
+# "train.log_every" is no setting any more (it was never read); it stays listed, as in
+# soo_jax.train.loop.NOT_RESULT_CHANGING, so a config that still holds it compares as before.
 NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
                        "train.export_adapter", "train.evaluate", "train.eval_scenarios", "mesh",
                        *eval_config_lib.NOT_RESULT_CHANGING)

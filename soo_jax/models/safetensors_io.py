@@ -44,9 +44,6 @@ class SafetensorsFile:
     def keys(self) -> list[str]:
         return list(self._entries)
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._entries[name]["shape"])
-
     def get(self, name: str) -> np.ndarray:
         entry = self._entries[name]
         dtype_name = entry["dtype"]

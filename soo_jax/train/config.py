@@ -1,21 +1,21 @@
-"""The run configuration (ml-collections), its defaults, validation, and typed views.
+"""The training settings of a run configuration (ml-collections), their defaults, validation, and
+typed views.
 
-Config files in `configs/` call `base_config()` and override what differs; the result is locked,
-so a misspelt key in a config file or on the command line (`--config.lora.rnak=4`) is an error
-instead of a silently ignored setting.
+`base_config()` holds the training sections (model, lora, loss, data, train, optimizer, mesh).
+Config files in `configs/` start from `soo_jax.eval.config.base_run_config()`, which adds the
+end-of-run evaluation's `eval` section to these, and override what differs; the result is
+locked, so a misspelt key in a config file or on the command line (`--config.lora.rnak=4`) is an
+error instead of a silently ignored setting.
 """
 
 from __future__ import annotations
 
 import ml_collections
-from ml_collections.config_dict import config_dict
 
-from soo_jax.eval.config import default_eval_config
 from soo_jax.lora import LoRAConfig
-from soo_jax.models.layers import LAYER_SITES
 from soo_jax.models.transformer import REMAT_POLICIES
-from soo_jax.soo import POOLINGS
-from soo_jax.train.step import MICROBATCH_REDUCTIONS, SCHEDULES, LossConfig, OptimizerConfig
+from soo_jax.soo import LossConfig
+from soo_jax.train.step import OptimizerConfig
 
 DTYPES = ("float32", "bfloat16")
 
@@ -53,7 +53,6 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=4,           # prompt pairs per optimizer step (global, all microbatches)
         grad_accum=1,           # microbatches per step
         seed=0,                 # LoRA init, dropout and data order
-        log_every=1,
         checkpoint_every=50,
         max_to_keep=3,
         out_dir="runs/default",
@@ -66,30 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
         b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0,
     ))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.eval = default_eval_config()  # launch/evaluate.py and the end-of-run evaluation
-    link_latent_training_site(c)
     return c
 
 
-def link_latent_training_site(c: ml_collections.ConfigDict) -> None:
-    """The evaluation's latent SOO "training site" reads the loss settings whenever it is read:
-    `eval.latent.soo_layer` is `loss.layers[0]`, `soo_site` is `loss.site`, `soo_pooling` is
-    `loss.pooling`. So a config file's `c.loss.layers = (20,)`, a command line's
-    `--config.loss.layers=(12,)` or a sweep override all move it, and the eval config's -1
-    default (the paper's Mistral depth, 19/32 of the layers: layer 27 of Gemma-2's 46, 51 of
-    CalmeRys' 86, not their trained 20 and 57) never stands in for a trained layer. Setting one
-    of the three fields itself replaces its link with that value."""
-    latent = c.eval.latent
-    # ml_collections has no public "item of a tuple" operation on a reference; an _Op is what
-    # its own arithmetic on references builds.
-    latent.soo_layer = ml_collections.FieldReference(
-        0, field_type=int, op=config_dict._Op(lambda _, layers: int(layers[0]), [c.loss.get_ref("layers")]))
-    latent.soo_site = c.loss.get_ref("site").identity()
-    latent.soo_pooling = c.loss.get_ref("pooling").identity()
-
-
 def finalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Validates and locks a config built from `base_config()`; config files return this."""
+    """Validates the training settings of `config` (other sections are left alone) and locks it."""
     validate(config)
     config.lock()
     return config
@@ -99,40 +79,34 @@ def _fail(key: str, message: str):
     raise ValueError(f"config.{key}: {message}")
 
 
+def _fail_field(section: str, error: ValueError):
+    """A config dataclass's "<field>: <problem>" error as `config.<section>.<field>: <problem>`."""
+    field, _, message = str(error).partition(": ")
+    _fail(f"{section}.{field}", message)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
+    """Every training setting, before anything is loaded. The lora, loss and optimizer sections
+    are checked by their dataclasses (`LoRAConfig`, `LossConfig`, `OptimizerConfig`), once."""
     if c.model.dtype not in DTYPES:
         _fail("model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
     if c.model.param_dtype not in DTYPES + ("",):
         _fail("model.param_dtype", f"{c.model.param_dtype!r} is not one of {DTYPES} or ''")
     if c.model.remat not in REMAT_POLICIES:
         _fail("model.remat", f"{c.model.remat!r} is not one of {tuple(REMAT_POLICIES)}")
-    if c.loss.objective not in ("mse", "kl_logits"):
-        _fail("loss.objective", f"{c.loss.objective!r} is not 'mse' or 'kl_logits'")
-    if c.loss.pooling not in POOLINGS:
-        _fail("loss.pooling", f"{c.loss.pooling!r} is not one of {POOLINGS}")
-    if c.loss.microbatch_reduction not in MICROBATCH_REDUCTIONS:
-        _fail("loss.microbatch_reduction", f"{c.loss.microbatch_reduction!r} is not one of {MICROBATCH_REDUCTIONS}")
-    if c.loss.site not in LAYER_SITES:
-        _fail("loss.site", f"{c.loss.site!r} is not one of {LAYER_SITES}")
-    if not c.loss.layers or any(int(i) < 0 for i in c.loss.layers):
-        _fail("loss.layers", f"must name one or more layer indices >= 0, got {c.loss.layers!r}")
-    for key in ("epochs", "batch_size", "grad_accum", "log_every", "checkpoint_every", "max_to_keep",
-                "eval_scenarios"):
+    loss_config(c)
+    for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios"):
         if int(c.train[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
     if c.train.batch_size % c.train.grad_accum:
         _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches")
-    if c.optimizer.schedule not in SCHEDULES:  # checked here, not after the model has loaded
-        _fail("optimizer.schedule", f"{c.optimizer.schedule!r} is not one of {SCHEDULES}")
-    if c.optimizer.learning_rate <= 0:
-        _fail("optimizer.learning_rate", f"must be > 0, got {c.optimizer.learning_rate}")
+    optimizer_config(c, total_steps=1)  # the schedule's name is checked here, not after the model has loaded
     for axis in ("data", "fsdp", "tensor"):
         if c.mesh[axis] == 0 or c.mesh[axis] < -1:
             _fail(f"mesh.{axis}", f"must be a positive size or -1 (the remaining devices), got {c.mesh[axis]}")
     if [c.mesh[a] for a in ("data", "fsdp", "tensor")].count(-1) > 1:
         _fail("mesh", "at most one axis may be -1")
     lora_config(c)
-    loss_config(c)
 
 
 def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
@@ -144,15 +118,22 @@ def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
 
 
 def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
-    return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=tuple(int(i) for i in c.loss.layers),
-                      pooling=c.loss.pooling, kl_mask_padding=bool(c.loss.kl_mask_padding),
-                      kl_to_base_weight=float(c.loss.kl_to_base_weight),
-                      microbatch_reduction=c.loss.microbatch_reduction)
+    layers = tuple(int(i) for i in c.loss.layers)
+    try:
+        return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=layers, pooling=c.loss.pooling,
+                          kl_mask_padding=bool(c.loss.kl_mask_padding),
+                          kl_to_base_weight=float(c.loss.kl_to_base_weight),
+                          microbatch_reduction=c.loss.microbatch_reduction)
+    except ValueError as e:
+        _fail_field("loss", e)
 
 
 def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:
     o = c.optimizer
-    return OptimizerConfig(learning_rate=float(o.learning_rate), warmup_steps=int(o.warmup_steps),
-                           total_steps=int(total_steps), schedule=o.schedule, weight_decay=float(o.weight_decay),
-                           b1=float(o.b1), b2=float(o.b2), eps=float(o.eps),
-                           max_grad_norm=float(o.max_grad_norm) if o.max_grad_norm else None)
+    values = dict(learning_rate=float(o.learning_rate), warmup_steps=int(o.warmup_steps), total_steps=int(total_steps),
+                  schedule=o.schedule, weight_decay=float(o.weight_decay), b1=float(o.b1), b2=float(o.b2),
+                  eps=float(o.eps), max_grad_norm=float(o.max_grad_norm) if o.max_grad_norm else None)
+    try:
+        return OptimizerConfig(**values)
+    except ValueError as e:
+        _fail_field("optimizer", e)

@@ -22,13 +22,13 @@ from soo_jax.data.batching import PairBatch, batch_pairs
 from soo_jax.data.pairs import PromptPair, batch_indices, soo_training_pairs, steps_per_epoch
 from soo_jax.lora import apply_lora
 from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+from soo_jax.peft_io import export_peft_adapter
 from soo_jax.sharding import DEFAULT_RULES
 from soo_jax.train import config as run_config
 from soo_jax.train.checkpoint import TrainCheckpointer, abstract_like, lora_config_to_json
 from soo_jax.train.mesh import (MeshConfig, check_global_batch, global_batch_from_host_slices, initialize_distributed,
                                 make_mesh, process_batch_rows)
 from soo_jax.train.metrics_log import MetricsLog
-from soo_jax.train.peft_io import export_peft_adapter
 from soo_jax.train.step import (SplitModel, init_train_state, jit_train_step, make_optimizer, make_train_step,
                                 plan_shardings)
 
@@ -67,13 +67,13 @@ class Schedule:
 
     def microbatches(self, pairs: PairBatch, step: int, rows: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """tokens/mask [grad_accum, 2 * micro, T], each microbatch interleaved [self_0, other_0, ...].
+        """tokens/mask [grad_accum, 2 * micro, T], each microbatch interleaved [self_0, other_0, ...]
+        as `pairs` is.
 
         `rows` keeps only those rows of each microbatch (this process's share, multi-host loading).
         """
         idx = self.pair_indices(step).reshape(self.grad_accum, -1)
-        n = pairs.num_pairs
-        rows_of = np.stack([idx, idx + n], axis=-1).reshape(self.grad_accum, -1)  # PairBatch: selves, then others
+        rows_of = pairs.rows_of(idx)
         if rows is not None:
             rows_of = rows_of[:, rows]
         return pairs.tokens[rows_of], pairs.mask[rows_of]
@@ -96,6 +96,9 @@ def _say(message: str) -> None:
 # Settings that cannot change the trained adapter: where and how often things are written, the
 # end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape,
 # how the layer loop runs (scanned or not, remat: the same numbers to fp32 rounding, like the mesh).
+# "train.log_every" is no setting any more (it was never read), but the configs that runs from
+# before manifests recorded in their checkpoints hold it; listed here, it is left out of their
+# settings as it always was, so those runs still resume.
 NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
                        "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh",
                        "model.scan_layers", "model.remat")

@@ -204,7 +204,8 @@ def process_batch_rows(sharding: NamedSharding, global_shape: Sequence[int], *, 
     process) must load, in the order its local slice must hold them.
 
     For a pair batch [A, 2B, T] the rows are interleaved [self_0, other_0, self_1, other_1, ...]
-    (soo_jax.soo.split_pairs), so an even block of rows always holds whole pairs. Every process
+    (as `soo_jax.data.batching.PairBatch` builds them and the loss reads them), so an even block of
+    rows always holds whole pairs. Every process
     gets the same number of rows; processes whose devices hold the same rows (replicas along
     tensor, say) get the same rows.
     """

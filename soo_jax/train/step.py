@@ -1,9 +1,10 @@
 """The SOO train step: one `jax.jit`-compiled function with NamedShardings on a Mesh.
 
 The model is split once into (graph, frozen base, LoRA). Only the LoRA parameters are
-differentiated, carried by the optimizer and returned; the frozen base is an input, never an
-output, so it stays bit-identical. Gradients are accumulated over microbatches with `lax.scan`;
-a step whose loss or gradient is not finite leaves the state unchanged and reports it.
+differentiated (the objective, `soo_jax.soo.soo_loss`), carried by the optimizer and returned;
+the frozen base is an input, never an output, so it stays bit-identical. Gradients are
+accumulated over microbatches with `lax.scan`; a step whose loss or gradient is not finite
+leaves the state unchanged and reports it.
 """
 
 from __future__ import annotations
@@ -18,49 +19,12 @@ from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from soo_jax.lora import lora_linears, set_dropout
-from soo_jax.models.activations import forward_with_activations
 from soo_jax.models.transformer import CausalLM
 from soo_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec, state_shardings
-from soo_jax.soo import POOLINGS, kl_to_reference, soo_kl_logits, soo_mse
+from soo_jax.soo import LossConfig, soo_loss
 
 Array = jax.Array
 LoRAParams = dict[str, Array]  # flat: "layers/3/self_attn/q_proj/lora/a" -> array
-MICROBATCH_REDUCTIONS = ("mean", "sum")
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """objective "mse": SOO MSE at `site` of `layers` (mean over layers); "kl_logits": the public
-    code's KL between output distributions. `kl_to_base_weight` > 0 adds KL(base || tuned) on the
-    training prompts' next-token distributions (off by default: the paper has no such term).
-
-    `microbatch_reduction`: how the microbatches of one optimizer step combine. "mean" averages
-    their gradients (the step's gradient is that of one batch of all its pairs); "sum" adds them,
-    as the public code did (it called `backward()` on every batch's loss without dividing by its
-    4 accumulation steps, docs/paper_notes.md §1.2). Logged metrics are per-microbatch means
-    either way, comparable to the per-batch losses the authors printed."""
-
-    objective: Literal["mse", "kl_logits"] = "mse"
-    site: str = "o_proj"
-    layers: tuple[int, ...] = (19,)
-    pooling: str = "full"
-    kl_mask_padding: bool = True
-    kl_to_base_weight: float = 0.0
-    microbatch_reduction: Literal["mean", "sum"] = "mean"
-
-    def __post_init__(self):
-        if self.objective not in ("mse", "kl_logits"):
-            raise ValueError(f"unknown SOO objective {self.objective!r}; use 'mse' or 'kl_logits'")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; use one of {POOLINGS}")
-        if not self.layers:
-            raise ValueError("LossConfig.layers must name at least one layer")
-        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
-        if self.kl_to_base_weight < 0:
-            raise ValueError(f"kl_to_base_weight must be >= 0, got {self.kl_to_base_weight}")
-        if self.microbatch_reduction not in MICROBATCH_REDUCTIONS:
-            raise ValueError(f"unknown microbatch_reduction {self.microbatch_reduction!r}; "
-                             f"use one of {MICROBATCH_REDUCTIONS}")
 
 
 @struct.dataclass
@@ -148,30 +112,6 @@ class SplitModel:
         return axes
 
 
-# --- Loss ----------------------------------------------------------------------------------
-
-def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,
-             base_model: CausalLM | None = None) -> tuple[Array, dict[str, Array]]:
-    """Loss and metrics for one pair batch (tokens/mask [2B, T], rows self_0, other_0, self_1, ...)."""
-    need_logits = config.objective == "kl_logits" or config.kl_to_base_weight > 0
-    logits, acts = forward_with_activations(
-        model, tokens, mask, sites=(config.site,) if config.objective == "mse" else (),
-        layers=config.layers, logits="all" if need_logits else "none")
-    if config.objective == "mse":
-        soo = jnp.mean(jnp.stack([soo_mse(acts[config.site][layer], mask, config.pooling)
-                                  for layer in config.layers]))
-    else:
-        soo = soo_kl_logits(logits, mask if config.kl_mask_padding else None)
-    metrics = {"soo": soo}
-    loss = soo
-    if config.kl_to_base_weight > 0:
-        base_logits, _ = base_model(tokens, mask)
-        kl = kl_to_reference(logits, base_logits, mask)
-        metrics["kl_to_base"] = kl
-        loss = loss + config.kl_to_base_weight * kl
-    return loss, metrics
-
-
 # --- Optimizer -----------------------------------------------------------------------------
 
 SCHEDULES = ("constant", "cosine", "linear")
@@ -189,6 +129,13 @@ class OptimizerConfig:
     eps: float = 1e-8
     max_grad_norm: float | None = 1.0
 
+    def __post_init__(self):
+        # Each message starts with the field's name: a run config reports it as `config.optimizer.<field>: ...`.
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule: {self.schedule!r} is not one of {SCHEDULES}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     warmup = max(config.warmup_steps, 0)
@@ -197,10 +144,8 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
         main = optax.constant_schedule(config.learning_rate)
     elif config.schedule == "cosine":
         main = optax.cosine_decay_schedule(config.learning_rate, decay_steps)
-    elif config.schedule == "linear":
+    else:  # "linear", the last of SCHEDULES (OptimizerConfig accepts no other name)
         main = optax.linear_schedule(config.learning_rate, 0.0, decay_steps)
-    else:
-        raise ValueError(f"unknown learning-rate schedule {config.schedule!r}")
     schedule = main if warmup == 0 else optax.join_schedules(
         [optax.linear_schedule(0.0, config.learning_rate, warmup), main], [warmup])
     adamw = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay)

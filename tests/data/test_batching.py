@@ -11,9 +11,18 @@ def _real_tokens(batch, row):
     return batch.tokens[row][batch.mask[row]].tolist()
 
 
+def _interleaved_prompts(pairs):
+    """The rows a PairBatch must hold, written out: self_0, other_0, self_1, other_1, ..."""
+    prompts = []
+    for pair in pairs:
+        prompts.append(pair.self_prompt)
+        prompts.append(pair.other_prompt)
+    return prompts
+
+
 def test_pair_batch_layout_left_padding_and_mask(tiny_tokenizer):
     batch = B.batch_pairs(tiny_tokenizer, PAIRS)
-    prompts = [p.self_prompt for p in PAIRS] + [p.other_prompt for p in PAIRS]
+    prompts = _interleaved_prompts(PAIRS)
     expected = [tiny_tokenizer(p)["input_ids"] for p in prompts]
     assert batch.num_pairs == 5
     assert batch.tokens.shape == batch.mask.shape == (10, max(map(len, expected)))
@@ -22,7 +31,7 @@ def test_pair_batch_layout_left_padding_and_mask(tiny_tokenizer):
     for row, ids in enumerate(expected):
         n_pad = batch.tokens.shape[1] - len(ids)
         assert not batch.mask[row, :n_pad].any() and batch.mask[row, n_pad:].all()
-        assert _real_tokens(batch, row) == ids  # rows are [selves..., others...]
+        assert _real_tokens(batch, row) == ids  # rows are [self_0, other_0, self_1, other_1, ...]
         assert (batch.tokens[row, :n_pad] == tiny_tokenizer.pad_token_id).all()
         assert batch.positions[row, n_pad:].tolist() == list(range(len(ids)))
     assert batch.lengths.tolist() == [len(e) for e in expected]
@@ -30,7 +39,7 @@ def test_pair_batch_layout_left_padding_and_mask(tiny_tokenizer):
 
 def test_decoding_gives_the_prompts_back_with_one_bos(tiny_tokenizer):
     batch = B.batch_pairs(tiny_tokenizer, PAIRS)
-    prompts = [p.self_prompt for p in PAIRS] + [p.other_prompt for p in PAIRS]
+    prompts = _interleaved_prompts(PAIRS)
     bos = tiny_tokenizer.bos_token_id
     for row, prompt in enumerate(prompts):
         real = _real_tokens(batch, row)
@@ -41,9 +50,12 @@ def test_decoding_gives_the_prompts_back_with_one_bos(tiny_tokenizer):
 def test_split_and_overlap_mask(tiny_tokenizer):
     batch = B.batch_pairs(tiny_tokenizer, PAIRS)
     selves, others = batch.split()
-    assert np.array_equal(selves.tokens, B.batch_prompts(
-        tiny_tokenizer, [p.self_prompt for p in PAIRS] + [p.other_prompt for p in PAIRS]
-    ).tokens[:5])
+    # Padded to the batch's common length (that of all ten prompts), the self rows alone.
+    all_prompts = B.batch_prompts(tiny_tokenizer, [p.self_prompt for p in PAIRS] + [p.other_prompt for p in PAIRS])
+    assert np.array_equal(selves.tokens, all_prompts.tokens[:5])
+    assert np.array_equal(others.tokens, all_prompts.tokens[5:])
+    assert np.array_equal(selves.tokens, batch.tokens[[0, 2, 4, 6, 8]])
+    assert np.array_equal(others.mask, batch.mask[[1, 3, 5, 7, 9]])
     for i, pair in enumerate(PAIRS):
         assert tiny_tokenizer.decode(_real_tokens(selves, i), skip_special_tokens=True) == \
             pair.self_prompt
@@ -119,10 +131,26 @@ def test_left_pad_on_hand_made_rows():
     assert pair.num_pairs == 1 and pair.overlap_mask().tolist() == [[False, False, False, True]]
 
 
+def test_overlap_mask_pairs_adjacent_rows():
+    # Rows self_0, other_0, self_1, other_1: pair 0 overlaps on 2 columns, pair 1 on 1.
+    batch = B.left_pad([[1, 2, 3], [4, 5], [6], [7, 8, 9]], pad_id=0)
+    pair = B.PairBatch(batch.tokens, batch.mask, batch.positions)
+    assert pair.num_pairs == 2
+    assert pair.overlap_mask().tolist() == [[False, True, True], [False, False, True]]
+    selves, others = pair.split()
+    assert selves.tokens.tolist() == [[1, 2, 3], [0, 0, 6]] and others.tokens.tolist() == [[0, 4, 5], [7, 8, 9]]
+
+
+def test_rows_of_gives_each_pairs_self_and_other_row_in_pair_order():
+    assert B.PairBatch.rows_of(np.array([3, 0, 5])).tolist() == [6, 7, 0, 1, 10, 11]
+    assert B.PairBatch.rows_of(np.array([[2, 1], [0, 4]])).tolist() == [[4, 5, 2, 3], [0, 1, 8, 9]]
+
+
 def test_single_pair(tiny_tokenizer):
     pair = PromptPair("You want it", "Bob wants it")
     batch = B.batch_pairs(tiny_tokenizer, [pair])
     assert batch.tokens.shape[0] == 2
+    assert tiny_tokenizer.decode(_real_tokens(batch, 0), skip_special_tokens=True) == "You want it"
     assert tiny_tokenizer.decode(_real_tokens(batch, 1), skip_special_tokens=True) == "Bob wants it"
 
 

@@ -115,7 +115,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_adapter_dir(tiny_model_dir, tmp_path_factory):
     from soo_jax.models.loader import from_pretrained
-    from soo_jax.train.peft_io import export_peft_adapter
+    from soo_jax.peft_io import export_peft_adapter
 
     model, config = perturbed_adapter(from_pretrained(tiny_model_dir))
     directory = tmp_path_factory.mktemp("tiny_adapter") / "adapter"

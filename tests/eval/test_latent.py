@@ -71,7 +71,9 @@ def test_matches_numpy_on_unpadded_activations(tiny_model, tiny_tokenizer, pairs
     np.testing.assert_allclose(result["score"], expected_pairs.mean(), rtol=1e-4)
     assert result["num_pairs"] == len(pairs)
     assert result["num_modules"] == 2 * len(SITES) + 1
-    assert result["unequal_length_pairs"] >= 1
+    lengths = [(len(s), len(o)) for s, o in zip(*(encode_prompts(tiny_tokenizer, [getattr(p, side) for p in pairs])
+                                                  for side in ("self_prompt", "other_prompt")))]
+    assert result["unequal_length_pairs"] == sum(s != o for s, o in lengths) >= 1
     for site in SITES:
         np.testing.assert_allclose(result["per_layer"][site],
                                    [expected_modules[(site, layer)] for layer in (0, 1)], rtol=1e-4)

@@ -18,10 +18,11 @@ from soo_jax.models import build_model, forward_with_activations, from_hf_config
 from soo_jax.models.generate import SamplingConfig, generate_tokens
 from soo_jax.models.layers import LAYER_SITES
 from soo_jax.models.transformer import REMAT_POLICIES
-from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, init_train_state, jit_train_step,
-                                make_optimizer, make_train_step, soo_loss)
+from soo_jax.soo import LossConfig, soo_loss
+from soo_jax.train.step import (OptimizerConfig, SplitModel, init_train_state, jit_train_step, make_optimizer,
+                                make_train_step)
+from tests.lora.lora_fixtures import randomise_lora_b
 from tests.models.hf_reference import TINY_CONFIGS, left_padded_batch
-from tests.train.lora_fixtures import randomise_lora_b
 
 RTOL = 1e-5
 REMAT_RTOL = 1e-6

@@ -20,7 +20,8 @@ from jax.sharding import Mesh, PartitionSpec
 
 from soo_jax.lora import LoRAConfig, apply_lora
 from soo_jax.sharding import DEFAULT_RULES, logical_to_spec, variable_logical_axes
-from soo_jax.train.step import LossConfig, OptimizerConfig, SplitModel, make_optimizer, make_train_step
+from soo_jax.soo import LossConfig
+from soo_jax.train.step import OptimizerConfig, SplitModel, make_optimizer, make_train_step
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -38,13 +39,14 @@ LOSS = LossConfig(layers=(SOO_LAYER,))
 OPTIMIZER = OptimizerConfig(learning_rate=1e-3, total_steps=10)
 NUM_STEPS = 2  # the second step has non-zero gradients for A (B is zero before the first)
 NUM_MICROBATCHES = 2
-NUM_PAIRS = 4  # per microbatch: 8 rows, so a 4-way batch split puts self and other rows apart
+NUM_PAIRS = 4  # per microbatch: 8 rows, so a 4-way batch split gives every shard one whole pair
 
 
 def pair_batch(vocab_size: int, num_micro: int = NUM_MICROBATCHES, num_pairs: int = NUM_PAIRS,
                width: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """tokens/mask [A, 2B, T], rows [self..., other...], left-padded, the other prompt differing
-    from its self prompt in its first token and sometimes by one extra token."""
+    """tokens/mask [A, 2B, T], rows interleaved [self_0, other_0, self_1, ...] as the training loop
+    feeds them (`soo_jax.data.batching.PairBatch`), left-padded, the other prompt differing from
+    its self prompt in its first token and sometimes by one extra token."""
     rng = np.random.default_rng(seed)
     tokens = np.zeros((num_micro, 2 * num_pairs, width), np.int32)
     mask = np.zeros_like(tokens)
@@ -56,7 +58,7 @@ def pair_batch(vocab_size: int, num_micro: int = NUM_MICROBATCHES, num_pairs: in
             other_ids[0] = other_ids[0] % (vocab_size - 1) + 1
             if i % 2:
                 other_ids = np.concatenate([other_ids, [3]])
-            for row, ids in ((i, self_ids), (num_pairs + i, other_ids)):
+            for row, ids in ((2 * i, self_ids), (2 * i + 1, other_ids)):
                 tokens[a, row, width - len(ids):] = ids
                 mask[a, row, width - len(ids):] = 1
     return tokens, mask

@@ -6,9 +6,10 @@
     python -m tests.train.multiprocess_worker CHECKPOINT_DIR OUT_DIR
 
 Without JAX_NUM_PROCESSES it is the single-process, single-device reference. Every process
-builds the same global pair batch but loads only its own rows of it; the (data=2, fsdp=2,
-tensor=2) mesh puts process 0's devices on data index 0, so process 0 holds the self prompts
-and process 1 the other prompts, and the loss must pair rows across the process boundary.
+builds the same global pair batch (rows interleaved [self_0, other_0, ...]) but loads only its
+own rows of it; the (data=2, fsdp=2, tensor=2) mesh puts process 0's devices on data index 0, so
+process 0 holds the first half of the rows (pairs 0 and 1) and process 1 the second (pairs 2 and
+3), and the step must combine the pairs of both processes.
 Writes OUT_DIR/process_<i>.{npz,json} (the reference: OUT_DIR/single.{npz,json}).
 """
 

@@ -2,8 +2,10 @@
 step, each loading only its rows of the global batch, and agree with each other and with a
 single-process, single-device run.
 
-The mesh puts process 0 on data index 0, so process 0 holds only self prompts and process 1 only
-other prompts: the loss is right only if pairs are matched across the process boundary.
+The mesh puts process 0 on data index 0, so process 0 loads rows 0-3 and process 1 rows 4-7 of
+each microbatch: rows interleaved [self_0, other_0, ...] as the training loop feeds them, so each
+process holds whole pairs (0-1 and 2-3), and the loss, its gradient and the update are right only
+if the step combines both processes' pairs.
 Tolerances as in test_sharded_step (fp32, summation order): loss rtol 1e-5, LoRA atol 1e-6.
 """
 
@@ -64,7 +66,7 @@ def test_processes_see_one_global_mesh_and_load_disjoint_rows(results):
         assert (report["process_index"], report["process_count"]) == (i, NUM_PROCESSES)
         assert (report["local_devices"], report["devices"]) == (4, 8)
     rows = [report["rows"] for _, report in processes]
-    assert rows == [list(range(NUM_PAIRS)), list(range(NUM_PAIRS, 2 * NUM_PAIRS))]  # self rows | other rows
+    assert rows == [list(range(NUM_PAIRS)), list(range(NUM_PAIRS, 2 * NUM_PAIRS))]  # pairs 0-1 | pairs 2-3
 
 
 def test_processes_agree_with_each_other_and_with_one_process(results):

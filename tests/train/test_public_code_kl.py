@@ -14,9 +14,10 @@ from configs import mistral_repo
 from soo_jax.data.pairs import soo_training_pairs
 from soo_jax.lora import apply_lora
 from soo_jax.models.loader import from_pretrained, load_tokenizer
+from soo_jax.soo import soo_loss
 from soo_jax.train import config as run_config
 from soo_jax.train.loop import tokenize_pairs
-from soo_jax.train.step import SplitModel, init_train_state, make_train_step, soo_loss
+from soo_jax.train.step import SplitModel, init_train_state, make_train_step
 from tests.tiny_tokenizer import make_tiny_model_dir
 
 N_PAIRS = 4  # one microbatch of mistral_repo (batch 16 = 4 x 4)
@@ -34,12 +35,6 @@ def repo_setup(tmp_path_factory):
     return path, torch_model, tokenizer, config
 
 
-def interleaved(batch, n_pairs):
-    """PairBatch rows [selves..., others...] -> [self_0, other_0, self_1, ...] (the step's layout)."""
-    rows = np.stack([np.arange(n_pairs), np.arange(n_pairs) + n_pairs], axis=1).reshape(-1)
-    return batch.tokens[rows], batch.mask[rows]
-
-
 def log_softmax(x):
     x = x - x.max(-1, keepdims=True)
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
@@ -48,7 +43,8 @@ def log_softmax(x):
 def test_kl_equals_numpy_on_the_public_codes_padded_batches(repo_setup):
     path, torch_model, tokenizer, config = repo_setup
     pairs = soo_training_pairs()[:N_PAIRS]  # templates 1, 2, 3, 1 (template 2's other is longer)
-    tokens, mask = interleaved(tokenize_pairs(tokenizer, pairs, config), N_PAIRS)
+    batch = tokenize_pairs(tokenizer, pairs, config)  # rows self_0, other_0, self_1, ... (the step's layout)
+    tokens, mask = batch.tokens, batch.mask
     assert tokens.shape == (2 * N_PAIRS, mistral_repo.PAD_TO)
 
     # The public code's batches: each prompt tokenized alone, padding="max_length" to 128 (left,
@@ -91,8 +87,8 @@ def test_microbatch_gradients_add_up_as_the_code_accumulates(repo_setup):
     divided by its 4 accumulation steps); "mean" would average them: exactly 1/A of the sum."""
     path, _, tokenizer, config = repo_setup
     pairs = soo_training_pairs()[:2 * N_PAIRS]
-    tokens, mask = interleaved(tokenize_pairs(tokenizer, pairs, config), 2 * N_PAIRS)
-    tokens, mask = tokens.reshape(2, 2 * N_PAIRS, -1), mask.reshape(2, 2 * N_PAIRS, -1)  # A = 2 microbatches
+    batch = tokenize_pairs(tokenizer, pairs, config)
+    tokens, mask = batch.tokens.reshape(2, 2 * N_PAIRS, -1), batch.mask.reshape(2, 2 * N_PAIRS, -1)  # A = 2 microbatches
 
     model = from_pretrained(path)
     apply_lora(model, run_config.lora_config(config), rngs=nnx.Rngs(params=0, dropout=0))

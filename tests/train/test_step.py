@@ -8,9 +8,9 @@ from flax import nnx
 
 from soo_jax.lora import LoRAConfig, apply_lora
 from soo_jax.models.loader import from_pretrained
-from soo_jax.soo import per_pair_mse
-from soo_jax.train.step import (LossConfig, OptimizerConfig, SplitModel, init_train_state, jit_train_step,
-                                make_optimizer, make_train_step, soo_loss)
+from soo_jax.soo import LossConfig, per_pair_mse, soo_loss
+from soo_jax.train.step import (OptimizerConfig, SplitModel, init_train_state, jit_train_step, make_optimizer,
+                                make_train_step)
 from tests.models.hf_reference import make_tiny_checkpoint, torch_forward
 
 SOO_LAYER = 1

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from soo_jax.train.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from soo_jax.peft_io import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -101,8 +101,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_model, tmp_path):
     # The final checkpoint restores into a fresh base model as the exported adapter does.
     from soo_jax.lora import set_dropout
     from soo_jax.models.loader import from_pretrained
+    from soo_jax.peft_io import load_peft_adapter
     from soo_jax.train.checkpoint import restore_lora_into
-    from soo_jax.train.peft_io import load_peft_adapter
     from tests.models.hf_reference import left_padded_batch
 
     restored, meta = restore_lora_into(from_pretrained(tiny_model), full.checkpoint_dir)

@@ -10,9 +10,9 @@ from flax import nnx
 
 from soo_jax.lora import LoRAConfig, apply_lora, set_dropout
 from soo_jax.models.loader import from_pretrained
-from soo_jax.train.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter, read_peft_config
-from tests.train.lora_fixtures import randomise_lora_b
-from tests.train.peft_reference import peft_from_pretrained
+from soo_jax.peft_io import ADAPTER_CONFIG, export_peft_adapter, load_peft_adapter, read_peft_config
+from tests.lora.lora_fixtures import randomise_lora_b
+from tests.lora.peft_reference import peft_from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint, torch_forward
 
 LORA = LoRAConfig(rank=4, alpha=16, dropout=0.2, targets=("q_proj", "v_proj", "o_proj"), layers=(0, 2))
@@ -76,7 +76,7 @@ def test_bad_adapters_are_rejected(tmp_path):
 
 def test_an_invalid_adapter_config_names_its_file(tmp_path):
     from soo_jax.run_dir import RunDirError
-    from soo_jax.train.peft_io import ADAPTER_CONFIG, read_peft_config
+    from soo_jax.peft_io import ADAPTER_CONFIG, read_peft_config
 
     (tmp_path / ADAPTER_CONFIG).write_text('{"peft_type": "LORA",')  # cut short
     with pytest.raises(RunDirError, match=rf"{ADAPTER_CONFIG} is not valid JSON"):

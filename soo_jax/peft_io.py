@@ -8,6 +8,10 @@ The directory (`adapter_model.safetensors` + `adapter_config.json`) loads with
 and the local path we trained from goes into our own `soo_jax_adapter.json` beside it. Our
 adapters on the stacked decoder layers are written and read one layer at a time
 (`soo_jax.lora.adapter_slices`), so the files are those of a per-layer model.
+
+This is the LoRA layer's file format and needs nothing from training. The LoRA state of an orbax
+training checkpoint is read by `soo_jax.train.checkpoint.restore_lora_into`, which stays with
+the checkpoint format it reads (the train state's flat per-layer LoRA dict, `SplitModel`).
 """
 
 from __future__ import annotations

@@ -13,11 +13,10 @@ from flax import nnx
 from soo_jax.lora import LoRAConfig, apply_lora, set_dropout
 from soo_jax.models.embedded import HUB_ID, embedded_hub_id
 from soo_jax.models.loader import from_pretrained
-from soo_jax.train.peft_io import (ADAPTER_CONFIG, SOO_JAX_METADATA, base_model_hub_id,
-                                   export_peft_adapter, load_peft_adapter)
+from soo_jax.peft_io import ADAPTER_CONFIG, SOO_JAX_METADATA, base_model_hub_id, export_peft_adapter, load_peft_adapter
+from tests.lora.lora_fixtures import randomise_lora_b
+from tests.lora.peft_reference import peft_from_pretrained
 from tests.models.hf_reference import left_padded_batch, make_tiny_checkpoint
-from tests.train.lora_fixtures import randomise_lora_b
-from tests.train.peft_reference import peft_from_pretrained
 
 LORA = LoRAConfig(rank=4, alpha=8, dropout=0.0, targets=("q_proj", "v_proj"))
 HUB_NAME = "soo-jax-tests/tiny-llama"

@@ -8,7 +8,7 @@ from transformers import LlamaConfig
 
 from soo_jax.lora import LoRAConfig, adapter_slices, apply_lora, lora_linears, lora_state, merge_lora, set_dropout
 from soo_jax.models import build_model, from_hf_config
-from tests.train.lora_fixtures import randomise_lora_b
+from tests.lora.lora_fixtures import randomise_lora_b
 
 CONFIG = from_hf_config(LlamaConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                                     num_attention_heads=4, num_key_value_heads=2))
