@@ -1,10 +1,12 @@
-"""No import circle within the soo_jax package: module-level and function-level imports both
-count (a lazy import inside a function hides a circle from the interpreter, not from a reader)."""
+"""The soo_jax package's imports: no circle, and the LLM stack's layers point one way
+(data -> models -> lora -> soo -> train -> eval -> experiments). Module-level and function-level
+imports both count (a lazy import inside a function hides an arrow from the interpreter, not
+from a reader)."""
 
 import ast
 import pathlib
 
-PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[2] / "soo_jax"
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1] / "soo_jax"
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -73,3 +75,35 @@ def test_no_import_cycle():
 def test_find_cycle_finds_function_level_circles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The LLM stack, lowest first. soo_jax.lora and soo_jax.peft_io form the lora layer; sharding,
+# run_dir and cli sit below every layer; rl is its own stack beside them.
+LAYERS = ("data", "models", "lora", "soo", "train", "eval", "experiments")
+LAYER_OF_MODULE = {"peft_io": "lora"}
+
+
+def layer(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    name = LAYER_OF_MODULE.get(parts[1], parts[1])
+    return name if name in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a -> b' for every import from a lower layer into a higher one."""
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if layer(a) and layer(b) and LAYERS.index(layer(b)) > LAYERS.index(layer(a)))
+
+
+def test_layers_point_one_way():
+    graph = import_graph()
+    assert graph["soo_jax.train.step"] >= {"soo_jax.soo", "soo_jax.lora"}  # the graph sees them
+    assert upward_imports(graph) == []
+
+
+def test_upward_imports_are_found():
+    graph = {"soo_jax.train.config": {"soo_jax.eval.config"}, "soo_jax.peft_io": {"soo_jax.models.config"},
+             "soo_jax.soo": {"soo_jax.peft_io"}, "soo_jax.rl.env": {"soo_jax.experiments.sweep"}}
+    assert upward_imports(graph) == ["soo_jax.train.config -> soo_jax.eval.config"]
