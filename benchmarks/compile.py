@@ -89,7 +89,7 @@ def generate_row(arch: str, loop: str, batch: int, prompt_len: int, new_tokens: 
     from flax import nnx
 
     from soo_jax.models import build_model
-    from soo_jax.models.generate import SamplingConfig, _generate
+    from soo_jax.models.generate import SamplingConfig, generate_jit
 
     config, _, _, dtype = arch_setup(arch, num_layers)
     scan_layers, remat = LOOPS[loop]
@@ -102,7 +102,7 @@ def generate_row(arch: str, loop: str, batch: int, prompt_len: int, new_tokens: 
             ints(batch, 0, 0), jax.random.key(0))
     sampling = SamplingConfig(max_new_tokens=new_tokens)
     started = time.perf_counter()
-    lowered = _generate.lower(*args, sampling=sampling, cache_dtype=dtype, pad_id=0)
+    lowered = generate_jit.lower(*args, sampling=sampling, cache_dtype=dtype, pad_id=0)
     lower_s = time.perf_counter() - started
     started = time.perf_counter()
     lowered.compile()

@@ -82,8 +82,9 @@ def _ends_with_stop(recent: Array, stops: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "cache_dtype", "pad_id"))
-def _generate(graphdef, state, prefix: Array, tokens: Array, mask: Array, stops: Array, key: Array, *,
-              sampling: SamplingConfig, cache_dtype, pad_id: int) -> tuple[Array, Array]:
+def generate_jit(graphdef, state, prefix: Array, tokens: Array, mask: Array, stops: Array, key: Array, *,
+                 sampling: SamplingConfig, cache_dtype, pad_id: int) -> tuple[Array, Array]:
+    """The compiled generation loop behind `generate` (public so benchmarks can lower it)."""
     model: CausalLM = nnx.merge(graphdef, state)
     batch, prompt_len = tokens.shape
     steps = sampling.max_new_tokens
@@ -156,7 +157,7 @@ def generate_tokens(model: CausalLM, tokens, mask, sampling: SamplingConfig, *, 
         raise ValueError("prompts must be left-padded: the last position of every row must be a real token")
     graphdef, state = nnx.split(model)
     key = jax.random.key(0) if key is None else key
-    out, lengths = _generate(graphdef, state, prefix, tokens, mask, stops, key, sampling=sampling,
+    out, lengths = generate_jit(graphdef, state, prefix, tokens, mask, stops, key, sampling=sampling,
                              cache_dtype=cache_dtype or model.dtype, pad_id=pad_id)
     return np.asarray(out), np.asarray(lengths)
 
