@@ -1,13 +1,15 @@
 """SOO fine-tuning of the embedded default model, SmolLM2-135M-Instruct, on a laptop CPU.
 
-30 layers. The SOO layer (12) and the learning rate (1e-4) come from the sweep documented in
-README.md ("First real result"), which varied only those two; LoRA r=8 alpha=32 dropout=0.2,
-15 epochs and batch 4 are the paper's Mistral settings, not swept. Training prompts are raw
-text, as the public code trained, while the evaluation renders its prompts through the chat
-template (the eval default, as the paper evaluated): a mix of the public code (raw/raw) and the
-paper (chat/chat), chosen, not swept. The sweep preset `smollm2_recipes`
-(soo_jax/experiments/sweep.py) tries chat-template training, the public code's KL objective and the
-paper's answer suffix at these and the other swept layers.
+30 layers. This is the README's main job and the base of both documented sweeps
+(soo_jax/experiments/sweep.py): SOO layer 12 and learning rate 1e-4, the first sweep's choice
+among 4 layers x 2 rates; LoRA r=8 alpha=32 dropout=0.2, 15 epochs and batch 4 are the paper's
+Mistral settings, not swept. Training prompts are raw text, as the public code trained, while
+the evaluation renders its prompts through the chat template (the eval default, as the paper
+evaluated). The recipes sweep (preset `smollm2_recipes`: chat-template training, the public
+code's KL objective, the paper's answer suffix) chose layer 24 with chat-template training
+under the same rule; the README's experiment runs that point with
+`--config.loss.layers='(24,)' --config.data.chat_template=True` on top of this file, which stays
+the sweeps' base so that their points keep their meaning.
 """
 
 from soo_jax.eval.config import base_run_config, finalize_run_config
@@ -18,7 +20,7 @@ def get_config():
     c.model.path = "embedded"
     c.loss.layers = (12,)  # the latent SOO's training site follows (link_latent_training_site)
     c.lora.rank, c.lora.alpha, c.lora.dropout = 8, 32.0, 0.2
-    c.data.chat_template = False  # raw SOO prompts, as the public code trained (not swept)
+    c.data.chat_template = False  # raw SOO prompts, as the public code trained (chat: the recipes sweep)
     c.train.epochs = 15
     c.train.batch_size = 4
     c.train.out_dir = "runs/smollm2"
