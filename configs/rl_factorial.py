@@ -4,6 +4,8 @@ SOO arm with a capability-only twin, plus a positive and an undertraining contro
 python launch/rl.py --config configs/rl_factorial.py                  # every arm, resumable
 python launch/rl.py --config configs/rl_factorial.py --config.stage=soo_action_logmse_scratch
 python launch/rl.py --config configs/rl_factorial.py:tiny --config.workdir=/tmp/f   # smoke run
+python launch/rl.py --config configs/rl_factorial.py:replicate   # the same on 8 other seeds
+python launch/rl_pool.py runs/rl_factorial runs/rl_factorial_replicate --out runs/rl_factorial_pooled
 
 Everything but the arms is configs/rl_deception.py's (same seeds, env, learner, chunking and
 baseline length), so its two 40,000-episode baselines are reused from `baseline_workdir`
@@ -26,6 +28,10 @@ Every arm is on key stream 1, the stream of configs/rl_deception.py's soo and ca
 soo_hidden_mse_baseline and cap_mse_baseline are those stages bit for bit, and all arms of a
 seed see the same resets, exploration noise and minibatch indices (common random numbers).
 
+`:replicate` runs the same design on 8 other training seeds (`REPLICATE_SEEDS`), with its own
+baselines (`runs/rl_deception_replicate`) and workdir (`runs/rl_factorial_replicate`);
+launch/rl_pool.py pools the two evaluations into one 16-seed result.
+
 The values are `soo_jax.rl.config.factorial_config()`'s.
 """
 
@@ -36,7 +42,8 @@ from soo_jax.rl import config as config_lib
 
 def get_config(variant: str = "") -> ConfigDict:
     """`variant="tiny"` (`--config configs/rl_factorial.py:tiny`): configs/rl_tiny.py's sizes, for
-    tests and smoke runs."""
-    if variant not in ("", "tiny"):
-        raise ValueError(f"unknown variant {variant!r}; '' or 'tiny'")
-    return config_lib.factorial_config(tiny=variant == "tiny")
+    tests and smoke runs; "replicate": the design on REPLICATE_SEEDS; "tiny_replicate": both."""
+    variants = ("", "tiny", "replicate", "tiny_replicate")
+    if variant not in variants:
+        raise ValueError(f"unknown variant {variant!r}; one of {variants}")
+    return config_lib.factorial_config(tiny="tiny" in variant, replicate="replicate" in variant)

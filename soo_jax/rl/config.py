@@ -31,6 +31,9 @@ class ConfigError(ValueError):
 # The experiment configs (configs/rl_deception.py, rl_tiny.py and rl_factorial.py return these).
 # The authors' 8 seeds.
 PAPER_SEEDS = (155, 714, 1908, 1549, 1195, 1812, 542, 2844)
+# 8 more training seeds for the factorial's replicate (configs/rl_factorial.py:replicate), so
+# that pooled with the paper's the factorial has 16 training seeds (soo_jax/rl/factorial_pool.py).
+REPLICATE_SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def base_config() -> ConfigDict:
@@ -157,13 +160,18 @@ def factorial_arms() -> ConfigDict:
     return arms
 
 
-def factorial_config(tiny: bool = False) -> ConfigDict:
+def factorial_config(tiny: bool = False, replicate: bool = False) -> ConfigDict:
     """configs/rl_factorial.py: base_config() (or, `tiny`, tiny_config()) with the factorial's
-    arms, its own workdir, the baselines' workdir and the paper-view evaluation seeds."""
+    arms, its own workdir, the baselines' workdir and the paper-view evaluation seeds.
+    `replicate`: the same design on REPLICATE_SEEDS, in workdirs of its own (its baselines too)."""
     config = tiny_config() if tiny else base_config()
     config.workdir = "runs/rl_factorial_tiny" if tiny else "runs/rl_factorial"
     # Where the deceptive and honest baselines are (configs/rl_deception.py's workdir).
     config.baseline_workdir = "runs/rl_tiny" if tiny else "runs/rl_deception"
+    if replicate:
+        config.seeds = (10, 11, 12, 13) if tiny else REPLICATE_SEEDS  # disjoint from tiny_config's
+        config.workdir += "_replicate"
+        config.baseline_workdir += "_replicate"
     # all | deceptive | honest | <arm name> | evaluate
     config.stage = "all"
     config.arms = factorial_arms()
