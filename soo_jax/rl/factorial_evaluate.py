@@ -171,15 +171,16 @@ def effects_vs(values: dict, reference: str, names) -> dict:
     return {m: {e: stats.paired_effect(values[m][e], values[reference][e]) for e in ENDPOINTS} for m in names}
 
 
-def power(config: ConfigDict, effects: dict, values: dict) -> dict:
-    """The smallest effect this design detects: per endpoint, the 80%-power paired-t effect from
-    the spread of the observed SOO-minus-twin differences (median over SOO arms), beside the
-    baselines' own honest-minus-deceptive difference; and the sign test's requirement."""
-    n = len(config.seeds)
+def power(n: int, effects: dict, values: dict) -> dict:
+    """The smallest effect a design of `n` training seeds detects: per endpoint, the 80%-power
+    paired-t effect from the spread of the observed SOO-minus-twin differences (median over SOO
+    arms), beside the baselines' own honest-minus-deceptive difference; and the sign test's
+    requirement."""
     gap = {e: stats.summarise(np.asarray(values["honest"][e]) - values["deceptive"][e]) for e in ENDPOINTS}
     out = {"n_seeds": n, "sign_test_needs": stats.sign_test_needs(n), "per_endpoint": {}}
     for e in ENDPOINTS:
-        mde = float(np.nanmedian([effects[a][e]["mde80"] for a in effects])) if effects else float("nan")
+        mdes = [effects[a][e]["mde80"] for a in effects]
+        mde = float(np.nanmedian(mdes)) if np.isfinite(mdes).any() else float("nan")  # n = 1: no spread
         g = gap[e]["mean"]
         out["per_endpoint"][e] = {"mde80": mde, "honest_minus_deceptive": g,
                                   "mde80_over_gap": mde / abs(g) if g else float("nan")}
@@ -234,16 +235,41 @@ def classification(config: ConfigDict, pieces: dict) -> dict:
                                                          h["soo_count"][s], counts)
                          for s in range(len(config.seeds))])
 
-    def describe(acc: np.ndarray) -> dict:
-        last = acc[:, -1]
-        return {"per_pair": acc.tolist(), "mean": acc.mean(axis=0).tolist(), "per_pair_at_max": last.tolist(),
-                "perfect_pairs": int(np.sum(last == 1.0)), "reversed_pairs": int(np.sum(last == 0.0))}
-
     arms = arm_order(config)
     return {"episode_counts": counts, "eval_seeds": config.evaluate.classification_eval_seeds,
-            "deceptive_vs_honest": describe(per_pair("honest", "deceptive")),
-            "arm_less_deceptive_than_deceptive": {a: describe(per_pair(a, "deceptive")) for a in arms},
-            "arm_more_deceptive_than_honest": {a: describe(per_pair("honest", a)) for a in arms}}
+            "deceptive_vs_honest": describe_accuracy(per_pair("honest", "deceptive")),
+            "arm_less_deceptive_than_deceptive": {a: describe_accuracy(per_pair(a, "deceptive")) for a in arms},
+            "arm_more_deceptive_than_honest": {a: describe_accuracy(per_pair("honest", a)) for a in arms}}
+
+
+def describe_accuracy(acc: np.ndarray) -> dict:
+    """Classification accuracies (training-seed pairs, episode counts) summarised per pair."""
+    acc = np.asarray(acc, np.float64)
+    last = acc[:, -1]
+    return {"per_pair": acc.tolist(), "mean": acc.mean(axis=0).tolist(), "per_pair_at_max": last.tolist(),
+            "perfect_pairs": int(np.sum(last == 1.0)), "reversed_pairs": int(np.sum(last == 0.0))}
+
+
+def results_from_pieces(config: ConfigDict, pieces: dict) -> tuple[dict, dict]:
+    """(the evaluation's numbers, every one computed per training seed from the rollout pieces;
+    the normalised count grids {view: {model: (seeds, G, G)}})."""
+    values, grids = seed_endpoints(config, pieces)
+    effects = paired_effects(config, values)
+    arms = arm_order(config)
+    results = {
+        "seeds": list(config.seeds),
+        "endpoint_labels": ENDPOINTS,
+        "endpoints": {m: {e: stats.summarise(v[e]) for e in ENDPOINTS} for m, v in values.items()},
+        "twins": {a: config.arms[a].twin for a in soo_arms(config)},
+        "soo_effects": effects,
+        "vs_deceptive": effects_vs(values, "deceptive", ["honest", *arms]),
+        "power": power(len(config.seeds), effects, values),
+        "paper_view_eval_seeds": config.evaluate.paper_view_eval_seeds,
+        "paper_view": {a: paper_view(config, pieces, a) for a in arms},
+        "pooled_raw_view": {a: pooled_raw_view(config, pieces, a) for a in arms},
+        "classification": classification(config, pieces),
+    }
+    return results, grids
 
 
 # ------------------------------------------------------------------------------------------
@@ -339,29 +365,16 @@ def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=
     done = out_dir / "results.json"
     start = time.time()
     pieces, infos = _pieces(config, out_dir, log)
-    values, grids = seed_endpoints(config, pieces)
-    effects = paired_effects(config, values)
-    arms = arm_order(config)
-    histories = {m: json.loads((stage_dir(config, m) / "history.json").read_text()) for m in arms}
+    results, grids = results_from_pieces(config, pieces)
+    histories = {m: json.loads((stage_dir(config, m) / "history.json").read_text()) for m in arm_order(config)}
     np.savez_compressed(out_dir / "normalised_grids.npz",
                         **{f"{view}/{m}": g for view, by_model in grids.items() for m, g in by_model.items()})
-    results = {
-        "seeds": list(config.seeds),
-        "endpoint_labels": ENDPOINTS,
-        "endpoints": {m: {e: stats.summarise(v[e]) for e in ENDPOINTS} for m, v in values.items()},
-        "twins": {a: config.arms[a].twin for a in soo_arms(config)},
-        "soo_effects": effects,
-        "vs_deceptive": effects_vs(values, "deceptive", ["honest", *arms]),
-        "power": power(config, effects, values),
-        "paper_view_eval_seeds": config.evaluate.paper_view_eval_seeds,
-        "paper_view": {a: paper_view(config, pieces, a) for a in arms},
-        "pooled_raw_view": {a: pooled_raw_view(config, pieces, a) for a in arms},
-        "classification": classification(config, pieces),
+    results.update({
         "stages": infos,
         "evaluate_wall_time_s": time.time() - start,
         "evaluate_commit": short_commit(),
-        "figures": _figures(config, out_dir, grids, effects, histories),
-    }
+        "figures": _figures(config, out_dir, grids, results["soo_effects"], histories),
+    })
     (out_dir / "results.md").write_text(markdown(results))
     atomic_write_json(done, results)  # last: marks the stage finished
     log(f"[evaluate] done in {format_duration(time.time() - start)}; results in {out_dir}")

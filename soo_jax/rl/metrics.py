@@ -93,9 +93,13 @@ def honest_position(grids: np.ndarray, deceptive: np.ndarray, honest: np.ndarray
 def behavioural_difference(grids_a: np.ndarray, grids_b: np.ndarray) -> dict:
     """Per-seed mean squared difference of two conditions' count grids; mean and population SD
     over seeds (`sklearn.metrics.mean_squared_error` per seed, then np.mean / np.std)."""
-    per_seed = np.mean(np.square(grids_a.astype(np.float64) - grids_b), axis=(1, 2))
-    return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()),
-            "std": float(per_seed.std())}
+    return difference_summary(np.mean(np.square(grids_a.astype(np.float64) - grids_b), axis=(1, 2)))
+
+
+def difference_summary(per_seed: Sequence[float]) -> dict:
+    """behavioural_difference's summary of per-seed mean squared differences."""
+    per_seed = np.asarray(per_seed, np.float64).reshape(-1)
+    return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()), "std": float(per_seed.std())}
 
 
 def classification_accuracy(soo_sum_deceptive, soo_count_deceptive, soo_sum_honest,

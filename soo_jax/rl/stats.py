@@ -76,7 +76,13 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: flo
 def paired_effect(a: Sequence[float], b: Sequence[float]) -> dict:
     """a - b per seed (seeds aligned), with its mean, bootstrap 95% interval, sign test, and the
     smallest effect this many seeds would detect given the spread of these differences."""
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    return difference_effect(np.asarray(a, np.float64) - np.asarray(b, np.float64))
+
+
+def difference_effect(differences: Sequence[float]) -> dict:
+    """paired_effect's summary of per-seed differences already taken (e.g. pooled from runs on
+    disjoint seeds)."""
+    d = np.asarray(differences, np.float64).reshape(-1)
     out = summarise(d)
     out["sign_test"] = sign_test(d)
     finite = _finite(d)

@@ -253,3 +253,19 @@ def test_a_small_factorial_runs_end_to_end_and_resumes(baselines, tmp_path):
         line for line in logs if line.startswith("[evaluate] honest_finetune: rollouts done")]
     again = json.loads((tmp_path / "f" / "evaluate" / "results.json").read_text())
     assert again["endpoints"] == results["endpoints"] and again["soo_effects"] == results["soo_effects"]
+
+
+def test_the_replicate_is_the_same_design_on_other_seeds_in_other_workdirs():
+    """configs/rl_factorial.py:replicate must pool with the paper-seed factorial: every stage's
+    settings equal but the seeds, disjoint seeds, and no workdir shared (its baselines too)."""
+    for variant, replicate in (("", "replicate"), ("tiny", "tiny_replicate")):
+        main, other = rl_factorial.get_config(variant), rl_factorial.get_config(replicate)
+        config_lib.validate(other)
+        assert not set(main.seeds) & set(other.seeds) and len(other.seeds) == len(main.seeds)
+        assert main.workdir != other.workdir and main.baseline_workdir != other.baseline_workdir
+        for stage in ["deceptive", "honest", *main.arms, "evaluate"]:
+            a, b = stages.stage_settings(main, stage), stages.stage_settings(other, stage)
+            assert a.pop("seeds") != b.pop("seeds") and a == b, stage
+    assert tuple(rl_factorial.get_config("replicate").seeds) == config_lib.REPLICATE_SEEDS
+    with pytest.raises(ValueError, match="unknown variant"):
+        rl_factorial.get_config("huge")

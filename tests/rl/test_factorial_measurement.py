@@ -1,15 +1,23 @@
 """The factorial's measurement on hand-made data: normalised grids, paired statistics over seeds,
-the three-condition truncation, endpoints and per-pair classification (host NumPy only)."""
+the three-condition truncation, endpoints and per-pair classification, and the pooling of runs on
+disjoint seeds (host NumPy only)."""
 
+import json
 import math
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from configs import rl_factorial
+from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
 from soo_jax.rl import factorial_evaluate as fe
-from soo_jax.rl import metrics, stats
+from soo_jax.rl import factorial_pool, metrics, stats
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_normalised_grids_are_fractions_of_each_seeds_entries():
@@ -148,3 +156,85 @@ def test_classification_per_pair_and_for_every_arm():
     assert c["arm_less_deceptive_than_deceptive"]["soo_a"]["per_pair_at_max"] == [1.0, 1.0]
     assert c["arm_less_deceptive_than_deceptive"]["cap_a"]["perfect_pairs"] == 2
     assert c["arm_more_deceptive_than_honest"]["soo_a"]["per_pair_at_max"] == [1.0, 0.0]
+
+
+def _one_seed(piece: dict, s: int) -> dict:
+    """Training seed `s` of a fake piece, as a one-seed run would have written it."""
+    out = {}
+    for view in fe.VIEWS:
+        keep = piece[f"{view}_entry_seed"] == s
+        out[f"{view}_entries"] = piece[f"{view}_entries"][keep]
+        out[f"{view}_entry_seed"] = np.zeros(int(keep.sum()), np.int32)
+        out[f"{view}_entry_episode"] = piece[f"{view}_entry_episode"][keep]
+        for key in ("trapped", "return"):
+            out[f"{view}_{key}"] = piece[f"{view}_{key}"][s:s + 1]
+    out["soo_sum"], out["soo_count"] = piece["soo_sum"][s:s + 1], piece["soo_count"][s:s + 1]
+    return out
+
+
+def test_pooling_runs_on_disjoint_seeds_equals_evaluating_all_seeds_at_once():
+    pieces = _pieces()
+    pieces["honest"]["soo_sum"][1] = 0.0  # a reversed pair, so classification differs per seed
+    joint, _ = fe.results_from_pieces(_config(seeds=(0, 1)), pieces)
+    runs = [fe.results_from_pieces(_config(seeds=(s,)), {m: _one_seed(p, s) for m, p in pieces.items()})[0]
+            for s in (0, 1)]
+    assert math.isnan(runs[0]["power"]["per_endpoint"]["entry_rate"]["mde80"])  # one seed: no spread
+    pooled = factorial_pool.pool_results(runs)
+    assert pooled["seeds"] == [0, 1]
+    for key in ("endpoints", "soo_effects", "vs_deceptive", "power", "paper_view", "pooled_raw_view",
+                "classification", "twins"):
+        np.testing.assert_equal(pooled[key], joint[key], err_msg=key)
+    assert pooled["classification"]["deceptive_vs_honest"]["reversed_pairs"] == 1
+
+
+def _evaluation(workdir, seeds, **settings):
+    results, _ = fe.results_from_pieces(_config(seeds=(0,)), {m: _one_seed(p, 0) for m, p in _pieces().items()})
+    results.update(seeds=list(seeds), stages={"deceptive": {"wall_time_s": 60.0, "device": "cpu", "commit": "abc"}},
+                   evaluate_wall_time_s=5.0, evaluate_commit="abc")
+    d = workdir / "evaluate"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps(results))
+    (d / "manifest.json").write_text(json.dumps({"settings": {"seeds": list(seeds), "maddpg.lr": 0.01, **settings}}))
+    return workdir
+
+
+def test_pooling_refuses_other_designs_shared_seeds_and_unfinished_runs(tmp_path):
+    a = _evaluation(tmp_path / "a", [1])
+    with pytest.raises(ValueError, match=r"other settings .*maddpg.lr"):
+        factorial_pool.check_poolable([factorial_pool.load_evaluation(a),
+                                       factorial_pool.load_evaluation(_evaluation(tmp_path / "b", [2], **{
+                                           "maddpg.lr": 0.1}))])
+    with pytest.raises(ValueError, match="training seed 1 is in both"):
+        factorial_pool.check_poolable([factorial_pool.load_evaluation(a),
+                                       factorial_pool.load_evaluation(_evaluation(tmp_path / "c", [3, 1]))])
+    with pytest.raises(ValueError, match="two or more"):
+        factorial_pool.check_poolable([factorial_pool.load_evaluation(a)])
+    with pytest.raises(FileNotFoundError, match="no finished factorial evaluation"):
+        factorial_pool.load_evaluation(tmp_path / "missing")
+
+
+def test_a_pooling_is_written_once_and_a_rerun_with_other_inputs_is_refused(tmp_path):
+    a, b, c = (_evaluation(tmp_path / n, [s]) for n, s in (("a", 1), ("b", 2), ("c", 3)))
+    logs = []
+    pooled = factorial_pool.run_pool([a, b], tmp_path / "out", logs.append)
+    assert pooled["seeds"] == [1, 2] and set(pooled["stages"]) == {"a/deceptive", "a/evaluate", "b/deceptive",
+                                                                  "b/evaluate"}
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert text.startswith("Pooled from factorial evaluations") and "Training seeds: 2 (1 2)" in text
+    assert (tmp_path / "out" / "rl_factorial_soo_effects.png").stat().st_size > 0
+    again = factorial_pool.run_pool([a, b], tmp_path / "out", logs.append)
+    assert again == json.loads((tmp_path / "out" / "results.json").read_text()) and "already pooled" in logs[-1]
+    with pytest.raises(run_dir.RunDirError, match="holds a pooling of other runs"):
+        factorial_pool.run_pool([a, c], tmp_path / "out", logs.append)
+
+
+def test_the_pool_launcher_answers_bad_input_in_one_line(tmp_path):
+    for args, message in ((["runs/a"], "name two or more factorial workdirs"),
+                          ([str(tmp_path / "x"), str(tmp_path / "y")], "--out DIR is required"),
+                          ([str(tmp_path / "x"), str(tmp_path / "y"), "--out", str(tmp_path / "o")],
+                           "no finished factorial evaluation")):
+        proc = subprocess.run([sys.executable, "launch/rl_pool.py", *args], capture_output=True, text=True,
+                              cwd=REPO)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and message in proc.stderr
+        assert "Traceback" not in proc.stderr
