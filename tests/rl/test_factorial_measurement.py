@@ -238,3 +238,21 @@ def test_the_pool_launcher_answers_bad_input_in_one_line(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and message in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_the_pool_launcher_refuses_an_out_of_other_runs_and_fresh_moves_it_aside(tmp_path):
+    a, b, c = (str(_evaluation(tmp_path / n, [s])) for n, s in (("a", 1), ("b", 2), ("c", 3)))
+    out = tmp_path / "out"
+    factorial_pool.run_pool([a, b], out, lambda *_: None)
+
+    def pool(*args):
+        return subprocess.run([sys.executable, "launch/rl_pool.py", *args, "--out", str(out)],
+                              capture_output=True, text=True, cwd=REPO)
+
+    refused = pool(a, c)
+    assert refused.returncode == 2 and "holds a pooling of other runs" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    fresh = pool(a, c, "--fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads((out / "results.json").read_text())["seeds"] == [1, 3]
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("out.old")]  # the a+b pooling kept aside
