@@ -32,12 +32,13 @@ CLASSIFICATION_PAIRS = ("arm_less_deceptive_than_deceptive", "arm_more_deceptive
 def load_evaluation(workdir) -> dict:
     """{"workdir", "results", "settings"} of a factorial workdir's finished evaluation."""
     directory = pathlib.Path(workdir) / "evaluate"
-    if not (directory / "results.json").is_file():
-        raise FileNotFoundError(f"{directory / 'results.json'} does not exist: {workdir} has no finished factorial "
+    results = directory / "results.json"
+    if not results.is_file():
+        raise FileNotFoundError(f"{results} does not exist: {workdir} has no finished factorial "
                                 "evaluation; run it first (python launch/rl.py --config configs/rl_factorial.py ...)")
     manifest = run_dir.read_json(directory / "manifest.json")
-    return {"workdir": str(workdir), "results": run_dir.read_json(directory / "results.json"),
-            "settings": manifest["settings"]}
+    return {"workdir": str(workdir), "results": run_dir.read_json(results),
+            "results_sha256": run_dir.file_digest(results), "settings": manifest["settings"]}
 
 
 def check_poolable(evaluations: list[dict]) -> None:
@@ -136,7 +137,8 @@ def run_pool(workdirs: list[str], out_dir, log=functools.partial(print, flush=Tr
     the same pooling again is reported as done)."""
     evaluations = [load_evaluation(w) for w in workdirs]
     check_poolable(evaluations)
-    replicates = [{"workdir": e["workdir"], "seeds": e["results"]["seeds"],
+    # The inputs' identity: a re-evaluated run (same workdir, new results) is another input.
+    replicates = [{"workdir": e["workdir"], "seeds": e["results"]["seeds"], "results_sha256": e["results_sha256"],
                    "evaluate_commit": e["results"]["evaluate_commit"]} for e in evaluations]
     out_dir = pathlib.Path(out_dir)
     done = out_dir / "results.json"
@@ -145,7 +147,7 @@ def run_pool(workdirs: list[str], out_dir, log=functools.partial(print, flush=Tr
         if previous.get("replicates") == replicates:
             log(f"[pool] already pooled these runs; results in {done}")
             return previous
-        raise run_dir.RunDirError(f"{out_dir} holds a pooling of other runs "
+        raise run_dir.RunDirError(f"{out_dir} holds a pooling of other runs or of earlier results of them "
                                   f"({', '.join(r['workdir'] for r in previous.get('replicates', []))}); "
                                   "choose another --out or rerun with --fresh")
     out_dir.mkdir(parents=True, exist_ok=True)

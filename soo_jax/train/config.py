@@ -119,7 +119,8 @@ def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
 
 def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
     try:
-        return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=tuple(c.loss.layers), pooling=c.loss.pooling,
+        return LossConfig(objective=c.loss.objective, site=c.loss.site, layers=tuple(c.loss.layers),
+                          pooling=c.loss.pooling,
                           kl_mask_padding=bool(c.loss.kl_mask_padding),
                           kl_to_base_weight=float(c.loss.kl_to_base_weight),
                           microbatch_reduction=c.loss.microbatch_reduction)

@@ -226,6 +226,13 @@ def test_a_pooling_is_written_once_and_a_rerun_with_other_inputs_is_refused(tmp_
     assert again == json.loads((tmp_path / "out" / "results.json").read_text()) and "already pooled" in logs[-1]
     with pytest.raises(run_dir.RunDirError, match="holds a pooling of other runs"):
         factorial_pool.run_pool([a, c], tmp_path / "out", logs.append)
+    # b evaluated again with other results: the stored pooling is no longer of these inputs.
+    results_b = b / "evaluate" / "results.json"
+    changed = json.loads(results_b.read_text())
+    changed["endpoints"]["deceptive"]["trap_rate"]["per_seed"] = [0.9]
+    results_b.write_text(json.dumps(changed))
+    with pytest.raises(run_dir.RunDirError, match="holds a pooling of other runs or of earlier results of them"):
+        factorial_pool.run_pool([a, b], tmp_path / "out", logs.append)
 
 
 def test_the_pool_launcher_answers_bad_input_in_one_line(tmp_path):
