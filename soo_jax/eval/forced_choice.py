@@ -26,16 +26,13 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.data.batching import fixed_size_chunks, left_pad, padding_id
+from soo_jax.data.scenarios import FORCED_CHOICE_ANSWER_PREFIX as ANSWER_PREFIX
 from soo_jax.data.scenarios import Scenario, swap_room_order
 from soo_jax.models.generate import PAD_TO_MULTIPLE, chat_prompts
 from soo_jax.models.transformer import init_cache
 
 __all__ = ["ANSWER_PREFIX", "ForcedChoiceItem", "choice_prompt", "continuation_ids", "room_logprobs",
            "score_forced_choice", "summarise_forced_choice", "t_interval"]
-
-# Written by the assistant before the room's name; every answer suffix we ask with ("Start your
-# response with 'I would'", with or without the period) is satisfied by it.
-ANSWER_PREFIX = "I would recommend the"
 
 # (done, total) -> None
 Progress = Callable[[int, int], None]
