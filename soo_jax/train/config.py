@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from soo_jax.data.pairs import PAIRINGS
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.transformer import REMAT_POLICIES
 from soo_jax.soo import LossConfig
@@ -35,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
         layers=(),                     # () = every layer
     ))
     c.loss = ml_collections.ConfigDict(dict(
-        objective="mse",        # "mse" (paper) or "kl_logits" (the authors' public code)
+        objective="mse",        # "mse" (paper), "kl_logits" (the authors' public code) or "lm" (next-token control)
         site="o_proj",
         layers=(19,),
         pooling="full",         # "full" | "mean" | "last" (docs/paper_notes.md §1.3)
@@ -45,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.data = ml_collections.ConfigDict(dict(
         chat_template=False,    # wrap each training prompt as a user turn of the chat template
+        pairing="matched",      # "matched" (the paper's pairs) or "mismatched" (self i with other i+1: a control)
         pad_to_multiple_of=8,
         max_length=256,
     ))
@@ -95,6 +97,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.model.remat not in REMAT_POLICIES:
         _fail("model.remat", f"{c.model.remat!r} is not one of {tuple(REMAT_POLICIES)}")
     loss_config(c)
+    if c.data.pairing not in PAIRINGS:
+        _fail("data.pairing", f"{c.data.pairing!r} is not one of {PAIRINGS}")
     for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios"):
         if int(c.train[key]) < 1:
             _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
