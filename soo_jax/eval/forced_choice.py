@@ -165,30 +165,15 @@ def score_forced_choice(model, tokenizer, scenarios: Sequence[Scenario], *, view
 
 # --- Summaries -------------------------------------------------------------------------------
 
-# 97.5% quantiles of Student's t for df 1..30; above 30 the Cornish-Fisher expansion around the
-# normal quantile to second order, within 1e-4 of the exact value.
-_T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004, 2.262157,
-         2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.13145, 2.119905, 2.109816, 2.100922,
-         2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529, 2.051831,
-         2.048407, 2.04523, 2.042272)
-
-
-def t_quantile_975(df: int) -> float:
-    if df < 1:
-        raise ValueError(f"a t-interval needs at least 2 values, got df={df}")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
 def t_interval(values: Sequence[float]) -> dict:
     """Mean and 95% t-interval (ddof 1) of `values`: {"mean", "low", "high", "sd", "n"}."""
+    from scipy import stats
+
     x = np.asarray(values, np.float64)
     if x.size < 2:
         raise ValueError(f"a t-interval needs at least 2 values, got {x.size}")
     sd = float(np.std(x, ddof=1))
-    half = t_quantile_975(x.size - 1) * sd / math.sqrt(x.size)
+    half = float(stats.t.ppf(0.975, x.size - 1)) * sd / math.sqrt(x.size)
     mean = float(np.mean(x))
     return {"mean": mean, "low": mean - half, "high": mean + half, "sd": sd, "n": int(x.size)}
 

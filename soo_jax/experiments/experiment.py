@@ -92,7 +92,7 @@ def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan)
     return settings
 
 
-def _piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
+def piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
     settings = eval_config_lib.result_settings(eval_config)
     if adapter_dir is not None:
         settings["adapter.sha256"] = run_dir.file_digest(adapter_dir / "adapter_model.safetensors")
@@ -108,7 +108,7 @@ def eval_config_for(config: ml_collections.ConfigDict, plan: ExperimentPlan, sce
     return eval_config
 
 
-def _cached(directory: pathlib.Path, settings: dict, compute: Callable[[AnswerLog], dict]) -> dict:
+def cached_piece(directory: pathlib.Path, settings: dict, compute: Callable[[AnswerLog], dict]) -> dict:
     """A piece's results: stored ones when its manifest matches `settings`, else computed."""
     run_dir.check_manifest(directory, settings, kind="experiment piece", fresh_hint=FRESH_HINT)
     results_file = directory / "results.json"
@@ -155,7 +155,7 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
         directory = plan.out_dir / "base" / scenario_set
         eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
         tick = time.time()
-        base_results[scenario_set] = _cached(directory, _piece_settings(eval_config, None), lambda log: write_report(
+        base_results[scenario_set] = cached_piece(directory, piece_settings(eval_config, None), lambda log: write_report(
             *run_suites(eval_config, tokenizer, base_model=base, progress=progress, answer_log=log, log=_say),
             str(directory)))
         timing[f"base/{scenario_set}"] = time.time() - tick
@@ -182,8 +182,8 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
             directory = seed_dir / scenario_set
             eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
             tick = time.time()
-            settings = _piece_settings(eval_config, plan.adapter_dir(seed))
-            seed_results[seed][scenario_set] = _cached(directory, settings, lambda log: write_report(*run_suites(
+            settings = piece_settings(eval_config, plan.adapter_dir(seed))
+            seed_results[seed][scenario_set] = cached_piece(directory, settings, lambda log: write_report(*run_suites(
                 eval_config, tokenizer, base_model=reference, tuned_model=tuned, progress=progress,
                 generate_for=("tuned",), answer_log=log, log=_say), str(directory)))
             timing[f"seed_{seed}/{scenario_set}"] = time.time() - tick
