@@ -2,7 +2,8 @@
 
     python launch/controlled.py --config configs/smollm2.py:controlled \
         --scenarios false_recommendation_scenarios.json --out runs/llm_controlled \
-        [--seeds 100,101,...] [--arms soo,lm,mismatched,perturbation] [--nosecondary] [--config.key=value ...]
+        [--seeds 100,101,...] [--arms soo,lm,mismatched,perturbation] [--nosecondary] [--screen_only]
+        [--config.key=value ...]
 
 Writes OUT/results.md, OUT/results.json and OUT/per_seed.csv after every seed (interim) and at
 the end; see soo_jax/experiments/controlled.py for the layout. A rerun resumes; one with other
@@ -29,6 +30,7 @@ flags.DEFINE_string("arms", "soo,lm,mismatched,perturbation", "Comma-separated a
 flags.DEFINE_string("scenarios", "", "The authors' false_recommendation_scenarios.json (test set and screen).")
 flags.DEFINE_string("out", "runs/llm_controlled", "Output directory (resumes if it has results).")
 flags.DEFINE_bool("secondary", True, "After the primary stage, generate answers for the secondary endpoints.")
+flags.DEFINE_bool("screen_only", False, "Only the screen: the base model's forced choice on the selection set.")
 FLAGS = flags.FLAGS
 
 
@@ -49,7 +51,7 @@ def main(argv):
     plan = ControlledPlan(seeds=_ints("seeds", FLAGS.seeds), arms=tuple(a.strip() for a in FLAGS.arms.split(",")
                                                                          if a.strip()),
                           scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
-                          secondary=FLAGS.secondary)
+                          secondary=FLAGS.secondary, screen_only=FLAGS.screen_only)
     run_controlled(config, plan, progress=tqdm_progress(config.eval.progress), fresh=FLAGS.fresh)
     print((plan.out_dir / "results.md").read_text())
     print(f"results: {plan.out_dir / 'results.md'}, {plan.out_dir / 'results.json'}, {plan.out_dir / 'per_seed.csv'}",

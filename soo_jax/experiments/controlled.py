@@ -68,6 +68,8 @@ class ControlledPlan:
     # eval.num_scenarios, so the two must not overlap.
     selection: tuple[int, int] = (250, 1000)
     secondary: bool = True
+    # Only the screen: does the base model prefer the deceptive room beyond position at all?
+    screen_only: bool = False
 
     def __post_init__(self):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
@@ -234,6 +236,22 @@ ENDPOINT_LABELS = {
 }
 
 
+def screen_line(screen: dict) -> str:
+    """The screen's reading: does the base model prefer the deceptive room beyond position?"""
+    fc = screen["forced_choice"]["base"]
+    lo = fc["log_odds"]
+    verdict = ("a preference for the deceptive room beyond position" if lo["low"] > 0 else
+               "no preference for the deceptive room beyond position: SOO cannot be shown to remove one")
+    return (f"**Screen** (base model, authors' scenarios {screen['selection'][0]}-{screen['selection'][1] - 1}, "
+            f"both orders): order-balanced log-odds {lo['mean']:+.3f} [{lo['low']:+.3f}, {lo['high']:+.3f}] "
+            f"(95% t-interval over scenarios), deceptive choice {fc['deceptive_choice']:.1f}%, position effect "
+            f"{fc['position_effect']:+.3f}: {verdict}.")
+
+
+def screen_markdown(screen: dict, model: str) -> str:
+    return "\n".join([f"# Screen: {model}", "", screen_line(screen), ""])
+
+
 def markdown_report(analysis: dict, screen: dict | None, meta: dict) -> str:
     lines = ["# Controlled SOO experiment", ""]
     p = analysis["primary"]
@@ -241,12 +259,7 @@ def markdown_report(analysis: dict, screen: dict | None, meta: dict) -> str:
     status = ("final" if p["seeds_done"] == p["seeds_registered"] else
               f"interim: {p['seeds_done']} of {p['seeds_registered']} registered seeds")
     if screen is not None:
-        fc = screen["forced_choice"]["base"]
-        lo = fc["log_odds"]
-        lines += [f"**Screen** (base model, authors' scenarios {screen['selection'][0]}-{screen['selection'][1] - 1}, "
-                  f"both orders): order-balanced log-odds {lo['mean']:+.3f} [{lo['low']:+.3f}, {lo['high']:+.3f}] "
-                  f"(95% t-interval over scenarios), deceptive choice {fc['deceptive_choice']:.1f}%, position effect "
-                  f"{fc['position_effect']:+.3f}.", ""]
+        lines += [screen_line(screen), ""]
     if test is not None and "p" in test:
         lines += [f"**Primary test ({status})**: SOO - LM control, order-balanced forced-choice log-odds on the test "
                   f"set, paired over seeds: {test['mean']:+.4f} [{test['low']:+.4f}, {test['high']:+.4f}], "
@@ -344,6 +357,10 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
                      [{"suite": "forced_choice", **r} for r in records], str(plan.out_dir / "screen"))
 
     screen_results = cached_piece(plan.out_dir / "screen", screen_settings, screen)
+    screen_summary = {"forced_choice": screen_results["forced_choice"], "selection": screen_results["selection"]}
+    if plan.screen_only:
+        run_dir.atomic_write_text(plan.out_dir / "results.md", screen_markdown(screen_summary, model_path))
+        return {"screen": screen_summary, "meta": {"model": model_path, "screen_only": True}}
 
     def evaluate_base(stage, eval_config):
         directory = plan.out_dir / "base" / stage
@@ -371,7 +388,6 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
                 "scenarios_file": plan.scenarios_file, "selection": list(plan.selection), "final": final,
                 "wall_time_s": time.time() - started, "git_commit": run_dir.git_commit(),
                 "config": json.loads(config.to_json_best_effort())}
-        screen_summary = {"forced_choice": screen_results["forced_choice"], "selection": screen_results["selection"]}
         aggregate = {"analysis": analysis, "screen": screen_summary, "per_seed": per_seed, "meta": meta}
         run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
         run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_report(analysis, screen_summary, meta))

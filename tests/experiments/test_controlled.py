@@ -138,3 +138,19 @@ def test_plan_rejects_bad_input(tmp_path):
         ControlledPlan(seeds=(1,), arms=("lm",), scenarios_file=str(scenarios), out_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="make it from the authors"):
         ControlledPlan(seeds=(1,), scenarios_file=str(tmp_path / "missing.json"), out_dir=tmp_path)
+
+
+def test_screen_only_reads_the_selection_set_and_nothing_else(tiny_model, tmp_path):
+    from soo_jax.eval.forced_choice import summarise_forced_choice
+
+    scenarios = authors_style_file(tmp_path / "scenarios.json")
+    plan = ControlledPlan(seeds=(0,), scenarios_file=scenarios, out_dir=tmp_path / "screen", selection=(6, 10),
+                          screen_only=True)
+    out = run_controlled(tiny_config(tiny_model), plan)
+    records = [json.loads(line) for line in (tmp_path / "screen" / "screen" / "forced_choice.jsonl").open()]
+    assert sorted({r["scenario"] for r in records}) == [0, 1, 2, 3]  # the 4 selection scenarios, renumbered
+    assert out["screen"]["forced_choice"]["base"] == summarise_forced_choice(records)
+    assert sorted(p.name for p in (tmp_path / "screen").iterdir() if not p.name.startswith(".")) == [
+        "manifest.json", "results.md", "screen"]
+    text = (tmp_path / "screen" / "results.md").read_text()
+    assert "**Screen**" in text and "beyond position" in text
