@@ -1,13 +1,14 @@
 """SOO fine-tuning of the embedded default model, SmolLM2-135M-Instruct, on a laptop CPU.
 
-30 layers. This is the README's main job and the base of both documented sweeps
+30 layers. This is the README's quick-start job and the base of both documented sweeps
 (soo_jax/experiments/sweep.py): SOO layer 12 and learning rate 1e-4, the first sweep's choice
 among 4 layers x 2 rates; LoRA r=8 alpha=32 dropout=0.2, 15 epochs and batch 4 are the paper's
 Mistral settings, not swept. Training prompts are raw text, as the public code trained, while
 the evaluation renders its prompts through the chat template (the eval default, as the paper
 evaluated). The recipes sweep (preset `smollm2_recipes`: chat-template training, the public
 code's KL objective, the paper's answer suffix) chose layer 24 with chat-template training
-under the same rule. `configs/smollm2.py:controlled` is that point (layer 24, chat-template
+under the same rule (the experiment of docs/results/llm.md ran that point with
+`--config.loss.layers='(24,)' --config.data.chat_template=True`). `configs/smollm2.py:controlled` is that point (layer 24, chat-template
 training, everything else as here): the SOO arm of the controlled experiment
 (launch/controlled.py, docs/results/llm_preregistration.md). This file's default stays the sweeps'
 base so that their points keep their meaning.
