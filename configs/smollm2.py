@@ -7,11 +7,11 @@ Mistral settings, not swept. Training prompts are raw text, as the public code t
 the evaluation renders its prompts through the chat template (the eval default, as the paper
 evaluated). The recipes sweep (preset `smollm2_recipes`: chat-template training, the public
 code's KL objective, the paper's answer suffix) chose layer 24 with chat-template training
-under the same rule (the experiment of docs/results/llm.md ran that point with
-`--config.loss.layers='(24,)' --config.data.chat_template=True`). `configs/smollm2.py:controlled` is that point (layer 24, chat-template
-training, everything else as here): the SOO arm of the controlled experiment
-(launch/controlled.py, docs/results/llm_preregistration.md). This file's default stays the sweeps'
-base so that their points keep their meaning.
+under the same rule (the 5-seed experiment of docs/results/llm.md ran that point with
+`--config.loss.layers='(24,)' --config.data.chat_template=True`). `configs/smollm2.py:controlled`
+is that point (layer 24, chat-template training, everything else as here): the SOO arm of the
+controlled experiment (launch/controlled.py, docs/results/llm_preregistration.md). This file's
+default stays the sweeps' base so that their points keep their meaning.
 """
 
 from soo_jax.eval.config import base_run_config, finalize_run_config
