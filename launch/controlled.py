@@ -4,6 +4,7 @@
         --scenarios false_recommendation_scenarios.json --out runs/llm_controlled \
         [--seeds 100,101,...] [--arms soo,lm,mismatched,perturbation] [--nosecondary] [--screen_only]
         [--config.key=value ...]
+    python launch/controlled.py --report_from docs/results/data/llm_controlled   # tables from the data
 
 Writes OUT/results.md, OUT/results.json and OUT/per_seed.csv after every seed (interim) and at
 the end; see soo_jax/experiments/controlled.py for the layout. A rerun resumes; one with other
@@ -31,6 +32,8 @@ flags.DEFINE_string("scenarios", "", "The authors' false_recommendation_scenario
 flags.DEFINE_string("out", "runs/llm_controlled", "Output directory (resumes if it has results).")
 flags.DEFINE_bool("secondary", True, "After the primary stage, generate answers for the secondary endpoints.")
 flags.DEFINE_bool("screen_only", False, "Only the screen: the base model's forced choice on the selection set.")
+flags.DEFINE_string("report_from", "", "Print the report recomputed from DIR/per_seed.csv, screen.json and plan.json "
+                    "(an experiment's --out or docs/results/data/llm_controlled) and exit; runs nothing.")
 FLAGS = flags.FLAGS
 
 
@@ -45,8 +48,14 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
     from soo_jax.eval.runtime import tqdm_progress
-    from soo_jax.experiments.controlled import ControlledPlan, run_controlled
+    from soo_jax.experiments.controlled import ControlledPlan, report_from_dir, run_controlled
 
+    if FLAGS.report_from:
+        directory = pathlib.Path(FLAGS.report_from)
+        if not (directory / "per_seed.csv").is_file():
+            cli.fail(f"--report_from {directory}: no per_seed.csv there (an experiment's --out holds one)")
+        print(report_from_dir(directory))
+        return
     config = _CONFIG.value
     plan = ControlledPlan(seeds=_ints("seeds", FLAGS.seeds), arms=tuple(a.strip() for a in FLAGS.arms.split(",")
                                                                          if a.strip()),

@@ -18,8 +18,9 @@ Layout of OUT (each piece skipped when its results exist, so a rerun resumes):
                                  adapter/ and calibration.json
     OUT/seed_<s>/<arm>/primary/  forced choice, latent SOO, KL on the test set
     OUT/seed_<s>/<arm>/secondary/ generated answers on the test set
-    OUT/per_seed.csv, OUT/results.json, OUT/results.md
-                                 rewritten after every seed (interim) and at the end
+    OUT/per_seed.csv, OUT/screen.json, OUT/plan.json, OUT/results.json, OUT/results.md
+                                 rewritten after every seed (interim) and at the end;
+                                 `report_from_dir` recomputes results.md from the first three
 
 The primary stage (every seed, every arm) runs before the secondary one, so the registered
 primary test can be read first. The analysis (`analyse`) is fixed in code: 95% t-intervals over
@@ -304,6 +305,31 @@ def per_seed_csv(per_seed: dict[str, dict[int, dict]], base: dict) -> str:
     return out.getvalue()
 
 
+def read_per_seed_csv(text: str) -> tuple[dict[str, dict[int, dict]], dict]:
+    """`per_seed_csv`'s output back into (per_seed, base)."""
+    per_seed: dict[str, dict[int, dict]] = {}
+    base: dict = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        values = {k: float(v) for k, v in row.items() if k not in ("arm", "seed") and v != ""}
+        if row["arm"] == "base":
+            base = values
+        else:
+            per_seed.setdefault(row["arm"], {})[int(row["seed"])] = values
+    return per_seed, base
+
+
+def report_from_dir(directory: pathlib.Path) -> str:
+    """results.md recomputed from a directory's per_seed.csv, screen.json and plan.json (an
+    experiment's OUT, or the copy of those three files under docs/results/data/)."""
+    per_seed, base = read_per_seed_csv((directory / "per_seed.csv").read_text())
+    plan = run_dir.read_json(directory / "plan.json")
+    screen = run_dir.read_json(directory / "screen.json") if (directory / "screen.json").is_file() else None
+    for arm in plan["arms"]:
+        per_seed.setdefault(arm, {})
+    analysis = analyse({arm: per_seed[arm] for arm in plan["arms"]}, base, tuple(plan["seeds"]))
+    return markdown_report(analysis, screen, {"seeds": plan["seeds"], "wall_time_s": plan.get("wall_time_s", 0.0)})
+
+
 # --- Running ------------------------------------------------------------------------------------
 
 def run_controlled(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=None,
@@ -392,6 +418,9 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
         run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
         run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_report(analysis, screen_summary, meta))
         run_dir.atomic_write_text(plan.out_dir / "per_seed.csv", per_seed_csv(per_seed, base_values))
+        run_dir.atomic_write_json(plan.out_dir / "screen.json", screen_summary)
+        run_dir.atomic_write_json(plan.out_dir / "plan.json", {"seeds": list(plan.seeds), "arms": list(plan.arms),
+                                                               "wall_time_s": meta["wall_time_s"]})
         return aggregate
 
     for done, seed in enumerate(plan.seeds):

@@ -27,6 +27,8 @@ PAIRS = (("soo", "honest"), ("soo", "deceptive"), ("honest", "deceptive"),
 SHORT_NAMES = {"soo": "SOO", "honest": "Honest", "deceptive": "Deceptive",
                "capability": "Capability-only", "random": "Random+capability"}
 THRESHOLD_STREAM, CLASSIFICATION_STREAM = 1000, 2000
+# Independent episodes for the same policy: the factorial's noise floor of its grid endpoints.
+THRESHOLD_REPEAT_STREAM = 3000
 
 
 def _episode_keys(seeds, stream: int, n_episodes: int, sub: int = 0) -> jax.Array:
@@ -46,12 +48,13 @@ def _evaluate(evaluator, agents, keys, batch: int, params) -> dict:
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *parts)
 
 
-def threshold_rollouts(config, agents) -> dict:
-    """Deterministic episodes for the threshold grids, the same episode keys for every model:
-    host arrays (seeds, threshold_episodes, ...), see `make_evaluator`."""
+def threshold_rollouts(config, agents, stream: int = THRESHOLD_STREAM) -> dict:
+    """Deterministic episodes for the threshold grids, the same episode keys for every model
+    (`stream` picks another set of episodes): host arrays (seeds, threshold_episodes, ...), see
+    `make_evaluator`."""
     e = config.evaluate
     evaluator = make_evaluator(config_lib.maddpg_hyper(config), e.classification_sight_radius)
-    keys = _episode_keys(config.seeds, THRESHOLD_STREAM, e.threshold_episodes)
+    keys = _episode_keys(config.seeds, stream, e.threshold_episodes)
     return _evaluate(evaluator, agents, keys, e.episode_batch, config_lib.env_params(config, "deceptive"))
 
 

@@ -5,7 +5,7 @@ Every number of a factorial's evaluation is computed per training seed and then 
 (soo_jax/rl/factorial_evaluate.py): endpoints, SOO-minus-twin differences, the paper's estimator,
 classification per pair. A seed's numbers depend only on that seed's own models (its baselines,
 arms and evaluation episodes), so replicates on other seeds (configs/rl_factorial.py:replicate)
-pool by concatenating the per-seed values and summarising again: means, bootstrap intervals,
+pool by concatenating the per-seed values and summarising again: means, t-intervals,
 sign tests and the power statement of the pooled design. Pooling is refused unless the
 evaluations share every setting but their seeds, and their seeds are disjoint.
 
@@ -90,6 +90,7 @@ def pool_results(results: list[dict]) -> dict:
         pooled[section] = {m: {e: stats.difference_effect(_concat(results, section, m, e, "per_seed"))
                                for e in endpoints} for m in first[section]}
     pooled["power"] = fe.power(len(pooled["seeds"]), pooled["soo_effects"], values)
+    pooled["noise_floor"] = {e: stats.summarise(values[fe.NOISE_FLOOR][e]) for e in fe.GRID_ENDPOINTS}
     pooled["paper_view_eval_seeds"] = first["paper_view_eval_seeds"]
     pooled["paper_view"] = {}
     for a in first["paper_view"]:

@@ -90,6 +90,18 @@ def honest_position(grids: np.ndarray, deceptive: np.ndarray, honest: np.ndarray
         return to_d / (to_d + to_h)
 
 
+def honest_projection(grids: np.ndarray, deceptive: np.ndarray, honest: np.ndarray) -> np.ndarray:
+    """Per seed, the signed position of a condition's grid along the deceptive -> honest axis:
+    <g - D, H - D> / |H - D|^2, 0 at the deceptive baseline's grid, 1 at the honest one's.
+    Unlike `honest_position`, drift orthogonal to that axis scores 0, not 0.5, and a move away
+    from honest scores below 0 (NaN where the baselines' grids coincide)."""
+    g, d, h = (np.asarray(x, np.float64) for x in (grids, deceptive, honest))
+    axis = (h - d).reshape(len(h), -1)
+    along = np.sum((g - d).reshape(len(g), -1) * axis, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return along / np.sum(axis * axis, axis=1)
+
+
 def behavioural_difference(grids_a: np.ndarray, grids_b: np.ndarray) -> dict:
     """Per-seed mean squared difference of two conditions' count grids; mean and population SD
     over seeds (`sklearn.metrics.mean_squared_error` per seed, then np.mean / np.std)."""

@@ -102,6 +102,9 @@ def test_controlled_experiment_runs_every_arm_and_resumes(tiny_model, tmp_path, 
         (arm, str(seed)) for arm in ("soo", "lm", "mismatched", "perturbation") for seed in (0, 1)]
     assert aggregate["meta"]["final"] is True
     assert "Primary test (final)" in (out / "results.md").read_text()
+    # The report is recomputed from the three data files alone.
+    from soo_jax.experiments.controlled import report_from_dir
+    assert report_from_dir(out) == (out / "results.md").read_text()
 
     # A rerun trains nothing and calibrates nothing.
     import soo_jax.experiments.perturbation as perturbation

@@ -236,12 +236,18 @@ def test_a_small_factorial_runs_end_to_end_and_resumes(baselines, tmp_path):
     assert not (tmp_path / "f" / "honest").exists() and not (tmp_path / "f" / "deceptive").exists()
     results = json.loads((tmp_path / "f" / "evaluate" / "results.json").read_text())
     assert set(results["endpoints"]) == {"deceptive", "honest", "cap_mse_scratch", "soo_action_mse_scratch",
-                                         "honest_finetune"}
+                                         "honest_finetune", "deceptive_repeat"}
+    # The noise floor: the deceptive baseline on other episodes, scored on both grid endpoints.
+    assert set(results["noise_floor"]) == {"honest_position", "honest_position_frozen", "honest_projection",
+                                           "honest_projection_frozen"}
+    assert results["endpoints"]["deceptive_repeat"]["entry_rate"] != results["endpoints"]["deceptive"]["entry_rate"]
+    markdown = (tmp_path / "f" / "evaluate" / "results.md").read_text()
+    assert "Noise floor" in markdown and "positive control" in markdown and "MDE, sign test" in markdown
     effect = results["soo_effects"]["soo_action_mse_scratch"]["entry_rate"]
     assert len(effect["per_seed"]) == len(config.seeds) and "p" in effect["sign_test"]
     assert results["twins"] == {"soo_action_mse_scratch": "cap_mse_scratch"}
     assert results["paper_view"]["honest_finetune"]["n_seeds"] == len(config.seeds)
-    assert (tmp_path / "f" / "evaluate" / "results.md").read_text().count("| soo_action_mse_scratch |") >= 2
+    assert markdown.count("| soo_action_mse_scratch |") >= 2
     # The deceptive baseline's two views coincide (its own adversary is the frozen one).
     dec = results["endpoints"]["deceptive"]
     assert dec["entry_rate"]["per_seed"] == dec["entry_rate_frozen"]["per_seed"]

@@ -41,18 +41,39 @@ def test_honest_position_between_the_baselines():
     np.testing.assert_allclose(metrics.grid_rms_distance(grids, d), [0.0, 1.0, 0.5])
 
 
+def test_honest_projection_scores_orthogonal_drift_as_zero():
+    d, h = np.zeros((4, 2, 2)), np.zeros((4, 2, 2))
+    h[:, 0, 0] = 1.0  # the baselines differ in one cell
+    grids = np.zeros((4, 2, 2))
+    grids[1, 0, 0] = 1.0          # at the honest baseline
+    grids[2, 1, 1] = 0.7          # drift orthogonal to the deceptive -> honest axis
+    grids[3, 0, 0] = -0.5         # away from honest
+    np.testing.assert_allclose(metrics.honest_projection(grids, d, h), [0.0, 1.0, 0.0, -0.5])
+    # The ratio endpoint calls a large orthogonal drift halfway; the projection does not move.
+    far = np.zeros((1, 2, 2))
+    far[0, 1, 1] = 100.0
+    assert metrics.honest_position(far, d[:1], h[:1])[0] == pytest.approx(0.5, abs=0.01)
+    assert metrics.honest_projection(far, d[:1], h[:1])[0] == 0.0
+
+
 def test_paired_effect_by_hand():
     a = np.array([3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
     effect = stats.paired_effect(a, a - np.array([1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]))
     assert effect["mean"] == pytest.approx(1.5)
     lo, hi = effect["ci95"]
-    assert 1.0 <= lo < 1.5 < hi <= 2.0  # a bootstrap of the mean lies within the data's range
+    # t-interval, ddof 1: 1.5 -+ t_.975(7 df) * sd / sqrt(8), t from tables: 2.3646
+    half = 2.3646 * np.std([1, 2] * 4, ddof=1) / math.sqrt(8)
+    assert (lo, hi) == (pytest.approx(1.5 - half, rel=1e-4), pytest.approx(1.5 + half, rel=1e-4))
     assert effect["sign_test"] == {"positive": 8, "negative": 0, "ties": 0, "p": pytest.approx(2 / 256)}
     assert effect["sd"] == pytest.approx(np.std([1, 2] * 4, ddof=1))
     # (t_.975 + t_.80, 7 df) * sd / sqrt(8), t values from tables: 2.3646, 0.8960
     assert effect["mde80"] == pytest.approx((2.3646 + 0.8960) * effect["sd"] / math.sqrt(8), rel=1e-3)
     assert stats.paired_effect(a, a - 1.0)["ci95"] == [1.0, 1.0]  # a constant difference
-    assert stats.bootstrap_ci([1.0, 5.0, 2.0]) == stats.bootstrap_ci([1.0, 5.0, 2.0])  # fixed seed
+    # The sign test needs 8 of 8 here: P(all 8 positive) = Phi(mde / sd)^8 = 0.8 at its MDE.
+    from scipy import stats as scipy_stats
+    sd = effect["sd"]
+    assert scipy_stats.norm.cdf(effect["mde80_sign"] / sd) ** 8 == pytest.approx(0.8, rel=1e-6)
+    assert effect["mde80_sign"] > effect["mde80"]  # the sign test needs a larger effect than the t-test
 
 
 def test_sign_test_ties_nans_and_what_n_seeds_can_show():
@@ -97,7 +118,10 @@ def _pieces():
     hon = _piece({(0, 0): [(0.1, 0.5)] * 2, (1, 2): [(0.1, 0.5)] * 2}, [[0, 0, 0, 0], [0, 0, 0, 0]], -3.0)
     soo = _piece({(0, 0): [(0.1, 0.5)] * 3, (1, 3): [(0.9, -0.5)]}, [[1, 0, 0, 0], [0, 0, 0, 0]], -2.0)
     cap = _piece({(0, 0): [(0.9, -0.5)] * 3, (1, 3): [(0.9, -0.5)] * 5}, [[1, 1, 0, 0], [1, 0, 0, 0]], -1.5)
-    return {"deceptive": dec, "honest": hon, "soo_a": soo, "cap_a": cap}
+    # The deceptive baseline on other episodes: seed 0 as before, seed 1 partly honest-like.
+    repeat = _piece({(0, 1): [(0.9, -0.5)] * 4, (1, 0): [(0.9, -0.5)] * 3 + [(0.1, 0.5)]},
+                    [[1, 0, 1, 0], [1, 0, 0, 0]], -1.0)
+    return {"deceptive": dec, "honest": hon, "soo_a": soo, "cap_a": cap, fe.NOISE_FLOOR: repeat}
 
 
 def test_endpoints_per_training_seed_by_hand():
@@ -111,6 +135,11 @@ def test_endpoints_per_training_seed_by_hand():
     # soo_a, seed 0: all entries where honest's are: at the honest grid; seed 1: at deceptive's.
     np.testing.assert_allclose(values["soo_a"]["honest_position"], [1.0, 0.0])
     np.testing.assert_allclose(values["cap_a"]["mean_soo"], [-1.5, -1.5])
+    # The projection: soo_a sits on the baselines' grids, so it equals the position there.
+    np.testing.assert_allclose(values["soo_a"]["honest_projection"], [1.0, 0.0])
+    # The noise floor: seed 0 repeats the deceptive grid exactly; seed 1 has a quarter of its
+    # entries where the honest baseline's are.
+    np.testing.assert_allclose(values[fe.NOISE_FLOOR]["honest_projection"], [0.0, 0.25])
     effects = fe.paired_effects(config, values)
     np.testing.assert_allclose(effects["soo_a"]["honest_position"]["per_seed"], [1.0, 0.0])
     np.testing.assert_allclose(effects["soo_a"]["entry_rate"]["per_seed"], [0.0, -4 / steps])
