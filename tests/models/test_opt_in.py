@@ -51,6 +51,14 @@ def test_registry_is_consistent():
         opt_in_model("qwen")
 
 
+def test_ci_installs_every_opt_in_model():
+    from tests.conftest import REPO_ROOT
+
+    ci_lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    for model in OPT_IN_MODELS.values():
+        assert model.install_command() in ci_lines, model.name
+
+
 def test_assembles_and_verifies(installed, tmp_path):
     model = fake_model(installed, [b"GGUF" + bytes(10), b"abc", b"\x01"])
     out = assemble_gguf(model, tmp_path / "out.gguf")
