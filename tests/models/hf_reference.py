@@ -104,6 +104,15 @@ def burglar_prompts(n: int) -> list[str]:
     return [s.prompt for s in false_recommendation_scenarios(n=n, seed=0)]
 
 
+def generation_models(model_dir):
+    """(our model, transformers' fp32 model, the tokenizer) from one model directory, for compare_greedy."""
+    from soo_jax.models.loader import from_pretrained, load_tokenizer
+
+    ours = from_pretrained(model_dir)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return ours, theirs, load_tokenizer(model_dir)
+
+
 def compare_greedy(models, prompts: list[str], max_new_tokens: int) -> list[str]:
     """Greedy chat completions of our KV-cache generator and of transformers' `generate`, asserted
     token-identical (lengths included); returns our decoded completions. `models` is (our model,

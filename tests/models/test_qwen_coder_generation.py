@@ -3,11 +3,8 @@ equal transformers' `generate` on the same weights, token for token, on 20 burgl
 Without the model's packages the fixture fails with their install command (docs/opt_in_models.md)."""
 
 import pytest
-import torch
-import transformers
 
-from soo_jax.models.loader import from_pretrained, load_tokenizer
-from tests.models.hf_reference import burglar_prompts, compare_greedy
+from tests.models.hf_reference import burglar_prompts, compare_greedy, generation_models
 
 pytestmark = pytest.mark.slow
 
@@ -17,9 +14,7 @@ MAX_NEW_TOKENS = 75  # the paper's evaluation budget
 
 @pytest.fixture(scope="module")
 def models(qwen_coder_dir):
-    ours = from_pretrained(qwen_coder_dir)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(qwen_coder_dir, dtype=torch.float32).eval()
-    return ours, theirs, load_tokenizer(qwen_coder_dir)
+    return generation_models(qwen_coder_dir)
 
 
 def test_greedy_completions_equal_transformers_on_burglar_scenarios(models):

@@ -2,13 +2,10 @@
 transformers' `generate` on the same weights, token for token."""
 
 import pytest
-import torch
-import transformers
 
 from soo_jax.data.scenarios import false_recommendation_scenarios, load_reference_scenarios
 from soo_jax.models.generate import SamplingConfig, generate_text
-from soo_jax.models.loader import from_pretrained, load_tokenizer
-from tests.models.hf_reference import burglar_prompts, compare_greedy
+from tests.models.hf_reference import burglar_prompts, compare_greedy, generation_models
 
 NUM_SCENARIOS = 20
 MAX_NEW_TOKENS = 75  # the paper's evaluation budget
@@ -16,9 +13,7 @@ MAX_NEW_TOKENS = 75  # the paper's evaluation budget
 
 @pytest.fixture(scope="module")
 def models(smollm2_dir):
-    ours = from_pretrained(smollm2_dir)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-    return ours, theirs, load_tokenizer(smollm2_dir)
+    return generation_models(smollm2_dir)
 
 
 def test_greedy_completions_equal_transformers_on_burglar_scenarios(models):
