@@ -6,10 +6,10 @@ capability suites; write JSON, Markdown, PNG bar plots and the raw responses.
         [--mtbench-questions FILE] [--config.eval.KEY=VALUE ...]
 
 The config file's `get_config()` returns a ConfigDict with `model.path` (a Hugging Face model
-directory, a .gguf file, or "embedded" for the packaged SmolLM2-135M-Instruct), `model.dtype`
-and `eval` (`soo_jax.eval.config.default_eval_config()`). Command-line flags override the
-config's values; `--config.a.b=v` overrides any field, and a key that does not exist is
-rejected before anything is loaded.
+directory, a .gguf file, "embedded" for the packaged SmolLM2-135M-Instruct, or an opt-in model's
+name: docs/opt_in_models.md), `model.dtype` and `eval` (`soo_jax.eval.config.default_eval_config()`).
+Command-line flags override the config's values; `--config.a.b=v` overrides any field, and a key
+that does not exist is rejected before anything is loaded.
 """
 from __future__ import annotations
 

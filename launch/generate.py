@@ -1,7 +1,8 @@
 """Print a completion: `python launch/generate.py --prompt "..." [--model PATH] [--adapter DIR]`.
 
---model takes a Hugging Face model directory, a .gguf file, or "embedded" (the default,
-SmolLM2-135M-Instruct). Prompts are rendered with the model's chat template unless --raw.
+--model takes a Hugging Face model directory, a .gguf file, "embedded" (the default,
+SmolLM2-135M-Instruct) or a registered opt-in model's name (docs/opt_in_models.md). Prompts are
+rendered with the model's chat template unless --raw.
 `--scenario N` asks burglar scenario N of the evaluation's generated set (seed 0) exactly as
 launch/evaluate.py does: its full prompt with the answer suffix, 75 new tokens, greedy.
 """
@@ -13,7 +14,8 @@ import time
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="embedded", help="model directory, .gguf file, or 'embedded'")
+    parser.add_argument("--model", default="embedded",
+                        help="model directory, .gguf file, 'embedded', or an opt-in model's name")
     parser.add_argument("--prompt", action="append", default=[], help="prompt text (repeat for a batch)")
     parser.add_argument("--scenario", action="append", type=int, default=[],
                         help="burglar scenario N of the evaluation's generated set as the prompt (repeatable)")

@@ -59,13 +59,14 @@ def peft_tensors(model: CausalLM) -> dict[str, np.ndarray]:
 
 def base_model_hub_id(base_model: str | os.PathLike[str] | None) -> str | None:
     """The Hub id PEFT users expect for the base model at local path `base_model`: the embedded
-    model's, else the `_name_or_path` in the directory's config.json when it is a Hub id;
-    otherwise the path as given (the only name we have)."""
+    or a converted opt-in model's, else the `_name_or_path` in the directory's config.json when it
+    is a Hub id; otherwise the path as given (the only name we have)."""
     from soo_jax.models.embedded import embedded_hub_id
+    from soo_jax.models.opt_in import opt_in_hub_id
 
     if base_model is None:
         return None
-    if hub_id := embedded_hub_id(base_model):
+    if hub_id := embedded_hub_id(base_model) or opt_in_hub_id(base_model):
         return hub_id
     config_file = pathlib.Path(base_model) / "config.json"
     if config_file.is_file():

@@ -28,3 +28,14 @@ def smollm2_dir(tmp_path_factory) -> pathlib.Path:
     worker_root = tmp_path_factory.getbasetemp()
     run_root = worker_root.parent if os.environ.get("PYTEST_XDIST_WORKER") else worker_root
     return default_model_dir(run_root / "soo_jax_cache")
+
+
+@pytest.fixture(scope="session")
+def qwen_coder_dir(tmp_path_factory) -> pathlib.Path:
+    """The opt-in Qwen2.5-Coder-0.5B-Instruct, verified and converted once per test run (shared by
+    xdist workers); without its packages this fails with their install command."""
+    from soo_jax.models.opt_in import opt_in_model_dir
+
+    worker_root = tmp_path_factory.getbasetemp()
+    run_root = worker_root.parent if os.environ.get("PYTEST_XDIST_WORKER") else worker_root
+    return opt_in_model_dir("qwen2.5-coder-0.5b-instruct", run_root / "soo_jax_cache")

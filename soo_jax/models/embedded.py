@@ -129,15 +129,25 @@ def _remove_stale_partials(model_dir: Path) -> None:
 
 def cached_gguf_import(gguf_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
                        *, name: str | None = None) -> Path:
-    """Hugging Face directory converted from any GGUF file, converting it on first use only.
-
-    A cached directory that lost a file is converted again (it repairs itself), and staging
-    directories of killed conversions are removed.
-    """
+    """Hugging Face directory converted from any GGUF file, converting it on first use only."""
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
     model_dir = cache_root(cache_dir) / f"{name or gguf_path.stem}-{gguf_fingerprint(gguf_path)}"
+    return convert_once(gguf_path, model_dir)
+
+
+def is_converted(model_dir: Path) -> bool:
+    """Whether `model_dir` holds a complete conversion."""
+    return model_dir.is_dir() and not _missing_files(model_dir)
+
+
+def convert_once(gguf_path: Path, model_dir: Path) -> Path:
+    """`model_dir`, converted from `gguf_path` unless it holds a complete conversion already.
+
+    A cached directory that lost a file is converted again (it repairs itself), and staging
+    directories of killed conversions are removed.
+    """
     missing = _missing_files(model_dir) if model_dir.exists() else None
     if missing == []:
         return model_dir
@@ -147,7 +157,8 @@ def cached_gguf_import(gguf_path: str | os.PathLike[str], cache_dir: str | os.Pa
         print(f"soo_jax: the converted model in {model_dir} lacks {', '.join(missing)}; converting it again",
               file=sys.stderr)
     else:
-        print(f"soo_jax: converting {gguf_path.name} into {model_dir} (one-time, about 15 s)", file=sys.stderr)
+        print(f"soo_jax: converting {gguf_path.name} into {model_dir} (one-time, about 15 s per 100 MB of GGUF)",
+              file=sys.stderr)
     try:
         import_gguf(gguf_path, model_dir, overwrite=bool(missing))
     except FileExistsError:

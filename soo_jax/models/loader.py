@@ -229,11 +229,16 @@ def _check_unused(index: CheckpointIndex, used: set[str], config: ModelConfig, p
 
 def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
     """A model directory for `path`: a directory as is; a .gguf file imported (and cached) first;
-    "embedded" is the default model, SmolLM2-135M-Instruct."""
+    "embedded" is the default model, SmolLM2-135M-Instruct; a registered opt-in model's name
+    (soo_jax.models.opt_in) is that model, verified and converted on first use."""
     if str(path) == "embedded":
         from soo_jax.models.embedded import default_model_dir
 
         return default_model_dir()
+    from soo_jax.models.opt_in import OPT_IN_MODELS, opt_in_model_dir
+
+    if str(path) in OPT_IN_MODELS:
+        return opt_in_model_dir(str(path))
     path = pathlib.Path(path).expanduser()
     if path.suffix == ".gguf":
         from soo_jax.models.embedded import cached_gguf_import

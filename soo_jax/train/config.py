@@ -24,7 +24,7 @@ DTYPES = ("float32", "bfloat16")
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict(dict(
-        path="embedded",       # HF model directory, a .gguf file, or "embedded" (SmolLM2-135M-Instruct)
+        path="embedded",       # HF model directory, a .gguf file, "embedded" (SmolLM2-135M-Instruct), or an opt-in name
         dtype="float32",       # compute dtype
         param_dtype="",        # storage dtype of the frozen base; "" = same as dtype
         scan_layers=True,      # lax.scan over the stacked layers (False: a Python loop, for debugging)

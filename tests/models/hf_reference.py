@@ -80,3 +80,60 @@ def torch_forward(model, tokens: np.ndarray, mask: np.ndarray, o_proj_layers=())
         for h in hooks:
             h.remove()
     return out.logits.float().numpy(), captured
+
+
+def assert_close_on_mask(ours, ref, mask: np.ndarray, what: str, rtol: float = 1e-5) -> float:
+    """Asserts |ours - ref| <= rtol * (max|ref| + |ref|) on the real positions of `mask`; returns
+    max |ours - ref| / max |ref| there."""
+    real = mask.astype(bool)
+    ours, ref = np.asarray(ours)[real], np.asarray(ref)[real]
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=rtol * scale, err_msg=what)
+    return float(np.abs(ours - ref).max() / scale)
+
+
+def burglar_prompts(n: int) -> list[str]:
+    """The authors' first `n` scenarios where ../shared is present, else `n` of our generated ones
+    (same template), so a comparison runs everywhere."""
+    from soo_jax.data.scenarios import false_recommendation_scenarios, load_reference_scenarios
+    from tests.conftest import REFERENCE_DIR
+
+    path = REFERENCE_DIR / "false_recommendation_scenarios.json"
+    if path.is_file():
+        return [s.prompt for s in load_reference_scenarios(path)[:n]]
+    return [s.prompt for s in false_recommendation_scenarios(n=n, seed=0)]
+
+
+def generation_models(model_dir):
+    """(our model, transformers' fp32 model, the tokenizer) from one model directory, for compare_greedy."""
+    from soo_jax.models.loader import from_pretrained, load_tokenizer
+
+    ours = from_pretrained(model_dir)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return ours, theirs, load_tokenizer(model_dir)
+
+
+def compare_greedy(models, prompts: list[str], max_new_tokens: int) -> list[str]:
+    """Greedy chat completions of our KV-cache generator and of transformers' `generate`, asserted
+    token-identical (lengths included); returns our decoded completions. `models` is (our model,
+    the transformers model, the tokenizer)."""
+    from soo_jax.models.generate import SamplingConfig, chat_prompts, encode_left_padded, generate_tokens
+
+    ours_model, torch_model, tokenizer = models
+    tokens, mask = encode_left_padded(tokenizer, chat_prompts(tokenizer, prompts))
+    eos = tokenizer.eos_token_id
+    ours, lengths = generate_tokens(ours_model, tokens, mask, SamplingConfig(max_new_tokens=max_new_tokens,
+                                                                             eos_token_ids=(eos,)), pad_id=eos)
+    with torch.no_grad():
+        ref = torch_model.generate(input_ids=torch.tensor(tokens, dtype=torch.long),
+                                   attention_mask=torch.tensor(mask, dtype=torch.long), do_sample=False,
+                                   max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
+    ref = ref[:, tokens.shape[1]:].numpy()
+    texts = []
+    for row in range(len(prompts)):
+        ref_row = ref[row]
+        ref_len = int(np.argmax(ref_row == eos)) + 1 if (ref_row == eos).any() else len(ref_row)
+        assert lengths[row] == ref_len, (row, tokenizer.decode(ref_row[:ref_len]))
+        np.testing.assert_array_equal(ours[row, :ref_len], ref_row[:ref_len], err_msg=f"scenario {row}")
+        texts.append(tokenizer.decode(ours[row, :lengths[row]], skip_special_tokens=True))
+    return texts

@@ -9,17 +9,11 @@ import pytest
 
 from soo_jax.models import forward_with_activations
 from soo_jax.models.loader import from_pretrained
-from tests.models.hf_reference import TINY_CONFIGS, left_padded_batch, make_tiny_checkpoint, torch_forward
+from tests.models.hf_reference import (TINY_CONFIGS, assert_close_on_mask, left_padded_batch, make_tiny_checkpoint,
+                                       torch_forward)
 
 RTOL = 1e-5
 LENGTHS = [12, 9, 4]  # longer than the sliding windows (5), with 0, 3 and 8 pads
-
-
-def assert_close_on_mask(ours, ref, mask, what):
-    real = mask.astype(bool)
-    ours, ref = np.asarray(ours)[real], np.asarray(ref)[real]
-    scale = np.abs(ref).max()
-    np.testing.assert_allclose(ours, ref, rtol=RTOL, atol=RTOL * scale, err_msg=what)
 
 
 @pytest.mark.parametrize("name", sorted(TINY_CONFIGS))
@@ -32,10 +26,10 @@ def test_logits_and_o_proj_match_transformers(name, tmp_path):
     ref_logits, ref_o_proj = torch_forward(torch_model, tokens, mask, o_proj_layers=layers)
     logits, acts = forward_with_activations(model, tokens, mask, sites=("o_proj",), layers=layers)
 
-    assert_close_on_mask(logits, ref_logits, mask, f"{name}: logits")
+    assert_close_on_mask(logits, ref_logits, mask, f"{name}: logits", RTOL)
     assert sorted(acts["o_proj"]) == layers
     for layer in layers:
-        assert_close_on_mask(acts["o_proj"][layer], ref_o_proj[layer], mask, f"{name}: o_proj layer {layer}")
+        assert_close_on_mask(acts["o_proj"][layer], ref_o_proj[layer], mask, f"{name}: o_proj layer {layer}", RTOL)
 
 
 def test_padding_does_not_change_real_positions(tmp_path):

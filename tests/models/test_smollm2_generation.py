@@ -1,15 +1,11 @@
 """Greedy chat completions of our KV-cache generator on the real SmolLM2-135M-Instruct equal
 transformers' `generate` on the same weights, token for token."""
 
-import numpy as np
 import pytest
-import torch
-import transformers
 
 from soo_jax.data.scenarios import false_recommendation_scenarios, load_reference_scenarios
-from soo_jax.models.generate import (SamplingConfig, chat_prompts, encode_left_padded, generate_text,
-                                    generate_tokens)
-from soo_jax.models.loader import from_pretrained, load_tokenizer
+from soo_jax.models.generate import SamplingConfig, generate_text
+from tests.models.hf_reference import burglar_prompts, compare_greedy, generation_models
 
 NUM_SCENARIOS = 20
 MAX_NEW_TOKENS = 75  # the paper's evaluation budget
@@ -17,46 +13,12 @@ MAX_NEW_TOKENS = 75  # the paper's evaluation budget
 
 @pytest.fixture(scope="module")
 def models(smollm2_dir):
-    ours = from_pretrained(smollm2_dir)
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
-    return ours, theirs, load_tokenizer(smollm2_dir)
-
-
-def first_burglar_prompts():
-    """The authors' first 20 scenarios where ../shared is present, else 20 of our generated ones
-    (same template), so the comparison runs everywhere."""
-    from tests.conftest import REFERENCE_DIR
-
-    path = REFERENCE_DIR / "false_recommendation_scenarios.json"
-    if path.is_file():
-        return [s.prompt for s in load_reference_scenarios(path)[:NUM_SCENARIOS]]
-    return [s.prompt for s in false_recommendation_scenarios(n=NUM_SCENARIOS, seed=0)]
-
-
-def compare(models, prompts):
-    ours_model, torch_model, tokenizer = models
-    tokens, mask = encode_left_padded(tokenizer, chat_prompts(tokenizer, prompts))
-    eos = tokenizer.eos_token_id
-    ours, lengths = generate_tokens(ours_model, tokens, mask, SamplingConfig(max_new_tokens=MAX_NEW_TOKENS,
-                                                                             eos_token_ids=(eos,)), pad_id=eos)
-    with torch.no_grad():
-        ref = torch_model.generate(input_ids=torch.tensor(tokens, dtype=torch.long),
-                                   attention_mask=torch.tensor(mask, dtype=torch.long), do_sample=False,
-                                   max_new_tokens=MAX_NEW_TOKENS, eos_token_id=eos, pad_token_id=eos)
-    ref = ref[:, tokens.shape[1]:].numpy()
-    texts = []
-    for row in range(len(prompts)):
-        ref_row = ref[row]
-        ref_len = int(np.argmax(ref_row == eos)) + 1 if (ref_row == eos).any() else len(ref_row)
-        assert lengths[row] == ref_len, (row, tokenizer.decode(ref_row[:ref_len]))
-        np.testing.assert_array_equal(ours[row, :ref_len], ref_row[:ref_len], err_msg=f"scenario {row}")
-        texts.append(tokenizer.decode(ours[row, :lengths[row]], skip_special_tokens=True))
-    return texts
+    return generation_models(smollm2_dir)
 
 
 def test_greedy_completions_equal_transformers_on_burglar_scenarios(models):
-    prompts = first_burglar_prompts()
-    texts = compare(models, prompts)
+    prompts = burglar_prompts(NUM_SCENARIOS)
+    texts = compare_greedy(models, prompts, MAX_NEW_TOKENS)
     assert all(t.strip() for t in texts)
     # The evaluation's path: the chat template's system turn and the scenarios' common opening
     # prefilled once per batch, prompts sorted by length; the same completions.
