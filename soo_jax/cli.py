@@ -14,9 +14,12 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
 import os
+import re
+import signal
 import sys
 
 import ml_collections
@@ -108,12 +111,34 @@ def parse_flags(argv: list[str], *, config_required: bool = True) -> list[str]:
     spec = flag_value(argv, "config")
     if config_required and spec is None:
         fail("--config FILE is required, e.g. --config configs/smollm2.py")
+    if spec is not None and "--debug" not in argv:
+        path = spec if os.path.isfile(spec) else spec.partition(":")[0]
+        if not os.path.isfile(path):  # config_flags would defer this and report it in 45 lines
+            fail(f"--config {path}: {'is a directory, not' if os.path.isdir(path) else 'no such'} config file; "
+                 f"give a config file such as configs/smollm2.py")
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
     except Exception as err:  # noqa: BLE001  (a flag or config file error: the message is the point)
         if "--debug" in argv:
             raise
         fail(_explain(err, spec, argv))
+    failed = _deferred_config_error()
+    if failed is not None and "--debug" not in argv:
+        fail(f"--config {spec}: {one_line(failed)}")
+    return remaining
+
+
+def _deferred_config_error() -> BaseException | None:
+    """config_flags keeps a config file's IOError until the config is read: that error, if any."""
+    if "config" not in flags.FLAGS:
+        return None
+    value = flags.FLAGS["config"].value
+    return getattr(value, "_error", None) if type(value).__name__ == "_ErrorConfig" else None
+
+
+# absl's words for a --config.KEY=VALUE of the wrong type -> what the value must be.
+_TYPE_ERRORS = (("invalid literal for int()", "an integer"), ("could not convert string to float", "a number"),
+                ("Non-boolean argument to boolean flag", "True or False"))
 
 
 def _explain(err: Exception, spec: str | None, argv: list[str]) -> str:
@@ -127,14 +152,72 @@ def _explain(err: Exception, spec: str | None, argv: list[str]) -> str:
             errors = []
         if errors:
             return errors[0] + ("" if len(errors) == 1 else f" (and {len(errors) - 1} more)")
-    return one_line(err)
+    text = one_line(err)
+    match = re.match(r"flag --([\w.-]+)=(.*?): ", text)
+    for words, kind in _TYPE_ERRORS:
+        if match and words in text:
+            key = match.group(1) if match.group(1).startswith("config.") else f"--{match.group(1)}"
+            return f"{key}: must be {kind}, got {match.group(2)!r}"
+    if text.startswith("Missing value for flag"):
+        return f"{text}: give it a value, e.g. {text.split()[-1]}=VALUE"
+    return text
+
+
+# Errors of the machine rather than the program: a full disk, a read-only or forbidden path.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+WRONG_KIND = (errno.ENOTDIR, errno.EISDIR)
+
+
+def system_error(err: BaseException) -> OSError | None:
+    """The OSError of a full disk or an unwritable or misshapen path in `err`'s chain, if any
+    (orbax re-raises a writer thread's error from its own frames)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in DISK_FULL + NOT_WRITABLE + WRONG_KIND:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def explain_system_error(err: OSError) -> str:
+    where = f": {err.filename}" if err.filename else ""
+    if err.errno in DISK_FULL:
+        advice = ("free space on that disk, or choose an output directory on another one, then rerun the same "
+                  "command to resume")
+    elif err.errno in NOT_WRITABLE:
+        advice = "choose a writable output directory, or fix the path's permissions"
+    else:
+        advice = "a path names a file where a directory is needed, or the reverse; check the paths given"
+    return f"{err.strerror or type(err).__name__}{where}; {advice}"
+
+
+class _DropWriterThreadTracebacks(logging.Filter):
+    """orbax logs a writer thread's failure with its traceback before re-raising it in the main
+    thread, whose one line says it all: those records go, unless --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and "orbax" in record.pathname and system_error(record.exc_info[1]))
+
+
+def _interrupt(signum, frame):
+    name = signal.Signals(signum).name
+    raise Interrupted(f"interrupted by {name}; what was saved so far is kept: rerun the same command to resume",
+                      128 + signum)
 
 
 def run(main, *, config_required: bool = True) -> None:
-    """`absl.app.run(main)` with a quiet start and one-line errors (tracebacks with --debug)."""
+    """`absl.app.run(main)` with a quiet start and one-line errors (tracebacks with --debug).
+    SIGINT and SIGTERM end the run with one 'interrupted' line, releasing its directory's lock on
+    the way out (a training loop catches them itself to save its state first)."""
 
     def wrapped(argv):
         quiet_startup()
+        if not flags.FLAGS.debug:
+            logging.getLogger("absl").addFilter(_DropWriterThreadTracebacks())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
         try:
             return main(argv)
         except Interrupted as err:
@@ -144,5 +227,9 @@ def run(main, *, config_required: bool = True) -> None:
             if flags.FLAGS.debug:
                 raise
             fail(one_line(err))
+        except Exception as err:  # noqa: BLE001  (a full disk or an unwritable path: one line; else a bug)
+            if flags.FLAGS.debug or system_error(err) is None:
+                raise
+            fail(explain_system_error(system_error(err)))
 
     app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, config_required=config_required))
