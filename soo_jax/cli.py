@@ -114,7 +114,7 @@ def parse_flags(argv: list[str], *, config_required: bool = True) -> list[str]:
     if spec is not None and "--debug" not in argv:
         path = spec if os.path.isfile(spec) else spec.partition(":")[0]
         if not os.path.isfile(path):  # config_flags would defer this and report it in 45 lines
-            fail(f"--config {path}: {'is a directory, not' if os.path.isdir(path) else 'no such'} config file; "
+            fail(f"--config {path}: {'a directory, not a config file' if os.path.isdir(path) else 'no such file'}; "
                  f"give a config file such as configs/smollm2.py")
     try:
         remaining = flags.FLAGS(argv)

@@ -168,6 +168,11 @@ def validate(eval_config: ml_collections.ConfigDict) -> None:
     def fail(key: str, message: str):
         raise ValueError(f"config.eval.{key}: {message}")
 
+    for key in (*_INTEGER_RANGES, *_FLAGS, *_STRINGS):
+        try:  # a linked field (latent.soo_layer follows loss.layers[0]) fails when read
+            _get(eval_config, key)
+        except (ValueError, TypeError, IndexError) as err:
+            fail(key, f"cannot be read ({err}); check the setting it follows (latent.soo_layer: loss.layers[0])")
     for key in _STRINGS:
         if not isinstance(_get(eval_config, key), str):
             fail(key, f"must be a string, got {_get(eval_config, key)!r}")

@@ -169,10 +169,16 @@ def check_before_claim(c: ml_collections.ConfigDict, model_path: pathlib.Path) -
     (a run refused here leaves it as it was): layer indices against the model's config.json (read
     alone, no weights), the mesh against the devices, the batch against the training pairs."""
     run_config.validate_for_model(c, load_config(model_path).num_layers)
-    mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
+    try:
+        mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
+    except ValueError as err:
+        raise ValueError(f"config.mesh: {err}") from None
     schedule = Schedule(len(soo_training_pairs()), int(c.train.batch_size), int(c.train.grad_accum),
                         int(c.train.epochs), int(c.train.seed))
-    check_global_batch(mesh, schedule.batch_size // schedule.grad_accum)
+    try:
+        check_global_batch(mesh, schedule.batch_size // schedule.grad_accum)
+    except ValueError as err:
+        raise ValueError(f"config.train.batch_size / config.train.grad_accum / config.mesh: {err}") from None
 
 
 def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: pathlib.Path, *,
