@@ -85,6 +85,8 @@ def field_indices(name: str, values: Any, *, size: int | None = None) -> tuple[i
         try:
             out.append(number(v, integer=True, low=0, high=None if size is None else size - 1))
         except ValueError:
-            where = f"in [0, {size - 1}] (the model has {size} layers)" if size is not None else ">= 0"
-            raise ValueError(f"{name}: must be integer indices {where}, got {tuple(values)!r}") from None
+            if size is not None and isinstance(v, numbers.Integral) and v >= size:
+                raise ValueError(f"{name}: {tuple(values)!r} out of range for a {size}-layer model; "
+                                 f"use indices 0..{size - 1}") from None
+            raise ValueError(f"{name}: must be integer indices >= 0, got {tuple(values)!r}") from None
     return tuple(out)

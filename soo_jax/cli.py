@@ -167,44 +167,85 @@ def _explain(err: Exception, spec: str | None, argv: list[str]) -> str:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 WRONG_KIND = (errno.ENOTDIR, errno.EISDIR)
+# tensorstore (orbax's writer) reports a full disk as a ValueError("RESOURCE_EXHAUSTED: ...").
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "os_error_code='28'")
 
 
-def system_error(err: BaseException) -> OSError | None:
-    """The OSError of a full disk or an unwritable or misshapen path in `err`'s chain, if any
-    (orbax re-raises a writer thread's error from its own frames)."""
+def system_error(err: BaseException | None) -> BaseException | None:
+    """The error of a full disk or an unwritable or misshapen path in `err`'s chain, if any (orbax
+    re-raises a writer thread's error from its own frames)."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         if isinstance(err, OSError) and err.errno in DISK_FULL + NOT_WRITABLE + WRONG_KIND:
             return err
+        if any(words in str(err) for words in _DISK_FULL_WORDS):
+            return err
         err = err.__cause__ or err.__context__
     return None
 
 
-def explain_system_error(err: OSError) -> str:
-    where = f": {err.filename}" if err.filename else ""
-    if err.errno in DISK_FULL:
+def explain_system_error(err: BaseException) -> str:
+    code = err.errno if isinstance(err, OSError) else errno.ENOSPC
+    if isinstance(err, OSError):
+        what = f"{err.strerror or type(err).__name__}" + (f": {err.filename}" if err.filename else "")
+    else:
+        found = re.search(r'(?:local file|Failed writing:) "([^"]+)"', str(err))
+        what = "No space left on device" + (f": {found.group(1)}" if found else "")
+    if code in DISK_FULL:
         advice = ("free space on that disk, or choose an output directory on another one, then rerun the same "
                   "command to resume")
-    elif err.errno in NOT_WRITABLE:
+    elif code in NOT_WRITABLE:
         advice = "choose a writable output directory, or fix the path's permissions"
     else:
         advice = "a path names a file where a directory is needed, or the reverse; check the paths given"
-    return f"{err.strerror or type(err).__name__}{where}; {advice}"
+    return f"{what}; {advice}"
 
 
-class _DropWriterThreadTracebacks(logging.Filter):
-    """orbax logs a writer thread's failure with its traceback before re-raising it in the main
-    thread, whose one line says it all: those records go, unless --debug."""
+class _DropSystemErrorTracebacks(logging.Filter):
+    """orbax's writer threads and asyncio log a full disk with its traceback before the main
+    thread re-raises it, whose one line says it all: those records go, unless --debug."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and "orbax" in record.pathname and system_error(record.exc_info[1]))
+        exc = record.exc_info[1] if record.exc_info else None
+        return system_error(exc) is None and not any(w in record.getMessage() for w in _DISK_FULL_WORDS)
+
+
+def _quiet_system_errors() -> None:
+    """Install `_DropSystemErrorTracebacks` and a thread excepthook that stays silent on them."""
+    import threading
+
+    quiet = _DropSystemErrorTracebacks()
+    for logger in (logging.getLogger(), logging.getLogger("absl")):
+        for handler in logger.handlers:
+            if not any(isinstance(f, _DropSystemErrorTracebacks) for f in handler.filters):
+                handler.addFilter(quiet)
+    previous = threading.excepthook
+
+    def excepthook(args):
+        if system_error(args.exc_value) is None:
+            previous(args)
+
+    if not getattr(threading.excepthook, "quiet_system_errors", False):
+        excepthook.quiet_system_errors = True
+        threading.excepthook = excepthook
 
 
 def _interrupt(signum, frame):
     name = signal.Signals(signum).name
-    raise Interrupted(f"interrupted by {name}; what was saved so far is kept: rerun the same command to resume",
+    err = Interrupted(f"interrupted by {name}; what was saved so far is kept: rerun the same command to resume",
                       128 + signum)
+    err.by_signal = True
+    raise err
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's shutdown: a signal may have interrupted JAX mid-call (a
+    compilation, a dispatch), and its exit handlers can then crash (a segfault after the line).
+    Every `with` has unwound by now, so the lock is released and the files are closed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run(main, *, config_required: bool = True) -> None:
@@ -215,21 +256,26 @@ def run(main, *, config_required: bool = True) -> None:
     def wrapped(argv):
         quiet_startup()
         if not flags.FLAGS.debug:
-            logging.getLogger("absl").addFilter(_DropWriterThreadTracebacks())
+            _quiet_system_errors()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _interrupt)
         try:
             return main(argv)
         except Interrupted as err:
             print(one_line(err), file=sys.stderr, flush=True)
+            if getattr(err, "by_signal", False):
+                _exit_now(err.exit_code)
             sys.exit(err.exit_code)
-        except USER_ERRORS as err:
+        except Exception as err:  # noqa: BLE001  (a user's error: one line; anything else is a bug)
             if flags.FLAGS.debug:
                 raise
-            fail(one_line(err))
-        except Exception as err:  # noqa: BLE001  (a full disk or an unwritable path: one line; else a bug)
-            if flags.FLAGS.debug or system_error(err) is None:
-                raise
-            fail(explain_system_error(system_error(err)))
+            if not isinstance(err, RunDirError) and system_error(err) is not None:  # a full disk, ...
+                print(f"error: {explain_system_error(system_error(err))}", file=sys.stderr, flush=True)
+                # Writer threads may still hold failed futures, whose clean-up at shutdown prints
+                # more tracebacks ("Event loop is closed"): leave without it.
+                _exit_now(EXIT_USAGE)
+            if isinstance(err, USER_ERRORS):
+                fail(one_line(err))
+            raise
 
     app.run(wrapped, flags_parser=lambda argv: parse_flags(argv, config_required=config_required))

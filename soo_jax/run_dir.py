@@ -330,10 +330,10 @@ class DirLock:
     it. Use as a context manager; `enabled=False` (non-main processes of a multi-host run) makes
     it a no-op.
 
-    `restore_on_error=True` (what `claim` asks for): when the block raises and the directory holds
-    nothing but what this claim wrote (its manifest, the lock), those go again, and the directory
-    too if it was created here, so a run that fails before its first step leaves the directory
-    as it found it.
+    When the block raises and nothing in the directory changed since the lock was taken but the
+    files `claim` wrote (`created_files`: its manifest), those go again, and the directory too if
+    it was created here: a run that fails before its first write leaves the directory as it
+    found it.
     """
 
     def __init__(self, directory: str | os.PathLike, *, enabled: bool = True):
@@ -342,6 +342,7 @@ class DirLock:
         self._fd: int | None = None
         self.created_directory = False
         self.created_files: list[pathlib.Path] = []
+        self._found: dict[str, tuple] | None = None
 
     @property
     def held(self) -> bool:
@@ -355,6 +356,7 @@ class DirLock:
         directory = self.path.parent
         self.created_directory = not directory.exists()
         prepare_directory(directory)
+        self._found = self._listing()
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -403,12 +405,22 @@ class DirLock:
         finally:
             os.close(fd)  # releases the flock
 
+    def _listing(self) -> dict[str, tuple]:
+        """Name -> (size, mtime) of the directory's entries, the lock left out."""
+        out = {}
+        for p in self.path.parent.iterdir():
+            if p.name != LOCK_NAME:
+                st = p.lstat()
+                out[p.name] = (st.st_size, st.st_mtime_ns)
+        return out
+
     def restore(self) -> None:
-        """Removes what this claim wrote (see the class docstring), if that is all there is."""
+        """Removes what `claim` wrote (see the class docstring), if nothing else changed."""
         directory = self.path.parent
+        created = {p.name for p in self.created_files}
         try:
-            left = {p for p in directory.iterdir() if p != self.path}
-            if left - set(self.created_files):
+            now = {name: v for name, v in self._listing().items() if name not in created}
+            if self._found is None or now != {k: v for k, v in self._found.items() if k not in created}:
                 return
             for path in self.created_files:
                 path.unlink(missing_ok=True)
