@@ -263,7 +263,15 @@ def test_a_full_disk_is_one_line_and_the_writer_threads_tracebacks_are_dropped(w
         'RESOURCE_EXHAUSTED: Error writing local file "/out/checkpoints/8/_sharding": Failed to write 9301 '
         "bytes to file 6: No space left on device [os_error_code='28']"))
 
+    def writer():
+        raise type(full)(*full.args)
+
     def main(argv):
+        import threading
+
+        thread = threading.Thread(target=writer)  # the default excepthook would print its traceback
+        thread.start()
+        thread.join()
         try:
             raise full
         except (OSError, ValueError) as err:
@@ -276,7 +284,16 @@ def test_a_full_disk_is_one_line_and_the_writer_threads_tracebacks_are_dropped(w
             except RuntimeError:
                 raise type(full)(*full.args) from err
 
-    line = error_line(*_run_main(main, capsys), "No space left on device", "free space", "rerun the same command")
+    import io
+
+    logged = io.StringIO()  # a log handler as absl's: what reaches it is printed
+    handler = logging.StreamHandler(logged)
+    logging.getLogger().addHandler(handler)
+    try:
+        line = error_line(*_run_main(main, capsys), "No space left on device", "free space", "rerun the same command")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert logged.getvalue() == ""
     assert line.startswith("error: No space left on device" + ("" if written_by == "python" else
                                                                  ": /out/checkpoints/8/_sharding;"))
 
@@ -469,6 +486,8 @@ def test_sigterm_releases_the_lock_with_an_interrupted_line(tmp_path, capsys, mo
         with run_dir.claim(out, {"a": 1}, kind="evaluate"):
             (out / "answers.partial.jsonl").write_text("{}\n")
             assert (out / ".lock").exists()
+            # (without a Python handler SIGTERM would end pytest itself)
+            assert callable(signal.getsignal(signal.SIGTERM)), "cli.run installed no SIGTERM handler"
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
             raise AssertionError("SIGTERM did not interrupt")
