@@ -250,6 +250,18 @@ def test_unwritable_or_file_shaped_directories(name, shape, model, tmp_path, cap
     assert not (tmp_path / "read_only").exists()
 
 
+@pytest.mark.parametrize("name,empty,key", [
+    ("train", ["--config.train.out_dir="], "config.train.out_dir"), ("evaluate", ["--out", ""], "config.eval.out_dir"),
+    ("experiment", ["--out", ""], "--out"), ("sweep", ["--out", ""], "--out"), ("rl", ["--config.workdir="], "config.workdir"),
+])
+def test_an_empty_output_directory_never_means_the_working_directory(name, empty, key, model, tmp_path, capsys,
+                                                                      monkeypatch, no_weights):
+    monkeypatch.chdir(tmp_path)
+    args = base_args(name, model, tmp_path / "unused") + empty + (["--point", "loss.layers=(1,)"] if name == "sweep" else [])
+    error_line(*launch(name, *args, capsys=capsys), key, "must name an output directory")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("written_by", ["python", "tensorstore"])
 def test_a_full_disk_is_one_line_and_the_writer_threads_tracebacks_are_dropped(written_by, capsys, monkeypatch):
     """What orbax does on ENOSPC: a writer thread logs the error with its traceback, the main thread

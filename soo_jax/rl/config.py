@@ -212,6 +212,8 @@ def stages(config: ConfigDict) -> tuple[str, ...]:
 
 def validate(config: ConfigDict) -> None:
     """Checks values the jitted code cannot check itself; errors name the offending key."""
+    _require(isinstance(config.workdir, str) and bool(config.workdir.strip()), "workdir",
+             f"must name an output directory, got {config.workdir!r}")
     allowed = stages(config)
     _require(config.stage == "all" or config.stage in allowed, "stage",
              f"must be 'all' or one of {allowed}, got {config.stage!r}")

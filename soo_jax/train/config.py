@@ -116,7 +116,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
         except ValueError as e:
             _fail_field("", e)
     if c.train.batch_size % c.train.grad_accum:
-        _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches")
+        _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches "
+                                  f"(train.grad_accum); use a multiple of it")
+    if not isinstance(c.train.out_dir, str) or not c.train.out_dir.strip():
+        _fail("train.out_dir", f"must name an output directory, got {c.train.out_dir!r}")
     optimizer_config(c, total_steps=1)  # the schedule's name is checked here, not after the model has loaded
     for axis in ("data", "fsdp", "tensor"):
         try:
