@@ -73,7 +73,7 @@ def error_line(code: int, err: str, *expected: str) -> str:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> pathlib.Path:
-    path = tmp_path_factory.mktemp("bad_input_model")  # 3 layers (not "tiny_model": test_evaluate_cli names its mktemp's "tiny_model0")
+    path = tmp_path_factory.mktemp("bad_input_model")  # 3 layers; not "tiny_model" (test_evaluate_cli wants tiny_model0)
     make_tiny_model_dir(path)
     return path
 
