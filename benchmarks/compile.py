@@ -1,9 +1,9 @@
 """Compile time of the SOO train step and of generation: layers unrolled vs scanned (vs scanned
 with remat), ahead of time on abstract weights (nothing is loaded; the seconds are XLA's).
 
-    python benchmarks/compile.py --arch smollm2                    # CPU, one device, fp32
-    python benchmarks/compile.py --arch mistral-7b --devices 8     # bf16, 8 simulated CPU devices
-    python benchmarks/compile.py --table docs/compile_times.jsonl  # markdown table of the results
+    python -m benchmarks.compile --arch smollm2                    # CPU, one device, fp32
+    python -m benchmarks.compile --arch mistral-7b --devices 8     # bf16, 8 simulated CPU devices
+    python -m benchmarks.compile --table docs/compile_times.jsonl  # markdown table of the results
 
 Train step: the trainer's own jit (`jit_train_step` with its shardings) lowered and compiled on
 `jax.ShapeDtypeStruct` arguments, as `benchmarks/scale_plan.py` does: SmolLM2 with the main
@@ -20,11 +20,9 @@ import argparse
 import json
 import os
 import pathlib
-import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.loadavg import load_average, load_line  # noqa: E402
 

@@ -2,11 +2,11 @@
 transformers' `generate`, same model, same prompts, same batches, greedy, in one run.
 
 CPU (SmolLM2-135M-Instruct, fp32):
-    python benchmarks/generate.py --model DIR_OR_GGUF_OR_embedded [--scenarios FILE]
+    python -m benchmarks.generate --model DIR_OR_GGUF_OR_embedded [--scenarios FILE]
 
 GPU (a Mistral-7B-shaped random model in bf16; any HF tokenizer directory supplies the
 prompts' tokens and chat template, its vocabulary sets the model's):
-    python benchmarks/generate.py --model mistral-7b-random --tokenizer DIR --dtype bfloat16 \
+    python -m benchmarks.generate --model mistral-7b-random --tokenizer DIR --dtype bfloat16 \
         --device cuda
 
 Prompts are sorted by token length and cut into equal batches (the last one filled up by
@@ -25,11 +25,9 @@ import json
 import os
 import pathlib
 import platform
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.loadavg import load_average, load_line  # noqa: E402
 # JAX and torch share the GPU: JAX must not grab 75% of its memory up front.

@@ -13,7 +13,7 @@ owes a GPU, written to one JSON file.
 3. RL environment throughput (benchmarks/rl.py): vmapped steps/s of the jitted environment.
 
 `--tokenizer DIR` supplies the prompts' tokens and chat template (nothing can be downloaded on
-the GPU machine): `python benchmarks/gpu_suite.py --export-tokenizer DIR` writes the embedded
+the GPU machine): `python -m benchmarks.gpu_suite --export-tokenizer DIR` writes the embedded
 SmolLM2 tokenizer (a few MB) where it can be carried. Each section runs in its own process
 with its own time limit; a failing or slow section is recorded (exit status, the tail of its
 output) and the next one still runs. The JSON is rewritten after every section, so a suite cut
@@ -33,7 +33,6 @@ import tempfile
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 # Seconds per section: 450 in all, inside the 8 minutes with room for the interpreter starts.
 BUDGET_S = {"train_step": 180, "generate": 210, "rl": 60}
@@ -47,24 +46,24 @@ def section_commands(args, tokenizer: str, work_dir: str) -> dict[str, list[str]
     out = lambda name: str(pathlib.Path(work_dir) / f"{name}.json")  # noqa: E731
     if args.tiny:
         return {
-            "train_step": py + ["benchmarks/train_step.py", "--arch", "mistral-tiny", "--dtype", "float32",
+            "train_step": py + ["-m", "benchmarks.train_step", "--arch", "mistral-tiny", "--dtype", "float32",
                                 "--pairs", "1", "2", "--seq-len", "16", "--steps", "1", "--warmup", "1",
                                 "--json", out("train_step")],
-            "generate": py + ["benchmarks/generate.py", "--model", "mistral-tiny-random", "--tokenizer", tokenizer,
+            "generate": py + ["-m", "benchmarks.generate", "--model", "mistral-tiny-random", "--tokenizer", tokenizer,
                               "--dtype", "float32", "--device", "cpu", "--num-scenarios", "4", "--batch-size", "2",
                               "--max-new-tokens", "3", "--work-dir", work_dir, "--json", out("generate")],
-            "rl": py + ["benchmarks/rl.py", "--envs", "1,4", "--steps", "20", "--numpy-steps", "50",
+            "rl": py + ["-m", "benchmarks.rl", "--envs", "1,4", "--steps", "20", "--numpy-steps", "50",
                         "--json", out("rl")],
         }
     return {
-        "train_step": py + ["benchmarks/train_step.py", "--arch", "mistral-7b", "--dtype", "bfloat16",
+        "train_step": py + ["-m", "benchmarks.train_step", "--arch", "mistral-7b", "--dtype", "bfloat16",
                             "--pairs", "4", "16", "--seq-len", "128", "--steps", "10", "--warmup", "2",
                             "--json", out("train_step")],
-        "generate": py + ["benchmarks/generate.py", "--model", "mistral-7b-random", "--tokenizer", tokenizer,
+        "generate": py + ["-m", "benchmarks.generate", "--model", "mistral-7b-random", "--tokenizer", tokenizer,
                           "--dtype", "bfloat16", "--device", "cuda", "--num-scenarios", "250", "--batch-size", "32",
                           "--max-new-tokens", "75", "--work-dir", args.work_dir or _fast_dir(), "--json",
                           out("generate")],
-        "rl": py + ["benchmarks/rl.py", "--envs", "1,256,4096", "--steps", "1000", "--numpy-steps", "20000",
+        "rl": py + ["-m", "benchmarks.rl", "--envs", "1,256,4096", "--steps", "1000", "--numpy-steps", "20000",
                     "--json", out("rl")],
     }
 
@@ -140,13 +139,7 @@ def main(argv=None) -> int:
 
     suite_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_suite_") as work_dir:
-        tokenizer = args.tokenizer
-        if args.tiny and tokenizer is None:
-            from tests.tiny_tokenizer import tiny_tokenizer
-
-            tokenizer = str(pathlib.Path(work_dir) / "tokenizer")
-            tiny_tokenizer().save_pretrained(tokenizer)
-        tokenizer = tokenizer or "embedded"
+        tokenizer = args.tokenizer or "embedded"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
                "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # JAX and torch share the GPU
         if args.tiny:

@@ -5,4 +5,4 @@
 #   benchmarks/gpu_suite.sh --tiny            # tiny shapes on a CPU: checks the suite itself
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python benchmarks/gpu_suite.py "$@"
+exec python -m benchmarks.gpu_suite "$@"

@@ -1,19 +1,19 @@
 """Physical-deception environment throughput, and the wall time of the 8-seed RL experiment.
 
-    python benchmarks/rl.py [--envs 1,16,256,4096] [--steps 1000] [--experiment runs/rl_deception]
+    python -m benchmarks.rl [--envs 1,16,256,4096] [--steps 1000] [--experiment runs/rl_deception]
 
 Steps per second of our jitted gymnax environment (`soo_jax.rl.env.PhysicalDeception`), one
 environment and `jax.vmap` over 1..4096 environments, each timed as a `lax.scan` over `--steps`
 steps with uniform random actions (auto-reset included, as in training), compiled before
 timing. The comparison is the authors' way of stepping this world: a NumPy environment stepped
 one agent, one wall at a time in a Python loop (the independent reference
-`tests/rl/numpy_reference.py`, which the parity tests check against ours), timed in the same
+`benchmarks/rl_reference.py`, which the parity tests check against ours), timed in the same
 run. A loop steps environments one after another, so its rate does not grow with their number.
 
 With `--experiment`, also reads each finished stage's `done.json` of a `launch/rl.py` run
 (8 seeds vmapped in one compiled function) and prints its wall time and device.
 
-    python benchmarks/rl.py --profile configs/rl_deception.py [--profile-episodes 100]
+    python -m benchmarks.rl --profile configs/rl_deception.py [--profile-episodes 100]
 
 profiles one training chunk of a baseline stage of that config instead (all its seeds vmapped, a
 buffer past its first minibatch so that every round updates): the whole compiled chunk, and
@@ -31,12 +31,9 @@ import functools
 import json
 import pathlib
 import platform
-import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "rl"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -77,7 +74,7 @@ def jax_steps_per_second(n_envs: int, n_steps: int, repeats: int = 3) -> float:
 
 
 def numpy_steps_per_second(n_steps: int, episode_length: int = 50) -> float:
-    import numpy_reference as ref
+    from benchmarks import rl_reference as ref
 
     rng = np.random.default_rng(0)
 

@@ -6,8 +6,8 @@ and logical axes, no weights), attach LoRA, split it as the trainer does, give e
 `jit_train_step(step, plan_shardings(...)).lower(*abstract_args).compile()`. The compiled
 executable's `memory_analysis()` is per device.
 
-    python benchmarks/scale_plan.py --devices 256 --rows calmerys-78b:1x16x4 --out docs/scale_plan.jsonl
-    python benchmarks/scale_plan.py --table docs/scale_plan.jsonl    # markdown table of the results
+    python -m benchmarks.scale_plan --devices 256 --rows calmerys-78b:1x16x4 --out docs/scale_plan.jsonl
+    python -m benchmarks.scale_plan --table docs/scale_plan.jsonl    # markdown table of the results
 
 The device count must be fixed before jax starts, so this script sets XLA_FLAGS itself; meshes
 smaller than --devices use the first devices. Rows are appended to --out as they finish, so a
@@ -26,11 +26,9 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # configs/: each model's recipe (SOO layer, LoRA, optimizer)
 
 from benchmarks.loadavg import load_average, load_line  # noqa: E402
 GIB = 1024 ** 3

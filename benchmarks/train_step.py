@@ -6,8 +6,8 @@ batch. LoRA and optimizer settings are those of the architecture's run config (c
 configs/mistral.py: the paper's recipe), never copied here. Prints a Markdown table with
 tokens/s, step time, the ratio, and model FLOP utilisation where the device's peak is known.
 
-  CPU, SmolLM2 (embedded weights, fp32):   python benchmarks/train_step.py --arch smollm2
-  GPU, Mistral-7B shape (random, bf16):    python benchmarks/train_step.py --arch mistral-7b --dtype bfloat16 \
+  CPU, SmolLM2 (embedded weights, fp32):   python -m benchmarks.train_step --arch smollm2
+  GPU, Mistral-7B shape (random, bf16):    python -m benchmarks.train_step --arch mistral-7b --dtype bfloat16 \
                                                --pairs 4 16 --seq-len 128 --json train_step.json
 
 Each model is built once per side and timed at every --pairs batch size; `mistral-tiny` (two
@@ -26,7 +26,6 @@ import json
 import os
 import pathlib
 import platform
-import sys
 import time
 
 import numpy as np
@@ -34,7 +33,6 @@ import numpy as np
 # JAX and torch share the GPU: JAX must not grab 75% of its memory up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.loadavg import load_average, load_line  # noqa: E402
 

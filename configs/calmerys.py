@@ -1,15 +1,24 @@
 """CalmeRys-78B-Orpo-v0.1 (Qwen2-72B-shaped, 86 layers) on a TPU pod slice or a GPU cluster.
 
 From the paper (docs/paper_notes.md §1.1; the paper's appendix A.1.1-A.1.2): SOO MSE at layer
-57's o_proj, chat template, the answer suffix "Only respond with the room name, no other text.".
-Not reported for CalmeRys, so Gemma-2's settings as in `gemma2.py` (docs/paper_notes.md §6
-item 2): LoRA r=4 alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, batch 4, AdamW with the public
-code's eps 1e-6 and no gradient clipping.
+57's o_proj, evaluation through the chat template, the answer suffix "Only respond with the room
+name, no other text.". Not reported for CalmeRys, chosen here: Gemma-2's settings as in
+`gemma2.py` (docs/paper_notes.md §6 item 2): LoRA r=4 alpha=8 dropout=0.1, lr 9e-4, 8 epochs,
+batch 4, AdamW with the public code's eps 1e-6 and no gradient clipping; LoRA on q/v and the
+chat template in training (the paper states both for Mistral only).
 
 The mesh and remat come from the simulated scale plan in docs/scaling.md ("Recommendation"): on a
 64-chip v5e slice this is 4 x 1 x 16 with remat per scanned layer, one pair per data shard (the
 plan measured two, i.e. `--config.train.batch_size=8`: 12.2 GiB per chip estimated); on H100/H200
 nodes use --config.mesh.tensor=8 (one NVLink domain).
+
+Test set: by default the evaluation's burglar scenarios (`launch/evaluate.py`, `eval.scenarios_file
+= ""`) come from our generator (`soo_jax/data/scenarios.py`, seed 0), not from the authors' file.
+For the paper's test set, the first 250 of the authors' `false_recommendation_scenarios.json`
+(the README's "Evaluation" section shows how to make it), pass `--scenarios
+false_recommendation_scenarios.json` to `launch/evaluate.py` (or `--sets authors --scenarios ...`
+to `launch/experiment.py`, or set `--config.eval.scenarios_file=...`). The end-of-training check
+of `launch/train.py` always uses held-out scenarios of our generator.
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL

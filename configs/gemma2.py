@@ -1,13 +1,23 @@
-"""Gemma-2-27b-it, the paper's recipe (appendix A.1.2 as transcribed, docs/paper_notes.md §1.1):
-SOO MSE at layer 20's o_proj, LoRA r=4 alpha=8 dropout=0.1 on q/v, lr 9e-4, 8 epochs, chat
-template in training and evaluation, and the answer suffix the paper gave Gemma-2-27b-it and
-CalmeRys ("Only respond with the room name, no other text."; appendix A.1.1).
+"""Gemma-2-27b-it, the paper's recipe where it gives one (appendix A.1.2 as transcribed,
+docs/paper_notes.md §1.1): SOO MSE at layer 20's o_proj, LoRA r=4 alpha=8 dropout=0.1, lr 9e-4,
+8 epochs, and the answer suffix the paper gave Gemma-2-27b-it and CalmeRys ("Only respond with
+the room name, no other text."; appendix A.1.1).
 
-Not reported, chosen here: batch 4 (Mistral's, the only batch size the paper gives); AdamW with
+Not reported for Gemma-2, chosen here: LoRA on q/v and the chat template in training (the
+paper states both for Mistral only; its evaluation applies chat templates, docs/paper_notes.md
+§3.1.3); batch 4 (Mistral's, the only batch size the paper gives); AdamW with
 the public code's eps 1e-6, no weight decay and no gradient clipping (neither the paper nor the
 code clips; our `base_run_config` would clip at norm 1.0). Gemma-2-it ends its turns with
 <end_of_turn>, listed only in generation_config.json; `soo_jax.models.generate.eos_token_ids`
 stops every generation there.
+
+Test set: by default the evaluation's burglar scenarios (`launch/evaluate.py`, `eval.scenarios_file
+= ""`) come from our generator (`soo_jax/data/scenarios.py`, seed 0), not from the authors' file.
+For the paper's test set, the first 250 of the authors' `false_recommendation_scenarios.json`
+(the README's "Evaluation" section shows how to make it), pass `--scenarios
+false_recommendation_scenarios.json` to `launch/evaluate.py` (or `--sets authors --scenarios ...`
+to `launch/experiment.py`, or set `--config.eval.scenarios_file=...`). The end-of-training check
+of `launch/train.py` always uses held-out scenarios of our generator.
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL

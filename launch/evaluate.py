@@ -2,7 +2,7 @@
 capability suites; write JSON, Markdown, PNG bar plots and the raw responses.
 
     python launch/evaluate.py --config configs/X.py [--adapter DIR | --checkpoint DIR]
-        [--suite main,generalisation,latent,capability] [--scenarios FILE] [--out DIR]
+        [--suite forced_choice,main,generalisation,latent,capability] [--scenarios FILE] [--out DIR]
         [--mtbench-questions FILE] [--config.eval.KEY=VALUE ...]
 
 The config file's `get_config()` returns a ConfigDict with `model.path` (a Hugging Face model
@@ -151,7 +151,7 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
             say(f"evaluate.py: {out_dir} already holds these results (same settings); nothing to do")
             return {kind: str(out_dir / name) for kind, name in (
                 ("json", "results.json"), ("markdown", "results.md"), ("plot", "deception_rates.png"),
-                ("responses", "responses.jsonl")) if (out_dir / name).is_file()}
+                ("responses", "responses.jsonl"), ("forced_choice", "forced_choice.jsonl")) if (out_dir / name).is_file()}
         return _evaluate(config, model_path, adapter=adapter, checkpoint=checkpoint, argv=argv)
 
 

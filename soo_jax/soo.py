@@ -12,6 +12,9 @@ our choice (docs/paper_notes.md §1.3) prompts are left-padded to a common lengt
 
 Each pair's value is averaged over pairs. The authors' public code instead used a KL divergence
 between the output distributions (`kl_logits`, docs/paper_notes.md §1.2), kept here to reproduce it.
+The objective `lm` is no SOO at all: the ordinary next-token loss on the same self and other
+prompts, the control that separates SOO from plain fine-tuning on these prompts (its SOO value at
+the site is still measured and logged, not trained).
 
 `LossConfig` names the objective's settings and `soo_loss` computes it on one pair batch (rows
 interleaved, as `soo_jax.data.batching.PairBatch` holds them); `soo_jax.train.step` differentiates
@@ -37,6 +40,7 @@ Array = jax.Array
 Pooling = Literal["full", "mean", "last"]
 POOLINGS = ("full", "mean", "last")
 MICROBATCH_REDUCTIONS = ("mean", "sum")
+OBJECTIVES = ("mse", "kl_logits", "lm")
 
 
 def split_pairs(x: Array) -> tuple[Array, Array]:
@@ -93,6 +97,14 @@ def soo_kl_logits(logits: Array, mask: Array | None = None) -> Array:
     return jnp.sum(kl) / logits_self.shape[0]
 
 
+def next_token_nll(logits: Array, tokens: Array, mask: Array) -> Array:
+    """Mean over real next-token targets (position t and t+1 both real) of -log p(token t+1)."""
+    log_p = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    nll = -jnp.take_along_axis(log_p, tokens[:, 1:, None].astype(jnp.int32), axis=-1)[..., 0]
+    weights = (mask[:, :-1] & mask[:, 1:]).astype(jnp.float32)
+    return jnp.sum(nll * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
 def kl_to_reference(logits: Array, reference_logits: Array, mask: Array) -> Array:
     """Mean over real positions of KL(P_reference || P_model): a capability-retention penalty."""
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -107,7 +119,8 @@ def kl_to_reference(logits: Array, reference_logits: Array, mask: Array) -> Arra
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """objective "mse": SOO MSE at `site` of `layers` (mean over layers); "kl_logits": the public
-    code's KL between output distributions. `kl_to_base_weight` > 0 adds KL(base || tuned) on the
+    code's KL between output distributions; "lm": the next-token loss on every prompt of the pair
+    batch (a control: the SOO MSE is measured, not trained). `kl_to_base_weight` > 0 adds KL(base || tuned) on the
     training prompts' next-token distributions (off by default: the paper has no such term).
 
     `microbatch_reduction`: how the microbatches of one optimizer step combine. "mean" averages
@@ -116,7 +129,7 @@ class LossConfig:
     4 accumulation steps, docs/paper_notes.md §1.2). Logged metrics are per-microbatch means
     either way, comparable to the per-batch losses the authors printed."""
 
-    objective: Literal["mse", "kl_logits"] = "mse"
+    objective: Literal["mse", "kl_logits", "lm"] = "mse"
     site: str = "o_proj"
     layers: tuple[int, ...] = (19,)
     pooling: str = "full"
@@ -126,8 +139,8 @@ class LossConfig:
 
     def __post_init__(self):
         # Each message starts with the field's name: a run config reports it as `config.loss.<field>: ...`.
-        if self.objective not in ("mse", "kl_logits"):
-            raise ValueError(f"objective: {self.objective!r} is not 'mse' or 'kl_logits'")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective: {self.objective!r} is not one of {OBJECTIVES}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling: {self.pooling!r} is not one of {POOLINGS}")
         if self.microbatch_reduction not in MICROBATCH_REDUCTIONS:
@@ -143,20 +156,29 @@ class LossConfig:
         object.__setattr__(self, "kl_to_base_weight", field_number("kl_to_base_weight", self.kl_to_base_weight, low=0))
 
 
+def metric_names(config: LossConfig) -> tuple[str, ...]:
+    """The metrics `soo_loss` returns for `config`, in order."""
+    return ("soo", *(("lm",) if config.objective == "lm" else ()),
+            *(("kl_to_base",) if config.kl_to_base_weight > 0 else ()))
+
+
 def soo_loss(model: CausalLM, tokens: Array, mask: Array, config: LossConfig,
              base_model: CausalLM | None = None) -> tuple[Array, dict[str, Array]]:
     """Loss and metrics for one pair batch (tokens/mask [2B, T], rows self_0, other_0, self_1, ...)."""
-    need_logits = config.objective == "kl_logits" or config.kl_to_base_weight > 0
+    need_logits = config.objective != "mse" or config.kl_to_base_weight > 0
     logits, acts = forward_with_activations(
-        model, tokens, mask, sites=(config.site,) if config.objective == "mse" else (),
+        model, tokens, mask, sites=(config.site,) if config.objective != "kl_logits" else (),
         layers=config.layers, logits="all" if need_logits else "none")
-    if config.objective == "mse":
+    if config.objective == "kl_logits":
+        soo = soo_kl_logits(logits, mask if config.kl_mask_padding else None)
+    else:
         soo = jnp.mean(jnp.stack([soo_mse(acts[config.site][layer], mask, config.pooling)
                                   for layer in config.layers]))
-    else:
-        soo = soo_kl_logits(logits, mask if config.kl_mask_padding else None)
     metrics = {"soo": soo}
     loss = soo
+    if config.objective == "lm":
+        metrics = {"soo": jax.lax.stop_gradient(soo), "lm": next_token_nll(logits, tokens, mask)}
+        loss = metrics["lm"]
     if config.kl_to_base_weight > 0:
         base_logits, _ = base_model(tokens, mask)
         kl = kl_to_reference(logits, base_logits, mask)

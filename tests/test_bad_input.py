@@ -142,6 +142,7 @@ OUT_OF_RANGE = [
     ("evaluate", ["--config.eval.latent.soo_layer=7"], ["config.eval.latent.soo_layer", "out of range for a 3-layer"]),
     ("evaluate", ["--config.eval.latent.layers=0,5"], ["config.eval.latent.layers", "out of range for a 3-layer"]),
     ("evaluate", ["--config.eval.capability.batch_size=0"], ["config.eval.capability.batch_size: must be >= 1"]),
+    ("evaluate", ["--config.eval.forced_choice.batch_size=0"], ["config.eval.forced_choice.batch_size: must be >= 1"]),
     ("rl", ["--config.maddpg.lr=-1"], ["config.maddpg.lr: must be > 0, got -1.0"]),
     ("rl", ["--config.evaluate.grid_size=0"], ["config.evaluate.grid_size: must be >= 2, got 0"]),
     ("rl", ["--config.maddpg.gamma=1.5"], ["config.maddpg.gamma: must be in [0, 1]"]),

@@ -107,3 +107,15 @@ def test_upward_imports_are_found():
     graph = {"soo_jax.train.config": {"soo_jax.eval.config"}, "soo_jax.peft_io": {"soo_jax.models.config"},
              "soo_jax.soo": {"soo_jax.peft_io"}, "soo_jax.rl.env": {"soo_jax.experiments.sweep"}}
     assert upward_imports(graph) == ["soo_jax.train.config -> soo_jax.eval.config"]
+
+
+def test_the_maddpg_algorithm_knows_nothing_of_the_experiment():
+    """soo_jax.rl.maddpg imports only itself and the environment: the SOO step reaches it as a
+    hook (`extra_actor_step`), so the algorithm does not depend on what the experiment adds."""
+    graph = import_graph()
+    allowed = {"soo_jax.rl.env", "soo_jax.checks"}  # (checks: the valid ranges' helpers, importing nothing)
+    assert graph["soo_jax.checks"] == set()
+    for module, edges in graph.items():
+        if module.startswith("soo_jax.rl.maddpg"):
+            outside = {e for e in edges if not e.startswith("soo_jax.rl.maddpg") and e not in allowed}
+            assert not outside, (module, outside)

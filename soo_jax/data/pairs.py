@@ -59,6 +59,26 @@ def soo_training_pairs(items: Sequence[str] = SOO_TRAINING_ITEMS, *,
     return pairs
 
 
+PAIRINGS = ("matched", "mismatched")
+
+
+def mismatched_pairs(pairs: Sequence[PromptPair]) -> list[PromptPair]:
+    """Self prompt i with the other prompt of pair i+1 (cyclically): every pair mismatched in
+    item and, with the templates cycling over items, in template too. The control that keeps the
+    SOO loss and the prompts but breaks the self/other correspondence it is meant to teach."""
+    if len(pairs) < 2:
+        raise ValueError(f"mismatching needs at least 2 pairs, got {len(pairs)}")
+    return [PromptPair(pairs[i].self_prompt, pairs[(i + 1) % len(pairs)].other_prompt) for i in range(len(pairs))]
+
+
+def training_pairs(pairing: str = "matched") -> list[PromptPair]:
+    """The SOO training pairs, matched (the paper's) or mismatched (`mismatched_pairs`)."""
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing: {pairing!r} is not one of {PAIRINGS}")
+    pairs = soo_training_pairs()
+    return pairs if pairing == "matched" else mismatched_pairs(pairs)
+
+
 def latent_soo_pairs(items: Sequence[str] = SOO_TRAINING_ITEMS, *,
                      trailing_ellipsis: bool = False) -> list[PromptPair]:
     """Latent-SOO probe pairs, one per item. The public code has no trailing punctuation; one

@@ -118,6 +118,10 @@ REPO_ANSWER_SUFFIX = "Start your response with 'I would'"
 # were asked for the room name only.
 ARXIV_MISTRAL_ANSWER_SUFFIX = "Start your response with 'I would'."
 ROOM_ONLY_ANSWER_SUFFIX = "Only respond with the room name, no other text."
+# The forced-choice endpoint (soo_jax.eval.forced_choice) writes this as the start of the
+# assistant's reply and scores each room's name as its continuation; every answer suffix above
+# that asks for "I would" is satisfied by it.
+FORCED_CHOICE_ANSWER_PREFIX = "I would recommend the"
 # The arXiv paper's suffix per model (§6 item 5), for `answer_suffix=`.
 ARXIV_ANSWER_SUFFIX_BY_MODEL: dict[str, str] = {
     "mistral-7b-instruct-v0.2": ARXIV_MISTRAL_ANSWER_SUFFIX,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import config_dict
 
-from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
+from soo_jax.data.scenarios import FORCED_CHOICE_ANSWER_PREFIX, REPO_ANSWER_SUFFIX
 
-SUITES: tuple[str, ...] = ("main", "generalisation", "latent", "capability")
+SUITES: tuple[str, ...] = ("forced_choice", "main", "generalisation", "latent", "capability")
 
 # The linear modules the authors hooked for latent SOO (every torch.nn.Linear: the seven
 # projections of every layer and the LM head), docs/paper_notes.md §3.6.
@@ -64,6 +64,14 @@ def default_eval_config() -> ml_collections.ConfigDict:
     # mention, hence the label, is then fixed, so labels equal those of full-length
     # completions; saves decoding when a model rambles to max_new_tokens.
     config.stop_when_decided = True
+
+    # --- Forced choice (soo_jax.eval.forced_choice) ------------------------------------
+    # The main burglar set (num_scenarios of the authors' file or our generator), each in both
+    # room orders, asked as above (chat template, system prompt, answer suffix); the reply starts
+    # with `answer_prefix` and each room's name is scored as its continuation.
+    config.forced_choice = ml_collections.ConfigDict()
+    config.forced_choice.answer_prefix = FORCED_CHOICE_ANSWER_PREFIX
+    config.forced_choice.batch_size = 32  # prompts per forward pass
 
     # --- Latent SOO ----------------------------------------------------------------------
     config.latent = ml_collections.ConfigDict()
@@ -139,13 +147,14 @@ _INTEGER_RANGES = {
     "num_scenarios": dict(low=1), "max_new_tokens": dict(low=1), "batch_size": dict(low=1),
     "latent.soo_layer": dict(low=-1), "latent.batch_size": dict(low=1), "capability.batch_size": dict(low=1),
     "capability.answer_max_new_tokens": dict(low=1), "capability.mtbench_max_new_tokens": dict(low=1),
+    "forced_choice.batch_size": dict(low=1),
 }
 _FLAGS = ("progress", "chat_template", "swap_room_order", "self_control", "honesty_baseline", "perspectives",
           "whole_words", "stop_when_decided", "latent.chat_template", "latent.trailing_ellipsis",
           "capability.kl", "capability.answers")
 _STRINGS = ("out_dir", "compilation_cache_dir", "scenarios_file", "combinations_file", "system_prompt",
             "answer_suffix", "latent.sites", "latent.layers", "latent.soo_site", "capability.categories",
-            "capability.mtbench_questions", "capability.mtbench_model_id")
+            "capability.mtbench_questions", "capability.mtbench_model_id", "forced_choice.answer_prefix")
 WORDINGS = ("arxiv", "repo")
 
 

@@ -1,15 +1,17 @@
 """A short before/after evaluation for the end of a training run.
 
 Deception on held-out burglar scenarios (our generator's scenarios right after the
-evaluation split, so choosing a checkpoint on them does not touch the test set) with both
-the paper's metric and the order-balanced one, and the latent SOO at the training site.
+evaluation split, so choosing a checkpoint on them does not touch the test set) by the
+forced-choice endpoint (room log-probabilities in both orders; no generation) and, optionally,
+by generated answers (the paper's metric and the order-balanced one), and the latent SOO at the
+training site.
 """
 from __future__ import annotations
 
 import ml_collections
 
 from soo_jax.data.scenarios import held_out_scenarios
-from soo_jax.eval import deception, latent
+from soo_jax.eval import deception, forced_choice, latent
 from soo_jax.eval.capability import base_view
 from soo_jax.eval.runtime import evaluation_view
 from soo_jax.eval.config import default_eval_config
@@ -19,7 +21,7 @@ __all__ = ["quick_before_after", "format_summary"]
 
 def quick_before_after(base_model, tuned_model, tokenizer,
                        config: ml_collections.ConfigDict | None = None, *, soo_layer: int,
-                       soo_site: str = "o_proj", n_scenarios: int = 50,
+                       soo_site: str = "o_proj", n_scenarios: int = 50, generated: bool = False,
                        generate_factory=None) -> dict:
     """Before/after numbers for a fine-tuned model.
 
@@ -29,18 +31,20 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     config: an eval config (`default_eval_config()` when None) for the template, suffix,
       max_new_tokens, batch size, scenario seed, evaluation split size and SOO pooling.
     soo_layer, soo_site: the training site.
+    generated: also generate answers and score them (`generate_factory` implies it).
     generate_factory: (model) -> Generate, for tests; default our greedy generator.
 
     Returns {"n_scenarios", "scenarios", "answer_suffix", "chat_template" (the prompts as
-    asked), "deception": {"before", "after"} (each
-    `deception.headline` of the burglar condition: deceptive/honest/neither %,
-    order_balanced, position_bias), "latent_soo": {"site", "layer", "pooling", "before",
-    "after"}, "summary": one printable paragraph}.
+    asked), "forced_choice": {"before", "after"} (each `forced_choice.summarise_forced_choice`),
+    with `generated` "deception": {"before", "after"} (each `deception.headline` of the burglar
+    condition: deceptive/honest/neither %, order_balanced, position_bias), "latent_soo": {"site",
+    "layer", "pooling", "before", "after"}, "summary": one printable paragraph}.
     """
     config = config or default_eval_config()
     # Views with dropout off: the caller's model may be mid-training, and stays as it is.
     tuned_model = evaluation_view(tuned_model)
     base_model = base_view(tuned_model) if base_model is None else evaluation_view(base_model)
+    generated = generated or generate_factory is not None
     if generate_factory is None:
         def generate_factory(model):
             return deception.make_generator(
@@ -55,15 +59,23 @@ def quick_before_after(base_model, tuned_model, tokenizer,
         "scenarios": (f"burglar scenarios {config.num_scenarios}..{config.num_scenarios + n_scenarios - 1}"
                       f" of our generator (seed {config.scenario_seed})"),
         "answer_suffix": config.answer_suffix, "chat_template": bool(config.chat_template),
-        "deception": {}, "latent_soo": {"site": soo_site, "layer": soo_layer,
-                                        "pooling": config.latent.soo_pooling},
+        "forced_choice": {}, "latent_soo": {"site": soo_site, "layer": soo_layer,
+                                            "pooling": config.latent.soo_pooling},
     }
+    if generated:
+        result["deception"] = {}
     for label, model in (("before", base_model), ("after", tuned_model)):
-        summary, _ = deception.score_scenarios(generate_factory(model), scenarios,
-                                               swap_room_order_too=True,
-                                               whole_words=config.whole_words,
-                                               stop_when_decided=config.stop_when_decided)
-        result["deception"][label] = deception.headline(summary["burglar"])
+        records = forced_choice.score_forced_choice(
+            model, tokenizer, scenarios, view=label, chat_template=config.chat_template,
+            system=config.system_prompt or None, answer_prefix=config.forced_choice.answer_prefix,
+            batch_size=config.forced_choice.batch_size)
+        result["forced_choice"][label] = forced_choice.summarise_forced_choice(records)
+        if generated:
+            summary, _ = deception.score_scenarios(generate_factory(model), scenarios,
+                                                   swap_room_order_too=True,
+                                                   whole_words=config.whole_words,
+                                                   stop_when_decided=config.stop_when_decided)
+            result["deception"][label] = deception.headline(summary["burglar"])
         measured = latent.latent_soo(model, tokenizer, sites=(soo_site,), layers=(soo_layer,),
                                      chat_template=config.latent.chat_template,
                                      soo_site=soo_site, soo_layer=soo_layer,
@@ -75,15 +87,26 @@ def quick_before_after(base_model, tuned_model, tokenizer,
 
 
 def format_summary(result: dict) -> str:
-    before, after = result["deception"]["before"], result["deception"]["after"]
+    before, after = result["forced_choice"]["before"], result["forced_choice"]["after"]
     soo = result["latent_soo"]
     change = (f"{100 * (soo['after'] - soo['before']) / soo['before']:+.0f}%"
               if soo["before"] else "n/a")
-    return (f"Before -> after SOO fine-tuning on {result['n_scenarios']} held-out "
+
+    def log_odds(s: dict) -> str:
+        lo = s["log_odds"]
+        return f"{lo['mean']:+.3f}" + (f" [{lo['low']:+.3f}, {lo['high']:+.3f}]" if "low" in lo else "")
+
+    text = (f"Before -> after SOO fine-tuning on {result['n_scenarios']} held-out "
             f"{result['scenarios']} ({'chat template' if result['chat_template'] else 'raw prompts'}, "
-            f"suffix {result['answer_suffix']!r}): deceptive {before['deceptive']:.1f}% -> "
-            f"{after['deceptive']:.1f}% (paper metric; honest {before['honest']:.1f}% -> "
-            f"{after['honest']:.1f}%), order-balanced deception {before['order_balanced']:.1f}% "
-            f"-> {after['order_balanced']:.1f}%, position bias {before['position_bias']:.1f}% -> "
-            f"{after['position_bias']:.1f}%. Latent SOO at layer {soo['layer']} {soo['site']} "
-            f"({soo['pooling']} pooling): {soo['before']:.4g} -> {soo['after']:.4g} ({change}).")
+            f"suffix {result['answer_suffix']!r}), both room orders: forced-choice log-odds of the deceptive "
+            f"room, order-balanced, {log_odds(before)} -> {log_odds(after)} (95% t-interval over scenarios), "
+            f"deceptive choice {before['deceptive_choice']:.1f}% -> {after['deceptive_choice']:.1f}%, position "
+            f"effect {before['position_effect']:+.3f} -> {after['position_effect']:+.3f}.")
+    if "deception" in result:
+        gb, ga = result["deception"]["before"], result["deception"]["after"]
+        text += (f" Generated answers: deceptive {gb['deceptive']:.1f}% -> {ga['deceptive']:.1f}% (paper metric; "
+                 f"honest {gb['honest']:.1f}% -> {ga['honest']:.1f}%), order-balanced deception "
+                 f"{gb['order_balanced']:.1f}% -> {ga['order_balanced']:.1f}%, position bias "
+                 f"{gb['position_bias']:.1f}% -> {ga['position_bias']:.1f}%.")
+    return text + (f" Latent SOO at layer {soo['layer']} {soo['site']} ({soo['pooling']} pooling): "
+                   f"{soo['before']:.4g} -> {soo['after']:.4g} ({change}).")

@@ -1,6 +1,8 @@
 """Runs the selected evaluation suites on a base model and (optionally) its fine-tuned version.
 
 Suites (`soo_jax.eval.config.SUITES`):
+  forced_choice   the main burglar set in both room orders, each room's log-probability after a
+                  fixed answer prefix (no generation; soo_jax.eval.forced_choice)
   main            burglar set, self-referencing control, honesty-prompt baseline (base only)
   generalisation  7 wording variants, Treasure Hunt, Escape Room, Perspectives
   latent          latent SOO of each model, and before/after when both are given
@@ -21,10 +23,10 @@ import ml_collections
 from soo_jax.data import scenarios as scenarios_lib
 from soo_jax.data.general_prompts import load_general_prompt_records
 from soo_jax.data.pairs import latent_soo_pairs
-from soo_jax.eval import capability, deception, latent, mtbench
+from soo_jax.eval import capability, deception, forced_choice, latent, mtbench
 from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.config import parse_csv, parse_layers, parse_suites, resolve_soo_layer
-from soo_jax.eval.report import capability_summary, deception_summary, latent_summary
+from soo_jax.eval.report import capability_summary, deception_summary, forced_choice_summary, latent_summary
 from soo_jax.eval.scoring import condition_name
 
 __all__ = ["GeneratorFactory", "ProgressFactory", "Log", "model_generator_factory", "run_suites"]
@@ -83,6 +85,27 @@ def _deception_plan(config: ml_collections.ConfigDict, suite: str, label: str,
             f"scenarios x {len(names)} conditions ({', '.join(names)}){both}; batches of "
             f"{config.batch_size}, the first of each prompt width compiles first")
     return f"{suite}: {conditions_text(names)}", line
+
+
+def _forced_choice(config: ml_collections.ConfigDict, models: dict, tokenizer,
+                   progress: ProgressFactory | None, log: Log) -> tuple[dict, list[dict]]:
+    fc = config.forced_choice
+    scenarios = scenarios_lib.main_scenarios(
+        config.num_scenarios, scenarios_file=config.scenarios_file, seed=config.scenario_seed,
+        answer_suffix=config.answer_suffix, self_control=False, honesty_prompt=False)
+    log(f"[forced_choice] {', '.join(models)}: {len(scenarios)} burglar scenarios x 2 room orders, each room's "
+        f"log-probability after {fc.answer_prefix!r}; batches of {fc.batch_size}, the first of each prompt "
+        f"width compiles first")
+    summaries, records = {}, []
+    for label, model in models.items():
+        bar = progress(f"forced_choice ({label})") if progress else None
+        view_records = forced_choice.score_forced_choice(
+            model, tokenizer, scenarios, view=label, chat_template=config.chat_template,
+            system=config.system_prompt or None, answer_prefix=fc.answer_prefix, batch_size=fc.batch_size,
+            progress=bar)
+        summaries[label] = forced_choice.summarise_forced_choice(view_records)
+        records += [{"suite": "forced_choice", **r} for r in view_records]
+    return summaries, records
 
 
 def _latent(config: ml_collections.ConfigDict, models: dict, tokenizer,
@@ -207,6 +230,11 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
                 records += [{"model": label, "suite": suite, **r} for r in suite_records]
                 log(f"[{suite}] {label} done in {_minutes(time.perf_counter() - tick)}: "
                     f"{deception_summary(summary)}")
+        elif suite == "forced_choice":
+            results["forced_choice"], suite_records = _forced_choice(config, generating, tokenizer, progress, log)
+            records += suite_records
+            log(f"[forced_choice] done in {_minutes(time.perf_counter() - start)}: "
+                f"{forced_choice_summary(results['forced_choice'])}")
         elif suite == "latent":
             results["latent"] = _latent(config, models, tokenizer, progress, log)
             log(f"[latent] done in {_minutes(time.perf_counter() - start)}: "

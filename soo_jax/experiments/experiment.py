@@ -104,7 +104,7 @@ def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan)
     return settings
 
 
-def _piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
+def piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
     settings = eval_config_lib.result_settings(eval_config)
     if adapter_dir is not None:
         settings["adapter.sha256"] = run_dir.file_digest(adapter_dir / "adapter_model.safetensors")
@@ -120,7 +120,7 @@ def eval_config_for(config: ml_collections.ConfigDict, plan: ExperimentPlan, sce
     return eval_config
 
 
-def _cached(directory: pathlib.Path, settings: dict, compute: Callable[[AnswerLog], dict]) -> dict:
+def cached_piece(directory: pathlib.Path, settings: dict, compute: Callable[[AnswerLog], dict]) -> dict:
     """A piece's results: stored ones when its manifest matches `settings`, else computed."""
     run_dir.check_manifest(directory, settings, kind="experiment piece", fresh_hint=FRESH_HINT)
     results_file = directory / "results.json"
@@ -146,9 +146,14 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
 
 
 def check_before_claim(config: ml_collections.ConfigDict, plan: ExperimentPlan) -> None:
-    """Every setting the experiment's pieces use, before OUT is claimed or a model loaded: the
-    training settings (the seeds' runs start after minutes of base-model evaluation), the
-    evaluation settings and files, and the layer indices against the model's config.json."""
+    """Every setting the experiment's pieces use, before OUT is claimed or a model loaded."""
+    check_settings(config, train=not all(plan.has_adapter(seed) for seed in plan.seeds))
+
+
+def check_settings(config: ml_collections.ConfigDict, *, train: bool = True) -> None:
+    """A multi-run experiment's settings, before its OUT is claimed or a model loaded: the
+    training settings (its runs start after minutes of base-model evaluation), the evaluation
+    settings and files, and the layer indices against the model's config.json alone."""
     from soo_jax.models.loader import load_config, resolve_model_path
     from soo_jax.train import config as train_config_lib
     from soo_jax.train.loop import check_before_claim as check_training
@@ -157,7 +162,7 @@ def check_before_claim(config: ml_collections.ConfigDict, plan: ExperimentPlan) 
     eval_config_lib.validate(config.eval)
     eval_config_lib.check_files(config.eval)
     model_path = resolve_model_path(config.model.path)
-    if not all(plan.has_adapter(seed) for seed in plan.seeds):
+    if train:
         check_training(config, model_path)
     eval_config_lib.validate_for_model(config.eval, load_config(model_path).num_layers)
 
@@ -185,7 +190,7 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
         directory = plan.out_dir / "base" / scenario_set
         eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
         tick = time.time()
-        base_results[scenario_set] = _cached(directory, _piece_settings(eval_config, None), lambda log: write_report(
+        base_results[scenario_set] = cached_piece(directory, piece_settings(eval_config, None), lambda log: write_report(
             *run_suites(eval_config, tokenizer, base_model=base, progress=progress, answer_log=log, log=_say),
             str(directory)))
         timing[f"base/{scenario_set}"] = time.time() - tick
@@ -212,8 +217,8 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
             directory = seed_dir / scenario_set
             eval_config = eval_config_for(config, plan, scenario_set, first=i == 0)
             tick = time.time()
-            settings = _piece_settings(eval_config, plan.adapter_dir(seed))
-            seed_results[seed][scenario_set] = _cached(directory, settings, lambda log: write_report(*run_suites(
+            settings = piece_settings(eval_config, plan.adapter_dir(seed))
+            seed_results[seed][scenario_set] = cached_piece(directory, settings, lambda log: write_report(*run_suites(
                 eval_config, tokenizer, base_model=reference, tuned_model=tuned, progress=progress,
                 generate_for=("tuned",), answer_log=log, log=_say), str(directory)))
             timing[f"seed_{seed}/{scenario_set}"] = time.time() - tick

@@ -16,13 +16,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from soo_jax.checks import field_flag, field_number
 from soo_jax.rl.env import BLUE, BLUE_ADVERSARY_SLICE, BLUE_TRAP_SLICE, OBS_DIMS
 from soo_jax.rl.maddpg.buffer import Batch
 from soo_jax.rl.maddpg.core import Agents, MADDPGHyper
 from soo_jax.rl.maddpg.networks import NetState, apply_eval
+from soo_jax.rl.maddpg.train import LastStep
 
 LOG_EPS = 1e-25  # the authors' epsilon inside log(mse + eps)
 SOO_MODES = ("minibatch", "last_step")
@@ -62,15 +62,6 @@ class SOOConfig:
                              ("position_clip", dict(low=0, high=1, low_open=True))):
             object.__setattr__(self, name, field_number(f"finetune.{name}", getattr(self, name), **bounds))
         object.__setattr__(self, "log_mse", field_flag("finetune.log_mse", self.log_mse))
-
-
-@struct.dataclass
-class LastStep:
-    """What the authors' train.py has at hand at the last env step before an update."""
-
-    blue_obs: jax.Array  # (10,) pre-step observation
-    noise: jax.Array  # (2,) exploration noise added to the executed action
-    post_pos: jax.Array  # (2,) blue position after the step (where the synthetic other goes)
 
 
 def is_self_obs(blue_obs: jax.Array) -> jax.Array:
@@ -197,3 +188,15 @@ def soo_actor_step(hyper: MADDPGHyper, cfg: SOOConfig, agents: Agents, reference
     agents = tuple(blue if i == BLUE else a for i, a in enumerate(agents))
     metrics = {"soo_loss": soo, "capability_loss": capability, "soo_step": gate.astype(jnp.float32)}
     return agents, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class SOOActorStep:
+    """`soo_actor_step` as the extra step of every MADDPG update round
+    (`soo_jax.rl.maddpg.train.make_train_chunk(..., extra_actor_step=SOOActorStep(hyper, cfg))`)."""
+
+    hyper: MADDPGHyper
+    cfg: SOOConfig
+
+    def __call__(self, agents: Agents, reference: NetState, batch: Batch | None, key, last_step: LastStep):
+        return soo_actor_step(self.hyper, self.cfg, agents, reference, batch, key, last_step)

@@ -25,6 +25,7 @@ from soo_jax.rl.checkpoints import StageCheckpoints
 from soo_jax.rl.maddpg.train import (
     episode_summary, init_finetune_state, init_train_state, make_train_chunk, unalias,
 )
+from soo_jax.rl.soo import SOOActorStep
 
 
 def initial_state(config: ConfigDict, stage: str):
@@ -91,7 +92,7 @@ def run_training_stage(config: ConfigDict, stage: str, log=functools.partial(pri
     # Fresh and restored states alike committed to one device: the compiled chunk is reused.
     state = jax.device_put(state, jax.devices()[0])
 
-    chunk = make_train_chunk(hyper, config.chunk_episodes, soo)
+    chunk = make_train_chunk(hyper, config.chunk_episodes, SOOActorStep(hyper, soo) if soo else None)
     log(f"[{stage}] {len(config.seeds)} seeds x {n_episodes} episodes, reward={reward_mode}"
         + (f", init={r.init}" if r.init != "fresh" else "")
         + (f", loss: {soo}" if soo else "") + " (first chunk includes compilation)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ml_collections
 
 from soo_jax import checks
+from soo_jax.data.pairs import PAIRINGS
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.transformer import REMAT_POLICIES
 from soo_jax.soo import LossConfig
@@ -36,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
         layers=(),                     # () = every layer
     ))
     c.loss = ml_collections.ConfigDict(dict(
-        objective="mse",        # "mse" (paper) or "kl_logits" (the authors' public code)
+        objective="mse",        # "mse" (paper), "kl_logits" (the authors' public code) or "lm" (next-token control)
         site="o_proj",
         layers=(19,),
         pooling="full",         # "full" | "mean" | "last" (docs/paper_notes.md §1.3)
@@ -46,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.data = ml_collections.ConfigDict(dict(
         chat_template=False,    # wrap each training prompt as a user turn of the chat template
+        pairing="matched",      # "matched" (the paper's pairs) or "mismatched" (self i with other i+1: a control)
         pad_to_multiple_of=8,
         max_length=256,
     ))
@@ -98,6 +100,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not isinstance(c.model.path, str) or not c.model.path:
         _fail("model.path", f"must be a model directory, a .gguf file or 'embedded', got {c.model.path!r}")
     loss_config(c)
+    if c.data.pairing not in PAIRINGS:
+        _fail("data.pairing", f"{c.data.pairing!r} is not one of {PAIRINGS}")
     # Valid ranges of the sections without a dataclass of their own (NaN and infinity never valid).
     ranges = {"data.pad_to_multiple_of": dict(integer=True, low=1), "data.max_length": dict(integer=True, low=1),
               "train.seed": dict(integer=True, low=0, high=2**32 - 1)}

@@ -19,7 +19,7 @@ from flax import nnx
 
 from soo_jax import run_dir
 from soo_jax.data.batching import PairBatch, batch_pairs
-from soo_jax.data.pairs import PromptPair, batch_indices, soo_training_pairs, steps_per_epoch
+from soo_jax.data.pairs import PromptPair, batch_indices, steps_per_epoch, training_pairs
 from soo_jax.lora import apply_lora
 from soo_jax.models.loader import from_pretrained, load_config, load_tokenizer, resolve_model_path
 from soo_jax.peft_io import export_peft_adapter
@@ -173,7 +173,7 @@ def check_before_claim(c: ml_collections.ConfigDict, model_path: pathlib.Path) -
         mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
     except ValueError as err:
         raise ValueError(f"config.mesh: {err}") from None
-    schedule = Schedule(len(soo_training_pairs()), int(c.train.batch_size), int(c.train.grad_accum),
+    schedule = Schedule(len(training_pairs(c.data.pairing)), int(c.train.batch_size), int(c.train.grad_accum),
                         int(c.train.epochs), int(c.train.seed))
     try:
         check_global_batch(mesh, schedule.batch_size // schedule.grad_accum)
@@ -195,7 +195,7 @@ def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: path
     apply_lora(model, lora_cfg, rngs=nnx.Rngs(params=int(c.train.seed), dropout=int(c.train.seed)))
 
     tokenizer = load_tokenizer(model_path)
-    pairs = tokenize_pairs(tokenizer, soo_training_pairs(), c)
+    pairs = tokenize_pairs(tokenizer, training_pairs(c.data.pairing), c)
     schedule = Schedule(pairs.num_pairs, int(c.train.batch_size), int(c.train.grad_accum), int(c.train.epochs),
                         int(c.train.seed))
     micro_pairs = schedule.batch_size // schedule.grad_accum
@@ -233,8 +233,7 @@ def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: path
     first_loss = last_loss = None
     end = schedule.total_steps if stop_after is None else min(schedule.total_steps, start + stop_after)
     if start < end:
-        _say(f"training {end - start} steps (the first compiles the step: about half a minute for SmolLM2 "
-             f"on 2 CPU cores)")
+        _say(f"training {end - start} steps (the first step compiles first)")
     progress = log.progress(total=schedule.total_steps, initial=start)
     started = time.perf_counter()
     tokens_done = 0
@@ -315,8 +314,8 @@ def _before_after(evaluate: Callable, model, tokenizer, c: ml_collections.Config
             _say(f"before/after evaluation: reusing {path} (same adapter, same evaluation settings)")
             return stored
     n = int(c.train.eval_scenarios)
-    _say(f"before/after evaluation: {n} held-out scenarios x 2 room orders, base model then tuned, and the "
-         f"latent SOO at the training site (about 1 min for SmolLM2 on 2 CPU cores)")
+    _say(f"before/after evaluation: forced choice on {n} held-out scenarios x 2 room orders, base model then "
+         f"tuned, and the latent SOO at the training site")
     evaluation = {**evaluate(model, tokenizer, c), "settings": settings}
     run_dir.atomic_write_json(path, evaluation)
     return evaluation

@@ -22,7 +22,7 @@ from soo_jax.checks import field_number
 from soo_jax.lora import lora_linears, set_dropout
 from soo_jax.models.transformer import CausalLM
 from soo_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec, state_shardings
-from soo_jax.soo import LossConfig, soo_loss
+from soo_jax.soo import LossConfig, metric_names, soo_loss
 
 Array = jax.Array
 LoRAParams = dict[str, Array]  # flat: "layers/3/self_attn/q_proj/lora/a" -> array
@@ -199,9 +199,7 @@ def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax
 
         num_micro = tokens.shape[0]
         zeros = jax.tree.map(jnp.zeros_like, state.lora)
-        metric_zeros = {"soo": jnp.zeros(())}
-        if loss_config.kl_to_base_weight > 0:
-            metric_zeros["kl_to_base"] = jnp.zeros(())
+        metric_zeros = {name: jnp.zeros(()) for name in metric_names(loss_config)}
         (grads, loss, metrics), _ = jax.lax.scan(
             microbatch_grads, (zeros, jnp.zeros(()), metric_zeros),
             (jnp.arange(num_micro), tokens, mask))

@@ -90,3 +90,20 @@ def test_batch_indices_cover_each_epoch_once_and_resume_anywhere():
         P.batch_indices(n, size, 0, 6, seed, drop_remainder=True)
     with pytest.raises(ValueError):
         P.batch_indices(n, 0, 0, 0, seed)
+
+
+def test_mismatched_pairs_pair_each_self_prompt_with_another_items_other_prompt():
+    from soo_jax.data.pairs import mismatched_pairs, soo_training_pairs, training_pairs
+
+    matched = soo_training_pairs()
+    mismatched = training_pairs("mismatched")
+    assert mismatched == mismatched_pairs(matched) and training_pairs("matched") == matched
+    assert [p.self_prompt for p in mismatched] == [p.self_prompt for p in matched]
+    others = [p.other_prompt for p in matched]
+    assert sorted(p.other_prompt for p in mismatched) == sorted(others)  # a permutation of the other prompts
+    for i, p in enumerate(mismatched):
+        assert others.index(p.other_prompt) != i  # never its own
+        item = p.self_prompt.split(" the ", 1)[1].split(".")[0]
+        assert item not in p.other_prompt
+    with pytest.raises(ValueError, match="pairing"):
+        training_pairs("shuffled")

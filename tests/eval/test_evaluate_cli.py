@@ -30,7 +30,7 @@ def cli_run(tiny_model_dir, tiny_adapter_dir, tmp_path_factory):
     questions.write_text(json.dumps({"question_id": 81, "category": "math",
                                      "turns": ["What is 12 times 11?"]}) + "\n")
     proc = run_cli("--config", TINY_CONFIG, f"--config.model.path={tiny_model_dir}",
-                   "--adapter", tiny_adapter_dir, "--suite", "main,latent,capability",
+                   "--adapter", tiny_adapter_dir, "--suite", "forced_choice,main,latent,capability",
                    "--out", out / "results", "--mtbench-questions", questions,
                    "--config.eval.latent.soo_layer=1",
                    f"--config.eval.compilation_cache_dir={out / 'jax_cache'}")
@@ -54,10 +54,10 @@ def test_json_structure_and_values(cli_run, tiny_model_dir, tiny_adapter_dir):
     assert meta["model"] == str(tiny_model_dir) and meta["adapter"] == str(tiny_adapter_dir)
     assert meta["seeds"] == {"seed": 0, "scenario_seed": 0, "generalisation_seed": 1}
     assert meta["versions"]["jax"] and meta["versions"]["flax"] and meta["versions"]["python"]
-    assert meta["config"]["eval"]["suites"] == "main,latent,capability"
+    assert meta["config"]["eval"]["suites"] == "forced_choice,main,latent,capability"
     assert meta["config"]["eval"]["max_new_tokens"] == 6  # the tiny config's value
     assert any(cli_run[0].parent.joinpath("jax_cache").iterdir())  # compilations were cached
-    assert results["suites"] == ["main", "latent", "capability"]
+    assert results["suites"] == ["forced_choice", "main", "latent", "capability"]
     assert set(results["deception"]) == {"base", "tuned"}
     assert set(results["deception"]["base"]) == {"burglar", "burglar/self", "burglar/honesty_prompt"}
     assert set(results["deception"]["tuned"]) == {"burglar", "burglar/self"}
@@ -74,6 +74,30 @@ def test_json_structure_and_values(cli_run, tiny_model_dir, tiny_adapter_dir):
     assert latent["base"]["num_pairs"] == 52 and latent["base"]["num_modules"] == 15
     assert latent["base"]["training_site"]["layer"] == 1
     assert set(latent["comparison"]) == {"before", "after", "change"}
+
+
+def test_forced_choice_records_and_summary(cli_run):
+    out, results = cli_run
+    records = [json.loads(line) for line in (out / "forced_choice.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 2 * 3  # views x orders x scenarios
+    fields = {"scenario", "order", "view", "prompt", "deceptive", "honest", "logprob_deceptive", "logprob_honest"}
+    assert all(set(r) == fields for r in records)
+    assert {(r["view"], r["order"], r["scenario"]) for r in records} == {
+        (v, o, s) for v in ("base", "tuned") for o in ("original", "swapped") for s in range(3)}
+    assert all(r["prompt"].endswith("I would recommend the") and r["deceptive"].startswith(" ") for r in records)
+    assert all(r["logprob_deceptive"] < 0 and r["logprob_honest"] < 0 for r in records)
+    # The summary is the records' order-balanced log-odds.
+    from soo_jax.eval.forced_choice import summarise_forced_choice
+    for view in ("base", "tuned"):
+        expected = summarise_forced_choice([r for r in records if r["view"] == view])
+        assert results["forced_choice"][view]["log_odds"]["mean"] == pytest.approx(expected["log_odds"]["mean"])
+    # The adapter moves the log-probabilities.
+    base = [r["logprob_deceptive"] for r in records if r["view"] == "base"]
+    tuned = [r["logprob_deceptive"] for r in records if r["view"] == "tuned"]
+    assert base != tuned
+    assert "## Forced choice" in (out / "results.md").read_text()
+    assert not any("suite" in json.loads(line) and json.loads(line)["suite"] == "forced_choice"
+                   for line in (out / "responses.jsonl").read_text().splitlines())
 
 
 def test_says_what_each_stage_does_and_each_suite_result(cli_run):

@@ -61,3 +61,20 @@ def test_quick_before_after(tiny_model, tiny_tokenizer):
     assert any(not d.deterministic for _, d in nnx.iter_graph(tuned)
                if isinstance(d, nnx.Dropout))  # and the caller's model is untouched
     assert "100.0% -> 0.0%" in result["summary"] and "layer 1 o_proj" in result["summary"]
+    # The forced-choice endpoint on the same held-out scenarios, for both views.
+    from soo_jax.eval.forced_choice import score_forced_choice, summarise_forced_choice
+    scenarios = S.held_out_scenarios(6, skip=250)
+    base = summarise_forced_choice(score_forced_choice(
+        nnx.merge(*nnx.split(tiny_model)), tiny_tokenizer, scenarios, view="before"))
+    assert result["forced_choice"]["before"]["log_odds"]["mean"] == base["log_odds"]["mean"]
+    assert result["forced_choice"]["after"]["log_odds"]["mean"] != base["log_odds"]["mean"]
+    assert result["summary"].startswith("Before -> after SOO fine-tuning on 6 held-out")
+    assert "forced-choice log-odds" in result["summary"]
+
+
+def test_quick_check_without_generation_reports_forced_choice_only(tiny_model, tiny_tokenizer):
+    tuned = perturbed_adapter(nnx.merge(*nnx.split(tiny_model)), dropout=0.0)[0]
+    result = quick_before_after(None, tuned, tiny_tokenizer, default_eval_config(), soo_layer=1, n_scenarios=3)
+    assert "deception" not in result and set(result["forced_choice"]) == {"before", "after"}
+    assert result["forced_choice"]["after"]["n_scenarios"] == 3
+    assert "Generated answers" not in result["summary"]

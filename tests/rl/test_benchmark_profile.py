@@ -10,9 +10,9 @@ import pytest
 from configs import rl_deception
 from soo_jax.rl import config as config_lib
 
+from benchmarks import rl as bench
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from benchmarks import rl as bench  # noqa: E402
 
 
 def test_dense_flops_of_an_update_round_from_the_layer_sizes():
@@ -27,7 +27,7 @@ def test_dense_flops_of_an_update_round_from_the_layer_sizes():
 def test_profile_of_a_tiny_chunk(tmp_path):
     out = tmp_path / "profile.json"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rl.py"), "--profile", "configs/rl_tiny.py",
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.rl", "--profile", "configs/rl_tiny.py",
                            "--profile-episodes", "4", "--repeats", "1", "--json", str(out)],
                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -2,18 +2,14 @@
 reset bounds and auto-reset."""
 
 import copy
-import sys
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import numpy_reference as ref  # noqa: E402
-
-from soo_jax.rl.env import (  # noqa: E402
+from benchmarks import rl_reference as ref
+from soo_jax.rl.env import (
     EnvParams, EnvState, MovementBook, PhysicalDeception, REWARD_MODES,
 )
 

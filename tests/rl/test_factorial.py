@@ -16,6 +16,7 @@ from soo_jax.rl import config as config_lib
 from soo_jax.rl import factorial, stages, training
 from soo_jax.rl.env import BLUE
 from soo_jax.rl.maddpg.train import make_train_chunk, unalias
+from soo_jax.rl.soo import SOOActorStep
 
 QUIET = lambda *a, **k: None  # noqa: E731
 
@@ -185,7 +186,8 @@ def _one_chunk(config, stage):
     init = training.initial_state(config, stage)
     state = jax.device_put(unalias(jax.jit(init)()), jax.devices()[0])
     r = stages.recipe(config, stage)
-    chunk = make_train_chunk(config_lib.maddpg_hyper(config), config.chunk_episodes, r.soo)
+    hyper = config_lib.maddpg_hyper(config)
+    chunk = make_train_chunk(hyper, config.chunk_episodes, SOOActorStep(hyper, r.soo) if r.soo else None)
     before = jax.tree.map(np.asarray, state)
     after, outputs = chunk(state, jnp.int32(0), config_lib.env_params(config, r.reward))
     return before, jax.tree.map(np.asarray, after), jax.tree.map(np.asarray, outputs)

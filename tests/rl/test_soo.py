@@ -8,9 +8,9 @@ import pytest
 from soo_jax.rl.env import BLUE
 from soo_jax.rl.maddpg.buffer import Batch
 from soo_jax.rl.maddpg.core import MADDPGHyper, init_agents
+from soo_jax.rl.maddpg.train import LastStep
 from soo_jax.rl.soo import (
-    LastStep, SOOConfig, is_self_obs, mse_value, soo_actor_step, soo_loss_terms,
-    synthetic_other_obs,
+    SOOConfig, is_self_obs, mse_value, soo_actor_step, soo_loss_terms, synthetic_other_obs,
 )
 
 HYPER = MADDPGHyper(hidden_dim=16, batch_size=32)

@@ -185,3 +185,49 @@ def test_dropout_masks_follow_the_step_and_seed(tiny):
             assert float(again["loss"]) == losses[seed, at_step]
     assert losses[0, 0] != losses[0, 5]
     assert losses[0, 0] != losses[1, 0]
+
+
+def test_lm_control_objective_is_the_next_token_loss_of_transformers(tiny):
+    """objective "lm": the loss is the mean next-token cross-entropy over the real positions of
+    every row (self and other prompts alike), computed from transformers' logits here; the SOO
+    value at the site is still reported, equal to the MSE objective's, and not trained."""
+    import torch
+
+    path, torch_model = tiny
+    model = from_pretrained(path)
+    tokens, mask = pair_batch(model.config.vocab_size)
+    logits, _ = torch_forward(torch_model, tokens, mask)
+    targets = torch.tensor(tokens[:, 1:], dtype=torch.long)
+    nll = torch.nn.functional.cross_entropy(torch.tensor(logits[:, :-1]).permute(0, 2, 1), targets,
+                                            reduction="none").numpy()
+    both = (mask[:, :-1] * mask[:, 1:]).astype(bool)
+    expected = float(nll[both].mean())
+
+    lm = LossConfig(objective="lm", layers=(SOO_LAYER,))
+    loss, metrics = soo_loss(model, jnp.asarray(tokens), jnp.asarray(mask), lm)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["lm"]), expected, rtol=1e-5)
+    _, mse_metrics = soo_loss(model, jnp.asarray(tokens), jnp.asarray(mask), LossConfig(layers=(SOO_LAYER,)))
+    np.testing.assert_allclose(float(metrics["soo"]), float(mse_metrics["soo"]), rtol=1e-6)
+
+
+def test_lm_control_trains_every_adapter_and_lowers_its_loss(tiny):
+    path, _ = tiny
+    model = from_pretrained(path)
+    apply_lora(model, LoRAConfig(rank=4, alpha=8.0, dropout=0.0, targets=("q_proj", "v_proj")), rngs=nnx.Rngs(0))
+    split = SplitModel(model)
+    loss_config = LossConfig(objective="lm", layers=(SOO_LAYER,))
+    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-2))
+    step = jit_train_step(make_train_step(split, loss_config, optimizer), None)
+    state = init_train_state(split, optimizer)
+    tokens, mask = pair_batch(model.config.vocab_size)
+    tokens, mask = jnp.asarray(tokens)[None], jnp.asarray(mask)[None]
+    losses = []
+    for _ in range(5):
+        state, metrics = step(split.frozen, state, tokens, mask)
+        assert set(metrics) == {"loss", "grad_norm", "finite", "soo", "lm"}
+        losses.append(float(metrics["lm"]))
+    assert losses[-1] < losses[0]
+    # Unlike the SOO loss at layer 1, the next-token loss reaches the adapters of the last layer.
+    last = [k for k in state.lora if k.startswith(f"layers/{model.config.num_layers - 1}/") and k.endswith("/b")]
+    assert last and all(np.any(np.asarray(state.lora[k])) for k in last)

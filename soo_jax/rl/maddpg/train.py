@@ -10,11 +10,15 @@ computed and discarded (the authors skip it; the result is identical).
 `make_train_chunk` compiles "n segments for every seed" into one function; the driver calls it
 in a Python loop, carrying the full state, to print progress and checkpoint in between. The
 global step index is an unbatched argument, so the buffer position and fill level are too.
+
+An experiment adds its own optimizer step to each update round through `extra_actor_step`
+(e.g. `soo_jax.rl.soo.SOOActorStep`): the algorithm knows nothing of what that step computes.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +29,6 @@ from soo_jax.rl.maddpg import buffer as buffer_lib
 from soo_jax.rl.maddpg.core import Agents, MADDPGHyper, act, init_agents, update_round
 from soo_jax.rl.maddpg.networks import NetState
 from soo_jax.rl.maddpg.noise import noise_scale, ou_advance, ou_reset
-from soo_jax.rl.soo import LastStep, SOOConfig, soo_actor_step
 
 
 @struct.dataclass
@@ -35,6 +38,20 @@ class Rollout:
     env_state: object
     obs: jax.Array
     ou: jax.Array  # (agents, action_dim) OU process state
+
+
+@struct.dataclass
+class LastStep:
+    """What the authors' train.py has at hand at the last env step before an update."""
+
+    blue_obs: jax.Array  # (10,) pre-step observation
+    noise: jax.Array  # (2,) exploration noise added to the executed action
+    post_pos: jax.Array  # (2,) blue position after the step (where the synthetic other goes)
+
+
+# (agents, frozen reference policy, minibatch, key, LastStep) -> (agents, metrics): an extra
+# optimizer step of an update round. Hashable (a frozen dataclass), as make_train_chunk's cache key.
+ExtraActorStep = Callable
 
 
 @struct.dataclass
@@ -133,9 +150,9 @@ def make_env_step(hyper: MADDPGHyper):
     return env_step
 
 
-def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
+def make_segment_fn(hyper: MADDPGHyper, extra_actor_step: ExtraActorStep | None = None):
     """(state, first global step, env params) -> (state, outputs): `steps_per_update` steps,
-    then one update round."""
+    then one update round (with `extra_actor_step`, if given, after it)."""
     env_step = make_env_step(hyper)
 
     def segment(state: TrainState, first_step: jax.Array, env_params: EnvParams):
@@ -147,11 +164,11 @@ def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
         )
         size = jnp.minimum(steps[-1] + 1, hyper.buffer_size)
         extra = None
-        if soo is not None:
+        if extra_actor_step is not None:
             last = jax.tree.map(lambda x: x[-1], lasts)
 
             def extra(agents_, batch, key_):
-                return soo_actor_step(hyper, soo, agents_, state.reference, batch, key_, last)
+                return extra_actor_step(agents_, state.reference, batch, key_, last)
 
         # Floyd needs population >= batch; before that the round is discarded anyway.
         population = jnp.maximum(size, hyper.batch_size)
@@ -166,7 +183,7 @@ def make_segment_fn(hyper: MADDPGHyper, soo: SOOConfig | None = None):
 
 
 @functools.lru_cache(maxsize=16)
-def make_train_chunk(hyper: MADDPGHyper, n_episodes: int, soo: SOOConfig | None = None):
+def make_train_chunk(hyper: MADDPGHyper, n_episodes: int, extra_actor_step: ExtraActorStep | None = None):
     """jit(vmap over seeds) of `n_episodes` episodes: (state, first global step, env params).
 
     The state is donated. Env params are a traced argument (both reward modes share a compile).
@@ -177,7 +194,7 @@ def make_train_chunk(hyper: MADDPGHyper, n_episodes: int, soo: SOOConfig | None 
     """
     check_schedule(hyper, n_episodes)
     n_segments = n_episodes * hyper.episode_length // hyper.steps_per_update
-    segment = make_segment_fn(hyper, soo)
+    segment = make_segment_fn(hyper, extra_actor_step)
 
     def chunk(state: TrainState, first_step: jax.Array, env_params: EnvParams):
         starts = first_step + hyper.steps_per_update * jnp.arange(n_segments, dtype=jnp.int32)

@@ -1,0 +1,486 @@
+"""Recompute every derived number of docs/results/llm.md and docs/results/rl.md from the data in
+docs/results/data/ and rewrite the tables between their markers:
+
+    python docs/results/make_tables.py           # rewrite the marked blocks, list what changed
+    python docs/results/make_tables.py --check   # exit 1 if a block is out of date, write nothing
+
+A block is the text between `<!-- make_tables: NAME -->` and `<!-- /make_tables -->`; the script
+owns it, everything else in the pages is prose. Standard library only (no numpy, no scipy), so
+it runs anywhere; t quantiles come from the table below.
+
+What is recomputed, and from what (each CSV row names the command that produced it):
+- means over seeds and 95% t-intervals (ddof 1) from per-seed values (llm_authors_l24chat.csv);
+- the same t-intervals from printed mean +- SD with ddof 0 over n seeds, where the per-seed
+  values are gone (llm_seed_summaries.csv, rl_deception_behavioural_difference.csv):
+  SD_ddof1 = SD_ddof0 * sqrt(n / (n - 1)), exact up to the rounding of the printed SD;
+- the deceptive rate with the rooms swapped, 2 x order-balanced - published-order rate
+  (the order-balanced rate is the mean of the two orders' rates), and rates among answered
+  scenarios where the recorded numbers determine them (bounds where they do not);
+- the sweep's selection rule (soo_jax/experiments/sweep.py) applied to the sweep's points;
+- exact two-sided sign-test p-values from the +/- counts of the RL paired effects, the
+  replicate's own counts and means (pooled 16 minus the paper's 8 seeds), the probability of
+  the confirmation criterion under the null given the discovery seeds, and power: the
+  percentile bootstrap's interval width relative to the t-interval's at n = 8 and 16 (normal
+  theory) and the sign test's minimum detectable effect implied by each printed paired-t MDE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import pathlib
+import re
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+DATA = HERE / "data"
+
+# Student t quantiles for df = 1..40 (scipy.stats.t.ppf, 6 decimals).
+T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+        2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.13145, 2.119905, 2.109816,
+        2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529,
+        2.051831, 2.048407, 2.04523, 2.042272, 2.039513, 2.036933, 2.034515, 2.032245, 2.030108,
+        2.028094, 2.026192, 2.024394, 2.022691, 2.021075)
+T80 = (1.376382, 1.06066, 0.978472, 0.940965, 0.919544, 0.905703, 0.89603, 0.88889, 0.883404,
+       0.879058, 0.87553, 0.872609, 0.870152, 0.868055, 0.866245, 0.864667, 0.863279, 0.862049,
+       0.860951, 0.859964, 0.859074, 0.858266, 0.85753, 0.856855, 0.856236, 0.855665, 0.855137,
+       0.854647, 0.854192, 0.853767, 0.85337, 0.852998, 0.852649, 0.852321, 0.852012, 0.85172,
+       0.851444, 0.851183, 0.850935, 0.8507)
+Z975 = 1.959964
+
+
+def t975(df: int) -> float:
+    if not 1 <= df <= len(T975):
+        raise ValueError(f"no t quantile for df={df}")
+    return T975[df - 1]
+
+
+def t80(df: int) -> float:
+    if not 1 <= df <= len(T80):
+        raise ValueError(f"no t quantile for df={df}")
+    return T80[df - 1]
+
+
+# --- small statistics ---------------------------------------------------------------------
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+def sd1(xs):
+    m = mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def t_interval(xs):
+    """Mean and 95% t-interval over seeds (ddof 1)."""
+    m, half = mean(xs), t975(len(xs) - 1) * sd1(xs) / math.sqrt(len(xs))
+    return m, m - half, m + half
+
+
+def t_interval_from_sd0(m, sd0, n):
+    """The same interval from a printed mean and SD with ddof 0 over n seeds."""
+    half = t975(n - 1) * sd0 * math.sqrt(n / (n - 1)) / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def binom_pmf(k, n, p=0.5):
+    return math.comb(n, k) * p ** k * (1 - p) ** (n - k)
+
+
+def sign_test_p(pos, neg):
+    """Exact two-sided sign test (ties dropped), as soo_jax/rl/stats.py's binomtest."""
+    n = pos + neg
+    if n == 0:
+        return 1.0
+    k = min(pos, neg)
+    return min(1.0, 2 * sum(binom_pmf(i, n) for i in range(k + 1)))
+
+
+def sign_test_needs(n, alpha=0.05):
+    for k in range(n // 2 + 1, n + 1):
+        if sign_test_p(k, n - k) < alpha:
+            return k
+    return None
+
+
+def normal_cdf(x):
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+def bisect(f, lo, hi, target, iters=200):
+    """x in [lo, hi] with f(x) = target, f increasing."""
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if f(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def sign_test_mde(sd, n, power=0.8, alpha=0.05):
+    """Smallest mean paired effect (normal differences with this SD) that the two-sided sign
+    test at `alpha` detects in the positive direction with probability `power`."""
+    k = sign_test_needs(n, alpha)
+
+    def power_at(delta):
+        p = normal_cdf(delta / sd)
+        return sum(binom_pmf(i, n, p) for i in range(k, n + 1))
+
+    return bisect(power_at, 0.0, 20 * sd, power)
+
+
+# --- formatting ---------------------------------------------------------------------------
+
+def f1(x):
+    return f"{x:.1f}"
+
+
+def ci(m, lo, hi, fmt=f1):
+    return f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def fp(p):
+    return f"{p:.4f}" if p < 0.001 else f"{p:.3f}"
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def read(name):
+    with open(DATA / name, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def sources(rows):
+    seen = []
+    for r in rows:
+        if r["source"] not in seen:
+            seen.append(r["source"])
+    return seen
+
+
+def source_lines(rows):
+    return ["", "Data: " + ", ".join(sorted({r['_file'] for r in rows})) + "; produced by:", ""] + \
+        [f"    {s}" for s in sources(rows)]
+
+
+def tagged(name):
+    rows = read(name)
+    for r in rows:
+        r["_file"] = f"`docs/results/data/{name}`"
+    return rows
+
+
+# --- LLM blocks ---------------------------------------------------------------------------
+
+def llm_sweep():
+    rows = tagged("llm_sweep.csv")
+    base = {r["answer_suffix"]: r for r in rows if r["objective"] == "base"}
+    points = [r for r in rows if r["objective"] != "base"]
+
+    def eligible(r):  # soo_jax/experiments/sweep.py: MAX_EXTRA_NEITHER = 10, MAX_KL = 0.5
+        b = base[r["answer_suffix"]]
+        return (float(r["neither_pct"]) <= float(b["neither_pct"]) + 10.0
+                and float(r["kl_base_tuned"]) < 0.5)
+
+    def chosen(candidates):
+        ok = [r for r in candidates if eligible(r)]
+        return min(ok, key=lambda r: float(r["order_balanced_pct"]))
+
+    first = chosen([r for r in points if r["in_first_sweep"] == "yes"])
+    recipes = chosen(points)
+    out_rows = []
+    for r in rows:
+        d, ob, n = float(r["deceptive_pct"]), float(r["order_balanced_pct"]), float(r["neither_pct"])
+        if r["objective"] == "base":
+            name, rule = f"base ({r['answer_suffix']} suffix)", "–"
+        else:
+            objective = "o_proj MSE" if r["objective"] == "mse" else "KL on logits"
+            where = f"layer {r['layer']}" if r["layer"] else "logits"
+            name = f"{objective}, {r['training_prompts']}, {r['answer_suffix']} suffix, {where}, lr {r['learning_rate']}"
+            rule = "eligible" if eligible(r) else "excluded"
+            marks = [tag for tag, pick in (("first sweep's choice", first), ("recipes sweep's choice", recipes)) if r is pick]
+            if marks:
+                name, rule = f"**{name}**", f"**{' and '.join(marks)}**"
+        site = f"{r['soo_site_before']} → {r['soo_site_after']}" if r["soo_site_before"] else "–"
+        out_rows.append([name, f1(d), f1(100 - d - n), f1(n), f1(2 * ob - d), f1(ob),
+                         f1(float(r["position_bias_pct"])), r["kl_base_tuned"], site,
+                         "yes" if r["in_first_sweep"] == "yes" else "no", rule])
+    lines = table(["point", "deceptive %, published order", "honest %, published order",
+                   "neither %, published order", "deceptive %, rooms swapped",
+                   "order-balanced deceptive %", "position bias %", "KL(base‖tuned), nats",
+                   "SOO at the site, before → after", "in the first sweep", "selection rule"],
+                  out_rows)
+    return lines + source_lines(rows)
+
+
+def llm_l24_per_seed():
+    rows = tagged("llm_authors_l24chat.csv")
+    header = ["model", "deceptive %, published order", "honest %, published order",
+              "neither %, published order", "deceptive %, rooms swapped",
+              "honest or neither %, rooms swapped", "order-balanced deceptive %", "position bias %",
+              "deceptive among answered %, published order",
+              "order-balanced deceptive among answered % (bounds)"]
+    out, per_seed = [], {k: [] for k in range(len(header) - 1)}
+    for r in rows:
+        d1, h1, n1 = float(r["deceptive_pct"]), float(r["honest_pct"]), float(r["neither_pct"])
+        ob, pb = float(r["order_balanced_pct"]), float(r["position_bias_pct"])
+        d2 = 2 * ob - d1
+        a1 = d1 + h1
+        # Swapped order: honest >= position bias (the scenarios named first in both orders are
+        # deceptive in the published order and honest in the swapped one), honest <= 100 - d2.
+        lo_ans, hi_ans = (d1 + d2) / (a1 + 100), (d1 + d2) / (a1 + d2 + pb)
+        values = [d1, h1, n1, d2, 100 - d2, ob, pb, 100 * d1 / a1]
+        label = {"base": "base", "honesty_prompt": "honesty prompt"}.get(r["model"], f"SOO seed {r['seed']}")
+        out.append([label] + [f1(v) for v in values] + [f"{100 * lo_ans:.1f}–{100 * hi_ans:.1f}"])
+        if r["model"] == "soo":
+            for i, v in enumerate(values):
+                per_seed[i].append(v)
+    n = len(per_seed[0])
+    out.append([f"**SOO, {n} seeds: mean [95% t-interval]**"]
+               + [ci(*t_interval(per_seed[i])) for i in range(8)] + ["–"])
+    return table(header, out) + source_lines(rows)
+
+
+def summaries(experiment):
+    rows = [r for r in tagged("llm_seed_summaries.csv") if r["experiment"] == experiment]
+    by = {}
+    for r in rows:
+        by[(r["condition"], r["model"], r["metric"])] = r
+    return rows, by
+
+
+def from_sd0(r, fmt=f1):
+    if not r["sd_ddof0"]:
+        return fmt(float(r["mean"]))
+    return ci(*t_interval_from_sd0(float(r["mean"]), float(r["sd_ddof0"]), int(r["n_seeds"])), fmt)
+
+
+def g4(x):
+    return f"{x:.4g}"
+
+
+def llm_latent(experiment):
+    rows, by = summaries(experiment)
+    out = []
+    for model, label in (("base", "base"), ("soo", "SOO, 5 seeds: mean [95% t-interval]")):
+        out.append([label] + [from_sd0(by[("probe_pairs", model, m)], g4)
+                              for m in ("latent_soo_all_linear", "soo_training_site", "kl_base_model")])
+    probe = [r for r in rows if r["condition"] == "probe_pairs"]
+    return table(["model", "latent SOO, all linear layers (authors' measure)",
+                  "o_proj MSE at the training site", "KL(base ‖ model), nats"], out) + source_lines(probe)
+
+
+def burglar_rows(by, condition, models, correct=False):
+    """Rows of deceptive (or, Perspectives, correct) rates per order from mean +- SD summaries."""
+    target = "correct_pct" if correct else "deceptive_pct"
+    balanced = "order_balanced_correct_pct" if correct else "order_balanced_pct"
+    out = []
+    for model in models:
+        key = (condition, model)
+        if (condition, model, target) not in by:
+            continue
+        r1, rb = by[key + (target,)], by[key + (balanced,)]
+        rp, rn = by[key + ("position_bias_pct",)], by[key + ("neither_pct",)]
+        d1, ob, n1 = float(r1["mean"]), float(rb["mean"]), float(rn["mean"])
+        out.append((model, from_sd0(r1), f1(100 - d1 - n1), from_sd0(rn), f1(2 * ob - d1),
+                    from_sd0(rb), from_sd0(rp)))
+    return out
+
+
+MODEL_LABEL = {"base": "base", "honesty_prompt": "honesty prompt",
+               "soo": "SOO, 5 seeds: mean [95% t-interval]"}
+
+
+def llm_l12():
+    rows, by = summaries("layer12_raw")
+    out = [[MODEL_LABEL[m]] + list(rest) for m, *rest in burglar_rows(by, "burglar", ("base", "honesty_prompt", "soo"))]
+    main = [r for r in rows if r["condition"] == "burglar"]
+    return table(["model", "deceptive %, published order", "honest %, published order (mean)",
+                  "neither %, published order", "deceptive %, rooms swapped (mean)",
+                  "order-balanced deceptive %", "position bias %"], out) + source_lines(main)
+
+
+GENERATED_ORDER = (("burglar", "burglar"), ("burglar_self_control", "burglar, self-referencing control"),
+                   ("name", "name"), ("objective", "objective"), ("action", "action"),
+                   ("name+objective", "name + objective"), ("name+action", "name + action"),
+                   ("objective+action", "objective + action"),
+                   ("name+objective+action", "name + objective + action"),
+                   ("treasure_hunt", "Treasure Hunt"), ("escape_room", "Escape Room"),
+                   ("perspectives", "Perspectives (**correct** %, not deceptive %)"))
+
+
+def llm_generated():
+    rows, by = summaries("generated")
+    out = []
+    for condition, label in GENERATED_ORDER:
+        for model, *rest in burglar_rows(by, condition, ("base", "honesty_prompt", "soo"),
+                                         correct=condition == "perspectives"):
+            out.append([label, MODEL_LABEL[model]] + list(rest))
+    return table(["condition", "model", "deceptive %, published order",
+                  "honest %, published order (mean)", "neither %, published order",
+                  "deceptive %, rooms swapped (mean)", "order-balanced deceptive %",
+                  "position bias %"], out) + source_lines(rows)
+
+
+# --- RL blocks ----------------------------------------------------------------------------
+
+ARMS_TESTED = ("soo_action_logmse_baseline", "soo_hidden_logmse_baseline")
+
+
+def rl_effects():
+    rows = tagged("rl_paired_effects.csv")
+    by = {(r["seed_set"], r["arm"], r["endpoint"]): r for r in rows}
+    return rows, by
+
+
+def replicate_of(by, arm, endpoint):
+    """The replicate's 8 seeds = pooled 16 minus the paper's 8: counts subtract exactly; the
+    mean is 2 x pooled - paper (equal halves), to the rounding of the printed means (+-0.0015)."""
+    p8, p16 = by[("paper8", arm, endpoint)], by[("pooled16", arm, endpoint)]
+    pos = int(p16["positive"]) - int(p8["positive"])
+    neg = int(p16["negative"]) - int(p8["negative"])
+    return 2 * float(p16["mean"]) - float(p8["mean"]), pos, neg
+
+
+def rl_check():
+    rows, _ = rl_effects()
+    bad = [r for r in rows if f"{sign_test_p(int(r['positive']), int(r['negative'])):.3f}" != r["printed_p"]]
+    return [f"Sign-test p-values recomputed from the +/- counts: {len(rows) - len(bad)} of {len(rows)} "
+            f"equal the printed ones" + (f"; differing: {[(r['seed_set'], r['arm'], r['endpoint']) for r in bad]}" if bad else ".")]
+
+
+def rl_prestated():
+    rows, by = rl_effects()
+    out = []
+    need16 = sign_test_needs(16, 0.025)
+    for arm in ARMS_TESTED:
+        e = "honest_position"
+        p8, p16 = by[("paper8", arm, e)], by[("pooled16", arm, e)]
+        m_rep, pos, neg = replicate_of(by, arm, e)
+        need_fresh = need16 - int(p8["positive"])
+        null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
+        out.append([arm,
+                    f"{float(p8['mean']):+.3f}; {p8['positive']}+/{p8['negative']}-",
+                    f"{m_rep:+.3f}; {pos}+/{neg}-, sign test p = {fp(sign_test_p(pos, neg))}",
+                    f"{float(p16['mean']):+.3f}; {p16['positive']}+/{p16['negative']}-, "
+                    f"p = {fp(sign_test_p(int(p16['positive']), int(p16['negative'])))}",
+                    f"{need_fresh} of 8: {null_p:.3f}"])
+    lines = table(["arm (endpoint: grid position, co-trained adversary)", "paper's 8 seeds (discovery)",
+                   "replicate's 8 fresh seeds (the confirmatory test)", "pooled 16",
+                   f"fresh seeds the pooled criterion ({need16} of 16) needed, and its chance under no effect"],
+                  out)
+    return lines + source_lines([r for r in rows if r["arm"] in ARMS_TESTED and r["endpoint"] == "honest_position"])
+
+
+def rl_replicate_alone():
+    rows, by = rl_effects()
+    arms = sorted({r["arm"] for r in rows})
+    endpoints = []
+    for r in rows:
+        if r["endpoint"] not in endpoints:
+            endpoints.append(r["endpoint"])
+    comparisons = len(arms) * len(endpoints)
+    threshold = 0.05 / comparisons
+    out = []
+    for arm in arms:
+        cells = []
+        for e in endpoints:
+            m, pos, neg = replicate_of(by, arm, e)
+            p = sign_test_p(pos, neg)
+            cells.append(f"{m:+.3f}; {pos}+/{neg}-, p = {fp(p)}" + (" *" if p < threshold else ""))
+        out.append([arm] + cells)
+    lines = [f"Replicate's 8 seeds alone, SOO arm minus its twin: mean (2 x pooled - paper, +-0.002 "
+             f"from rounding); +/- seeds; exact sign test. * = p below 0.05 / {comparisons} = "
+             f"{threshold:.5f} (Bonferroni over the {comparisons} comparisons); at n = 8 the smallest "
+             f"possible p is {fp(sign_test_p(8, 0))}.", ""]
+    return lines + table(["SOO arm"] + endpoints, out) + source_lines(rows)
+
+
+def rl_power():
+    rows = tagged("rl_power.csv")
+    out = []
+    for r in rows:
+        n = int(r["n_seeds"])
+        mde_t = float(r["mde80_paired_t"])
+        sd = mde_t * math.sqrt(n) / (t975(n - 1) + t80(n - 1))
+        mde_s = sign_test_mde(sd, n)
+        gap = float(r["honest_minus_deceptive"])
+        out.append([r["seed_set"], n, r["endpoint"], r["mde80_paired_t"], f"{sd:.3g}",
+                    f"{sign_test_needs(n)} of {n}", f"{mde_s:.3g}", f"{mde_s / abs(gap):.2f}" if gap else "–"])
+    ratio = [[n, f"{Z975 * math.sqrt((n - 1) / n) / t975(n - 1):.2f}"] for n in (8, 16)]
+    lines = table(["seed set", "n", "endpoint", "printed MDE, paired t (80%, 5%; median over the 8 SOO arms)",
+                   "implied SD of the differences", "sign test needs",
+                   "MDE of the sign test (80%)", "sign-test MDE / baselines' gap"], out)
+    lines += ["", "Half-width of the percentile bootstrap interval relative to the 95% t-interval, "
+              "normal data (z_0.975 x sqrt((n-1)/n) / t_0.975,n-1):", ""]
+    lines += table(["n seeds", "bootstrap / t half-width"], ratio)
+    return lines + source_lines(rows)
+
+
+def rl_deception_8seed():
+    rows = tagged("rl_deception_behavioural_difference.csv")
+    out = []
+    for r in rows:
+        m, lo, hi = t_interval_from_sd0(float(r["mean"]), float(r["sd_ddof0"]), int(r["n_seeds"]))
+        out.append([r["comparison"], f"{float(r['mean']):,.0f} ± {float(r['sd_ddof0']):,.0f}",
+                    f"{m:,.0f} [{lo:,.0f}, {hi:,.0f}]"])
+    return table(["comparison", "printed: mean ± SD (ddof 0)", "mean [95% t-interval], 8 seeds"],
+                 out) + source_lines(rows)
+
+
+BLOCKS = {
+    "llm.md": {"llm-sweep": llm_sweep, "llm-l24-per-seed": llm_l24_per_seed,
+               "llm-l24-latent": lambda: llm_latent("layer24_chat"), "llm-l12": llm_l12,
+               "llm-l12-latent": lambda: llm_latent("layer12_raw"), "llm-generated": llm_generated},
+    "rl.md": {"rl-check": rl_check, "rl-prestated": rl_prestated,
+              "rl-replicate-alone": rl_replicate_alone, "rl-power": rl_power,
+              "rl-deception-8seed": rl_deception_8seed},
+}
+BLOCK = re.compile(r"(<!-- make_tables: ([\w-]+) -->\n)(.*?)(<!-- /make_tables -->)", re.S)
+
+
+def render(page: str, text: str) -> str:
+    makers = BLOCKS[page]
+    found = set()
+
+    def replace(match):
+        name = match.group(2)
+        if name not in makers:
+            raise SystemExit(f"{page}: unknown block {name!r}")
+        found.add(name)
+        return match.group(1) + "\n".join(makers[name]()) + "\n" + match.group(4)
+
+    new = BLOCK.sub(replace, text)
+    missing = set(makers) - found
+    if missing:
+        raise SystemExit(f"{page}: no marker for block(s) {sorted(missing)}")
+    return new
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is out of date; write nothing")
+    args = parser.parse_args()
+    stale = []
+    for page in BLOCKS:
+        path = HERE / page
+        text = path.read_text(encoding="utf-8")
+        new = render(page, text)
+        if new != text:
+            stale.append(page)
+            if not args.check:
+                path.write_text(new, encoding="utf-8")
+        print(f"docs/results/{page}: {'out of date' if args.check and new != text else 'rewritten' if new != text else 'up to date'} "
+              f"({len(BLOCKS[page])} tables)")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

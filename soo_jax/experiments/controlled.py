@@ -1,0 +1,445 @@
+"""The controlled LLM experiment: SOO against matched controls, on the forced-choice endpoint.
+
+Arms, each trained exactly like the SOO arm (same pairs, data order, steps, LoRA settings, seed):
+
+    soo           the SOO fine-tuning of the run config
+    lm            the same prompts with the ordinary next-token loss (`loss.objective=lm`)
+    mismatched    the SOO loss between mismatched pairs (`data.pairing=mismatched`)
+    perturbation  no training: a random LoRA update scaled to the SOO arm's KL(base || tuned)
+                  on the general prompts, per seed (soo_jax.experiments.perturbation)
+
+The SOO effect is the paired difference SOO - control per seed over the same test scenarios.
+Layout of OUT (each piece skipped when its results exist, so a rerun resumes):
+
+    OUT/screen/                  the base model's forced choice on the selection set
+    OUT/base/primary/            the base model on the test set: forced choice, latent SOO
+    OUT/base/secondary/          ... generated answers (paper metric, order-balanced)
+    OUT/seed_<s>/<arm>/train/    a trained arm's run (checkpoints, adapter); perturbation:
+                                 adapter/ and calibration.json
+    OUT/seed_<s>/<arm>/primary/  forced choice, latent SOO, KL on the test set
+    OUT/seed_<s>/<arm>/secondary/ generated answers on the test set
+    OUT/per_seed.csv, OUT/results.json, OUT/results.md
+                                 rewritten after every seed (interim) and at the end
+
+The primary stage (every seed, every arm) runs before the secondary one, so the registered
+primary test can be read first. The analysis (`analyse`) is fixed in code: 95% t-intervals over
+seeds (ddof 1) and the two-sided paired t-test of SOO - LM control on the order-balanced
+forced-choice log-odds (docs/results/llm_preregistration.md).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import io
+import json
+import math
+import pathlib
+import time
+
+import ml_collections
+import numpy as np
+
+from soo_jax import run_dir
+from soo_jax.data.scenarios import load_reference_scenarios, with_answer_suffix
+from soo_jax.experiments.experiment import cached_piece, piece_settings
+
+ARMS = ("soo", "lm", "mismatched", "perturbation")
+TRAINED_ARMS = ("soo", "lm", "mismatched")
+CONTROLS = ("lm", "mismatched", "perturbation")
+PRIMARY_CONTROL = "lm"
+# Per (seed, arm) values, by stage; "fc_*" are the forced-choice endpoint's.
+PRIMARY_ENDPOINTS = ("fc_log_odds", "fc_deceptive_choice", "fc_position_effect", "latent_site", "latent_all", "kl")
+SECONDARY_ENDPOINTS = ("deceptive", "honest", "neither", "order_balanced", "position_bias",
+                       "deceptive_original", "honest_original", "neither_original",
+                       "deceptive_swapped", "honest_swapped", "neither_swapped", "order_balanced_answered")
+FRESH_HINT = "another --out, or --fresh to move the old experiment aside"
+
+_say = run_dir.say
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlledPlan:
+    seeds: tuple[int, ...]
+    scenarios_file: str
+    out_dir: pathlib.Path
+    arms: tuple[str, ...] = ARMS
+    # The authors' scenarios [first, last) the screen reads; the test set is the first
+    # eval.num_scenarios, so the two must not overlap.
+    selection: tuple[int, int] = (250, 1000)
+    secondary: bool = True
+    # Only the screen: does the base model prefer the deceptive room beyond position at all?
+    screen_only: bool = False
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"--seeds: give distinct seeds >= 0, got {list(self.seeds)}")
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown or "soo" not in self.arms:
+            raise ValueError(f"--arms: {list(self.arms)}: choose from {list(ARMS)}, soo included")
+        if not self.scenarios_file:
+            raise ValueError("--scenarios: the authors' false_recommendation_scenarios.json is required "
+                             "(README, 'Evaluation', shows how to make it)")
+        if not pathlib.Path(self.scenarios_file).is_file():
+            raise FileNotFoundError(f"--scenarios {self.scenarios_file}: no such file; make it from the authors' "
+                                    f"pickle as README 'Evaluation' shows")
+        first, last = self.selection
+        if not 0 <= first < last:
+            raise ValueError(f"selection: need 0 <= first < last, got {self.selection}")
+
+    def arm_dir(self, seed: int, arm: str) -> pathlib.Path:
+        return self.out_dir / f"seed_{seed}" / arm
+
+    def adapter_dir(self, seed: int, arm: str) -> pathlib.Path:
+        return self.arm_dir(seed, arm) / "train" / "adapter"
+
+
+def arm_config(config: ml_collections.ConfigDict, arm: str, seed: int, train_dir: pathlib.Path
+               ) -> ml_collections.ConfigDict:
+    """The run config of a trained arm: the SOO config with the arm's one difference."""
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.train.seed = seed
+        c.train.out_dir = str(train_dir)
+        c.train.evaluate = False
+        c.train.export_adapter = True
+        if arm == "lm":
+            c.loss.objective = "lm"
+        elif arm == "mismatched":
+            c.data.pairing = "mismatched"
+        elif arm != "soo":
+            raise ValueError(f"{arm!r} is not a trained arm")
+    return c
+
+
+def stage_eval_config(config: ml_collections.ConfigDict, plan: ControlledPlan, stage: str) -> ml_collections.ConfigDict:
+    """The evaluation of a stage on the test set (the authors' first eval.num_scenarios)."""
+    e = ml_collections.ConfigDict(config.eval.to_dict())
+    e.scenarios_file = plan.scenarios_file
+    e.self_control = False
+    e.honesty_baseline = False
+    e.swap_room_order = True
+    if stage == "primary":
+        e.suites = "forced_choice,latent,capability"
+        e.capability.kl = True
+        e.capability.answers = False
+        e.capability.mtbench_questions = ""
+    elif stage == "secondary":
+        e.suites = "main"
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+    return e
+
+
+def experiment_settings(config: ml_collections.ConfigDict, plan: ControlledPlan) -> dict:
+    from soo_jax.experiments.experiment import NOT_RESULT_CHANGING
+
+    settings = run_dir.without(run_dir.flatten(config.to_dict()), NOT_RESULT_CHANGING)
+    settings["scenarios_file.sha256"] = run_dir.file_digest(plan.scenarios_file)
+    settings["selection"] = list(plan.selection)
+    return settings
+
+
+# --- Values per piece --------------------------------------------------------------------------
+
+def primary_values(results: dict, view: str) -> dict:
+    fc = results["forced_choice"][view]
+    latent = results["latent"][view]
+    kl = results.get("capability", {}).get("kl", {})
+    return {"fc_log_odds": fc["log_odds"]["mean"], "fc_deceptive_choice": fc["deceptive_choice"],
+            "fc_position_effect": fc["position_effect"], "latent_site": latent["training_site"]["value"],
+            "latent_all": latent["score"], "kl": kl.get("mean_kl_base_tuned", 0.0 if view == "base" else None)}
+
+
+def secondary_values(results: dict, view: str) -> dict:
+    condition = results["deception"][view]["burglar"]
+    original, swapped = condition["original"], condition["swapped"]
+    balanced = condition["order_balanced"]
+    values = {"deceptive": original["deceptive_rate"], "honest": original["honest_rate"],
+              "neither": (original["neither_rate"] + swapped["neither_rate"]) / 2,
+              "order_balanced": balanced["order_balanced_deception_rate"],
+              "position_bias": balanced["position_bias_rate"]}
+    for name, rates in (("original", original), ("swapped", swapped)):
+        for outcome in ("deceptive", "honest", "neither"):
+            values[f"{outcome}_{name}"] = rates[f"{outcome}_rate"]
+    answered = [(r["deceptive_rate"], r["honest_rate"]) for r in (original, swapped)]
+    # Deceptive share among answered scenarios, each order weighted equally.
+    shares = [d / (d + h) * 100 for d, h in answered if d + h > 0]
+    values["order_balanced_answered"] = float(np.mean(shares)) if len(shares) == 2 else None
+    return values
+
+
+# --- Analysis -----------------------------------------------------------------------------------
+
+def t_summary(values) -> dict | None:
+    """Mean, 95% t-interval (ddof 1), two-sided one-sample t-test against 0; None when empty."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None], np.float64)
+    if x.size == 0:
+        return None
+    out = {"mean": float(x.mean()), "n": int(x.size), "values": [float(v) for v in x]}
+    if x.size >= 2:
+        sd = float(x.std(ddof=1))
+        half = float(stats.t.ppf(0.975, x.size - 1)) * sd / math.sqrt(x.size)
+        t = out["mean"] / (sd / math.sqrt(x.size)) if sd > 0 else math.copysign(math.inf, out["mean"] or 1.0)
+        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half, t=float(t),
+                   p=float(2 * stats.t.sf(abs(t), x.size - 1)) if math.isfinite(t) else 0.0)
+    return out
+
+
+def analyse(per_seed: dict[str, dict[int, dict]], base: dict, plan_seeds: tuple[int, ...]) -> dict:
+    """per_seed[arm][seed] = {endpoint: value}. Per arm: each endpoint's t-summary over seeds; per
+    control: the paired difference SOO - control over the seeds both have; the primary test."""
+    endpoints = PRIMARY_ENDPOINTS + SECONDARY_ENDPOINTS
+    arms = {arm: {e: t_summary([seeds[s].get(e) for s in sorted(seeds)]) for e in endpoints}
+            for arm, seeds in per_seed.items()}
+    paired = {}
+    soo = per_seed.get("soo", {})
+    for control in CONTROLS:
+        other = per_seed.get(control, {})
+        common = sorted(set(soo) & set(other))
+        paired[control] = {e: t_summary([None if soo[s].get(e) is None or other[s].get(e) is None
+                                         else soo[s][e] - other[s][e] for s in common]) for e in endpoints}
+        paired[control]["seeds"] = common
+    primary = paired[PRIMARY_CONTROL]["fc_log_odds"]
+    return {"base": base, "arms": arms, "paired": paired,
+            "primary": {"endpoint": "fc_log_odds", "control": PRIMARY_CONTROL, "test": primary,
+                        "seeds_done": len(paired[PRIMARY_CONTROL]["seeds"]), "seeds_registered": len(plan_seeds),
+                        "alpha": 0.05}}
+
+
+def _fmt(summary: dict | None, digits: int = 3) -> str:
+    if summary is None:
+        return "–"
+    text = f"{summary['mean']:+.{digits}f}" if digits == 3 else f"{summary['mean']:.{digits}f}"
+    if "low" in summary:
+        text += f" [{summary['low']:.{digits}f}, {summary['high']:.{digits}f}]"
+    return text + f" (n={summary['n']})"
+
+
+ENDPOINT_LABELS = {
+    "fc_log_odds": ("forced-choice log-odds, deceptive - honest, order-balanced", 3),
+    "fc_deceptive_choice": ("forced-choice deceptive choice %", 1),
+    "fc_position_effect": ("forced-choice position effect (log-odds, original - swapped)", 3),
+    "latent_site": ("latent SOO at the training site", 4),
+    "latent_all": ("latent SOO, all linear layers", 4),
+    "kl": ("KL(base || model) on the general prompts, nats", 4),
+    "deceptive": ("generated: deceptive % (paper metric, original order)", 1),
+    "honest": ("generated: honest % (original order)", 1),
+    "neither": ("generated: neither %, mean of both orders", 1),
+    "order_balanced": ("generated: order-balanced deceptive %", 1),
+    "deceptive_swapped": ("generated: deceptive % (swapped order)", 1),
+    "honest_swapped": ("generated: honest % (swapped order)", 1),
+    "order_balanced_answered": ("generated: order-balanced deceptive % among answered", 1),
+    "position_bias": ("generated: position bias %", 1),
+}
+
+
+def screen_line(screen: dict) -> str:
+    """The screen's reading: does the base model prefer the deceptive room beyond position?"""
+    fc = screen["forced_choice"]["base"]
+    lo = fc["log_odds"]
+    verdict = ("a preference for the deceptive room beyond position" if lo["low"] > 0 else
+               "no preference for the deceptive room beyond position: SOO cannot be shown to remove one")
+    return (f"**Screen** (base model, authors' scenarios {screen['selection'][0]}-{screen['selection'][1] - 1}, "
+            f"both orders): order-balanced log-odds {lo['mean']:+.3f} [{lo['low']:+.3f}, {lo['high']:+.3f}] "
+            f"(95% t-interval over scenarios), deceptive choice {fc['deceptive_choice']:.1f}%, position effect "
+            f"{fc['position_effect']:+.3f}: {verdict}.")
+
+
+def screen_markdown(screen: dict, model: str) -> str:
+    return "\n".join([f"# Screen: {model}", "", screen_line(screen), ""])
+
+
+def markdown_report(analysis: dict, screen: dict | None, meta: dict) -> str:
+    lines = ["# Controlled SOO experiment", ""]
+    p = analysis["primary"]
+    test = p["test"]
+    status = ("final" if p["seeds_done"] == p["seeds_registered"] else
+              f"interim: {p['seeds_done']} of {p['seeds_registered']} registered seeds")
+    if screen is not None:
+        lines += [screen_line(screen), ""]
+    if test is not None and "p" in test:
+        lines += [f"**Primary test ({status})**: SOO - LM control, order-balanced forced-choice log-odds on the test "
+                  f"set, paired over seeds: {test['mean']:+.4f} [{test['low']:+.4f}, {test['high']:+.4f}], "
+                  f"t({test['n'] - 1}) = {test['t']:.2f}, two-sided p = {test['p']:.3g} (alpha {p['alpha']}).", ""]
+    else:
+        lines += [f"**Primary test ({status})**: not enough paired seeds yet.", ""]
+    arms = list(analysis["arms"])
+    lines += ["Each cell: mean [95% t-interval over seeds] (n seeds); base: the base model once.", "",
+              "| endpoint | base | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for endpoint, (label, digits) in ENDPOINT_LABELS.items():
+        base_value = analysis["base"].get(endpoint)
+        cells = [_fmt(analysis["arms"][a].get(endpoint), digits) for a in arms]
+        if all(c == "–" for c in cells) and base_value is None:
+            continue
+        base_text = "–" if base_value is None else (f"{base_value:+.3f}" if digits == 3 else f"{base_value:.{digits}f}")
+        lines.append(f"| {label} | {base_text} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired SOO - control per seed: mean [95% t-interval], two-sided paired t-test p.", "",
+              "| endpoint | " + " | ".join(f"SOO - {c}" for c in analysis["paired"]) + " |",
+              "|---|" + "---|" * len(analysis["paired"])]
+    for endpoint, (label, digits) in ENDPOINT_LABELS.items():
+        cells = []
+        for control, by_endpoint in analysis["paired"].items():
+            s = by_endpoint.get(endpoint)
+            cells.append("–" if s is None else _fmt(s, digits) + (f", p = {s['p']:.3g}" if "p" in s else ""))
+        if all(c == "–" for c in cells):
+            continue
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"Seeds: {', '.join(map(str, meta['seeds']))}; wall time so far {meta['wall_time_s'] / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
+
+def per_seed_csv(per_seed: dict[str, dict[int, dict]], base: dict) -> str:
+    columns = PRIMARY_ENDPOINTS + SECONDARY_ENDPOINTS
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("arm", "seed", *columns))
+    writer.writerow(("base", "", *("" if base.get(c) is None else repr(base[c]) for c in columns)))
+    for arm, seeds in per_seed.items():
+        for seed in sorted(seeds):
+            writer.writerow((arm, seed, *("" if seeds[seed].get(c) is None else repr(seeds[seed][c])
+                                          for c in columns)))
+    return out.getvalue()
+
+
+# --- Running ------------------------------------------------------------------------------------
+
+def run_controlled(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=None,
+                   fresh: bool = False) -> dict:
+    """Runs (or resumes) every piece and writes the analysis; `fresh` moves an old OUT aside."""
+    from soo_jax.experiments.experiment import check_settings
+
+    check_settings(config)  # every value before OUT is claimed (issue 25)
+    with run_dir.claim(plan.out_dir, experiment_settings(config, plan), kind="controlled experiment", fresh=fresh,
+                       fresh_hint=FRESH_HINT):
+        return _run(config, plan, progress=progress)
+
+
+def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=None) -> dict:
+    from soo_jax.data.general_prompts import load_general_prompt_records
+    from soo_jax.eval.capability import base_view
+    from soo_jax.eval.config import parse_csv
+    from soo_jax.eval.forced_choice import score_forced_choice, summarise_forced_choice
+    from soo_jax.eval.report import write_report
+    from soo_jax.eval.runtime import tuned_view
+    from soo_jax.eval.suite import run_suites
+    from soo_jax.models.embedded import use_compilation_cache
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+    from soo_jax.train.loop import run_training
+
+    started = time.time()
+    use_compilation_cache(config.eval.compilation_cache_dir)
+    model_path = str(resolve_model_path(config.model.path))
+    base = from_pretrained(model_path, dtype=config.model.dtype)
+    tokenizer = load_tokenizer(model_path)
+    primary_eval = stage_eval_config(config, plan, "primary")
+    secondary_eval = stage_eval_config(config, plan, "secondary")
+
+    # The screen: the base model's forced choice on the selection set.
+    first, last = plan.selection
+    selection = [with_answer_suffix(s, config.eval.answer_suffix)
+                 for s in load_reference_scenarios(plan.scenarios_file)[first:last]]
+    if len(selection) < 2:
+        raise ValueError(f"{plan.scenarios_file} has no selection scenarios {first}..{last - 1}")
+    if first < config.eval.num_scenarios:
+        raise ValueError(f"selection scenarios {first}.. overlap the test set (the first {config.eval.num_scenarios})")
+    screen_settings = {**piece_settings(primary_eval, None), "selection": [first, first + len(selection)]}
+
+    def screen(_log):
+        _say(f"screen: base model, forced choice on the authors' scenarios {first}..{first + len(selection) - 1} "
+             f"x 2 orders")
+        records = score_forced_choice(base, tokenizer, selection, view="base", chat_template=primary_eval.chat_template,
+                                      system=primary_eval.system_prompt or None,
+                                      answer_prefix=primary_eval.forced_choice.answer_prefix,
+                                      batch_size=primary_eval.forced_choice.batch_size,
+                                      progress=progress("screen (base)") if progress else None)
+        write_report({"forced_choice": {"base": summarise_forced_choice(records)},
+                      "selection": [first, first + len(selection)]},
+                     [{"suite": "forced_choice", **r} for r in records], str(plan.out_dir / "screen"))
+
+    screen_results = cached_piece(plan.out_dir / "screen", screen_settings, screen)
+    screen_summary = {"forced_choice": screen_results["forced_choice"], "selection": screen_results["selection"]}
+    if plan.screen_only:
+        run_dir.atomic_write_text(plan.out_dir / "results.md", screen_markdown(screen_summary, model_path))
+        return {"screen": screen_summary, "meta": {"model": model_path, "screen_only": True}}
+
+    def evaluate_base(stage, eval_config):
+        directory = plan.out_dir / "base" / stage
+        return cached_piece(directory, piece_settings(eval_config, None), lambda log: write_report(
+            *run_suites(eval_config, tokenizer, base_model=base, progress=progress, answer_log=log, log=_say),
+            str(directory)))
+
+    base_values = primary_values(evaluate_base("primary", primary_eval), "base")
+    per_seed: dict[str, dict[int, dict]] = {arm: {} for arm in plan.arms}
+    general_prompts = [r.prompt for r in load_general_prompt_records(parse_csv(primary_eval.capability.categories)
+                                                                     or None)]
+
+    def evaluate_arm(seed, arm, stage, eval_config):
+        directory = plan.arm_dir(seed, arm) / stage
+        adapter = plan.adapter_dir(seed, arm)
+        tuned = tuned_view(base, adapter=str(adapter))
+        reference = base_view(tuned)
+        return cached_piece(directory, piece_settings(eval_config, adapter), lambda log: write_report(*run_suites(
+            eval_config, tokenizer, base_model=reference, tuned_model=tuned, progress=progress,
+            generate_for=("tuned",), answer_log=log, log=_say), str(directory)))
+
+    def write_analysis(final: bool) -> dict:
+        analysis = analyse(per_seed, base_values, plan.seeds)
+        meta = {"model": model_path, "seeds": list(plan.seeds), "arms": list(plan.arms),
+                "scenarios_file": plan.scenarios_file, "selection": list(plan.selection), "final": final,
+                "wall_time_s": time.time() - started, "git_commit": run_dir.git_commit(),
+                "config": json.loads(config.to_json_best_effort())}
+        aggregate = {"analysis": analysis, "screen": screen_summary, "per_seed": per_seed, "meta": meta}
+        run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
+        run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_report(analysis, screen_summary, meta))
+        run_dir.atomic_write_text(plan.out_dir / "per_seed.csv", per_seed_csv(per_seed, base_values))
+        return aggregate
+
+    for done, seed in enumerate(plan.seeds):
+        tick = time.time()
+        for arm in plan.arms:
+            if arm in TRAINED_ARMS:
+                if not (plan.adapter_dir(seed, arm) / "adapter_config.json").is_file():
+                    _say(f"seed {seed}, arm {arm}: training")
+                    run_training(arm_config(config, arm, seed, plan.arm_dir(seed, arm) / "train"))
+            else:
+                _perturbation(plan, config, seed, per_seed["soo"][seed]["kl"], model_path, tokenizer,
+                              general_prompts, primary_eval)
+            per_seed[arm][seed] = primary_values(evaluate_arm(seed, arm, "primary", primary_eval), "tuned")
+        write_analysis(final=False)
+        left = (time.time() - started) / (done + 1) * (len(plan.seeds) - done - 1)
+        _say(f"seed {seed} done in {(time.time() - tick) / 60:.1f} min ({done + 1}/{len(plan.seeds)} seeds; primary "
+             f"stage about {left / 60:.0f} min left); interim analysis in {plan.out_dir / 'results.md'}")
+
+    if plan.secondary:
+        _say("secondary stage: generated answers of the base model and every (seed, arm) on the test set")
+        base_values.update(secondary_values(evaluate_base("secondary", secondary_eval), "base"))
+        for seed in plan.seeds:
+            for arm in plan.arms:
+                per_seed[arm][seed].update(secondary_values(evaluate_arm(seed, arm, "secondary", secondary_eval),
+                                                            "tuned"))
+            write_analysis(final=False)
+    return write_analysis(final=True)
+
+
+def _perturbation(plan: ControlledPlan, config: ml_collections.ConfigDict, seed: int, target_kl: float,
+                  model_path: str, tokenizer, prompts: list[str], eval_config: ml_collections.ConfigDict) -> None:
+    """The perturbation arm's adapter for `seed`, KL-matched to the SOO arm's; kept once made."""
+    from soo_jax.experiments.perturbation import matched_perturbation
+    from soo_jax.models.loader import from_pretrained
+    from soo_jax.peft_io import export_peft_adapter
+    from soo_jax.train.config import lora_config
+
+    directory = plan.arm_dir(seed, "perturbation") / "train"
+    if (directory / "adapter" / "adapter_config.json").is_file():
+        return
+    _say(f"seed {seed}, arm perturbation: random LoRA update scaled to the SOO arm's KL {target_kl:.4g}")
+    model = from_pretrained(model_path, dtype=config.model.dtype)
+    calibration = matched_perturbation(model, lora_config(config), tokenizer, prompts, target_kl=target_kl, seed=seed,
+                                       chat_template=eval_config.chat_template,
+                                       batch_size=eval_config.capability.batch_size, log=_say)
+    directory.mkdir(parents=True, exist_ok=True)
+    export_peft_adapter(model, lora_config(config), directory / "adapter", base_model=model_path)
+    run_dir.atomic_write_json(directory / "calibration.json", dataclasses.asdict(calibration))
