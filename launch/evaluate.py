@@ -95,6 +95,39 @@ def evaluation_settings(config: ml_collections.ConfigDict, model_path: str, adap
     return settings
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_inputs(config: ml_collections.ConfigDict, *, adapter: str | None, checkpoint: str | None) -> None:
+    """Every setting and input file that needs no model, before anything is loaded or written."""
+    from soo_jax.eval import config as eval_config_lib
+    from soo_jax.peft_io import ADAPTER_WEIGHTS, read_peft_config
+
+    if config.model.dtype not in DTYPES:
+        raise ValueError(f"config.model.dtype: {config.model.dtype!r} is not one of {DTYPES}")
+    eval_config_lib.validate(config.eval)
+    eval_config_lib.check_files(config.eval)
+    if adapter and checkpoint:
+        raise ValueError("give --adapter or --checkpoint, not both")
+    if adapter:
+        if not pathlib.Path(adapter).is_dir():
+            raise FileNotFoundError(f"--adapter {adapter} not found: give a PEFT adapter directory "
+                                    f"(a training run's OUT/adapter)")
+        read_peft_config(adapter)  # names the file when it is not a usable LoRA config
+        if not (pathlib.Path(adapter) / ADAPTER_WEIGHTS).is_file():
+            raise FileNotFoundError(f"--adapter {adapter} has no {ADAPTER_WEIGHTS}: not a complete PEFT adapter")
+    if checkpoint and not pathlib.Path(checkpoint).is_dir():
+        raise FileNotFoundError(f"--checkpoint {checkpoint} not found: give a training run's OUT/checkpoints")
+
+
+def check_model_shape(config: ml_collections.ConfigDict, model_path: str) -> None:
+    """The layer settings against the model's config.json (read alone: no weights)."""
+    from soo_jax.eval import config as eval_config_lib
+    from soo_jax.models.loader import load_config
+
+    eval_config_lib.validate_for_model(config.eval, load_config(model_path).num_layers)
+
+
 def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
              checkpoint: str | None = None, argv: list[str] | None = None, fresh: bool = False) -> dict[str, str]:
     """Load, run `config.eval.suites`, write the report; returns {kind: path}. Says what each
@@ -107,7 +140,9 @@ def evaluate(config: ml_collections.ConfigDict, *, adapter: str | None = None,
     from soo_jax import run_dir
     from soo_jax.models.loader import resolve_model_path
 
+    check_inputs(config, adapter=adapter, checkpoint=checkpoint)
     model_path = str(resolve_model_path(config.model.path))  # a .gguf converts here, once
+    check_model_shape(config, model_path)
     out_dir = pathlib.Path(config.eval.out_dir).absolute()
     with run_dir.claim(out_dir, evaluation_settings(config, model_path, adapter, checkpoint), kind="evaluate",
                        fresh=fresh, fresh_hint=FRESH_HINT):

@@ -34,11 +34,17 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.out.strip():
+        cli.fail("--out: must name an output directory, got ''")
     from soo_jax.experiments.experiment import ExperimentPlan, run_experiment
     from soo_jax.eval.runtime import tqdm_progress
 
     config = _CONFIG.value
-    plan = ExperimentPlan(seeds=tuple(int(s) for s in FLAGS.seeds.split(",") if s.strip()),
+    try:
+        seeds = tuple(int(s) for s in FLAGS.seeds.split(",") if s.strip())
+    except ValueError:
+        cli.fail(f"--seeds: must be comma-separated integers >= 0 such as 0,1,2, got {FLAGS.seeds!r}")
+    plan = ExperimentPlan(seeds=seeds,
                           sets=tuple(s.strip() for s in FLAGS.sets.split(",") if s.strip()),
                           scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
                           adapters_from=pathlib.Path(FLAGS.adapters_from).absolute() if FLAGS.adapters_from else None)

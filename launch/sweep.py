@@ -34,6 +34,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS.out.strip():
+        cli.fail("--out: must name an output directory, got ''")
     from soo_jax.experiments.sweep import run_sweep
 
     config = _CONFIG.value

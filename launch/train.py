@@ -24,9 +24,13 @@ _RESUME_FROM_PREVIOUS = flags.DEFINE_bool(
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {argv[1:]}")
+    from soo_jax.eval.config import validate as validate_eval
     from soo_jax.models.embedded import use_compilation_cache
+    from soo_jax.train import config as run_config
     from soo_jax.train.loop import run_training
 
+    run_config.validate(_CONFIG.value)  # (run_training checks again; cheap)
+    validate_eval(_CONFIG.value.eval)  # the end-of-run evaluation's settings, before anything runs
     # A rerun (or a resume) skips the train step's and the before/after check's compilations.
     use_compilation_cache(_CONFIG.value.eval.compilation_cache_dir)
     run_training(_CONFIG.value, evaluate=_evaluator(), fresh=flags.FLAGS.fresh,

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from soo_jax.checks import field_indices, field_number
 from soo_jax.models.layers import LINEAR_SITES, Linear, is_stacked, stacked
 from soo_jax.models.transformer import CausalLM
 
@@ -40,17 +41,17 @@ class LoRAConfig:
     param_dtype: str = "float32"
 
     def __post_init__(self):
-        if self.rank < 1:
-            raise ValueError(f"lora rank must be >= 1, got {self.rank}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora dropout must be in [0, 1), got {self.dropout}")
+        # Each message starts with the field's name: a run config reports it as `config.lora.<field>: ...`.
+        object.__setattr__(self, "rank", field_number("rank", self.rank, integer=True, low=1))
+        object.__setattr__(self, "alpha", field_number("alpha", self.alpha, low=0, low_open=True))
+        object.__setattr__(self, "dropout", field_number("dropout", self.dropout, low=0, high=1, high_open=True))
         unknown = set(self.targets) - set(LINEAR_SITES) - {"lm_head"}
         if unknown or not self.targets:
-            raise ValueError(f"unknown LoRA target modules {sorted(unknown) or self.targets}; "
+            raise ValueError(f"targets: unknown LoRA target modules {sorted(unknown) or self.targets}; "
                              f"choose from {list(LINEAR_SITES) + ['lm_head']}")
         object.__setattr__(self, "targets", tuple(self.targets))
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+            object.__setattr__(self, "layers", field_indices("layers", self.layers))
 
     @property
     def scaling(self) -> float:

@@ -134,8 +134,14 @@ def read_peft_config(adapter_dir: str | pathlib.Path) -> LoRAConfig:
     layers = raw.get("layers_to_transform")
     if isinstance(layers, int):
         layers = [layers]
-    return LoRAConfig(rank=int(raw["r"]), alpha=float(raw["lora_alpha"]), dropout=float(raw.get("lora_dropout", 0.0)),
-                      targets=tuple(targets), layers=tuple(layers) if layers is not None else None)
+    missing = [key for key in ("r", "lora_alpha") if key not in raw]
+    if missing:
+        raise ValueError(f"{config_file}: no {' or '.join(missing)}; not a complete PEFT LoRA config")
+    try:  # LoRAConfig checks each value's type and range
+        return LoRAConfig(rank=raw["r"], alpha=raw["lora_alpha"], dropout=raw.get("lora_dropout", 0.0),
+                          targets=tuple(targets), layers=tuple(layers) if layers is not None else None)
+    except ValueError as err:
+        raise ValueError(f"{config_file}: {err}") from None
 
 
 def load_peft_adapter(model: CausalLM, adapter_dir: str | pathlib.Path, *, rngs: nnx.Rngs | None = None) -> CausalLM:

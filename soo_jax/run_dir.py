@@ -195,13 +195,21 @@ def move_aside(directory: pathlib.Path) -> pathlib.Path:
 
 
 def start_fresh(directory: pathlib.Path) -> None:
-    """Moves a populated `directory` aside (refused while a live process holds its lock)."""
+    """Moves a populated `directory` aside (refused while another process holds its lock)."""
+    directory = pathlib.Path(directory).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise RunDirError(f"{directory} is a file, not a directory; choose another output directory")
     if not directory.is_dir() or not any(p.name != LOCK_NAME for p in directory.iterdir()):
         return
-    holder = _read_lock(directory / LOCK_NAME)
-    if holder and _alive(holder):
-        raise RunDirError(f"{directory} is in use by {_describe(holder)}; it cannot be moved aside now")
-    say(f"moved the previous contents of {directory} to {move_aside(directory)}")
+    lock = DirLock(directory).acquire(refusal_hint="it cannot be moved aside now")
+    try:
+        aside = move_aside(directory)
+        (aside / LOCK_NAME).unlink(missing_ok=True)
+    except OSError as err:
+        raise unwritable(directory.parent, err) from None
+    finally:
+        lock.release()
+    say(f"moved the previous contents of {directory} to {aside}")
 
 
 def check_manifest(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: str,
@@ -216,9 +224,8 @@ def check_manifest(directory: str | os.PathLike, settings: Mapping[str, Any], *,
     `legacy_settings(directory)` where that can say what it was made with, and refused where
     not. `info` (model identity, commit) is recorded but never compared.
     """
-    directory = pathlib.Path(directory).absolute()
+    directory = prepare_directory(directory)
     settings = flatten(settings)
-    directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / MANIFEST_NAME
     populated = any(p.name not in (LOCK_NAME, MANIFEST_NAME) for p in directory.iterdir())
     if manifest_path.exists():
@@ -239,8 +246,11 @@ def check_manifest(directory: str | os.PathLike, settings: Mapping[str, Any], *,
         raise RunDirError(f"{directory} holds a {kind} run made with other settings ({'; '.join(diffs)}); "
                           f"use {fresh_hint}")
     if not manifest_path.exists():
-        atomic_write_json(manifest_path, {"kind": kind, "created": _now(), "git_commit": git_commit(),
-                                          **dict(info or {}), "settings": settings})
+        try:
+            atomic_write_json(manifest_path, {"kind": kind, "created": _now(), "git_commit": git_commit(),
+                                              **dict(info or {}), "settings": settings})
+        except OSError as err:
+            raise unwritable(directory, err) from None
     return directory
 
 
@@ -250,7 +260,9 @@ def claim(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: st
           info: Mapping[str, Any] | None = None, enabled: bool = True) -> "DirLock":
     """Everything a run does before it writes into `directory`, in this order: move an old run
     aside if `fresh`, take the lock, check (or write) the manifest. Returns the held lock; use
-    it as a context manager. `enabled=False` (non-main processes of a multi-host run) does
+    it as a context manager: if the block raises while the directory holds only the manifest
+    this claim wrote, the directory is left as it was found (`DirLock.restore`). Validate every
+    setting before calling this. `enabled=False` (non-main processes of a multi-host run) does
     nothing."""
     directory = pathlib.Path(directory).absolute()
     lock = DirLock(directory, enabled=enabled)
@@ -259,12 +271,16 @@ def claim(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: st
     if fresh:
         start_fresh(directory)
     lock.acquire()
+    manifest = directory / MANIFEST_NAME
+    had_manifest = manifest.exists()
     try:
         check_manifest(directory, settings, kind=kind, fresh_hint=fresh_hint, legacy_settings=legacy_settings,
                        info=info)
     except BaseException:
         lock.release()
         raise
+    if not had_manifest:  # what a failure before any other write removes again (DirLock.restore)
+        lock.created_files.append(manifest)
     return lock
 
 
@@ -272,85 +288,152 @@ def claim(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: st
 # The lock
 # ---------------------------------------------------------------------------------------------
 
+def prepare_directory(directory: str | os.PathLike) -> pathlib.Path:
+    """`directory`, created if need be; RunDirError (one line, what to do) when it is a file, or
+    cannot be created (a read-only file system, no permission, a parent that is a file)."""
+    directory = pathlib.Path(directory).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise RunDirError(f"{directory} is a file, not a directory; choose another output directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise unwritable(directory, err) from None
+    return directory
+
+
+def unwritable(directory: pathlib.Path, err: OSError) -> RunDirError:
+    reason = err.strerror or type(err).__name__
+    return RunDirError(f"cannot write to {directory}: {reason}; choose a writable output directory")
+
+
 def _read_lock(path: pathlib.Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        holder = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (json.JSONDecodeError, OSError):
-        return {}  # unreadable: written by something else; treated as stale below
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        return {}  # being written, or not ours: the flock, not the text, says whether it is held
+    return holder if isinstance(holder, dict) else {}
 
 
-def _alive(holder: Mapping[str, Any]) -> bool:
-    """Whether a lock's holder still runs (a holder on another host counts as alive: unknowable)."""
-    if not holder.get("pid"):
-        return False
-    if holder.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _describe(holder: Mapping[str, Any]) -> str:
-    return f"pid {holder.get('pid')} on host {holder.get('host')} (since {holder.get('started')})"
+def _describe(holder: Mapping[str, Any] | None) -> str:
+    if not holder or not holder.get("pid"):
+        return "another process"
+    return f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
 
 
 class DirLock:
-    """An exclusive claim on a directory: a lock file holding the pid and host of its holder.
+    """An exclusive claim on a directory: `fcntl.flock` on its `.lock` file. The kernel releases
+    the lock when its process ends, however it ends (SIGKILL, a crash, a reboot), so a lock is
+    never stale and needs no heuristics. The file holds the holder's pid, host and start time,
+    for the refusal a second process gets ("in use by pid N on HOST since T"); a release removes
+    it. Use as a context manager; `enabled=False` (non-main processes of a multi-host run) makes
+    it a no-op.
 
-    A live holder means a one-line refusal; a holder that is gone (same host, pid not running)
-    is taken over with a warning. Use as a context manager; `enabled=False` (non-main processes
-    of a multi-host run) makes it a no-op.
+    When the block raises and nothing in the directory changed since the lock was taken but the
+    files `claim` wrote (`created_files`: its manifest), those go again, and the directory too if
+    it was created here: a run that fails before its first write leaves the directory as it
+    found it.
     """
 
     def __init__(self, directory: str | os.PathLike, *, enabled: bool = True):
         self.path = pathlib.Path(directory).absolute() / LOCK_NAME
         self.enabled = enabled
-        self._held = False
+        self._fd: int | None = None
+        self.created_directory = False
+        self.created_files: list[pathlib.Path] = []
+        self._found: dict[str, tuple] | None = None
 
-    def acquire(self) -> "DirLock":
-        if not self.enabled:
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, refusal_hint: str = "wait for it to finish, or use another output directory") -> "DirLock":
+        import fcntl
+
+        if not self.enabled or self._fd is not None:
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
-        for _ in range(3):
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lock.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+        directory = self.path.parent
+        self.created_directory = not directory.exists()
+        prepare_directory(directory)
+        self._found = self._listing()
+        while True:
             try:
-                os.link(tmp, self.path)  # atomic, and fails if a lock exists: never a half-written lock
-                self._held = True
-                return self
-            except FileExistsError:
-                holder = _read_lock(self.path)
-                if holder is None:
-                    continue  # released meanwhile
-                if _alive(holder):
-                    hint = ("wait for it to finish, or use another output directory"
-                            + (f" (delete {self.path} if that process is gone)"
-                               if holder.get("host") != me["host"] else ""))
-                    raise RunDirError(f"{self.path.parent} is in use by {_describe(holder)}; {hint}") from None
-                say(f"warning: taking over the stale lock of {_describe(holder)} in {self.path.parent} "
-                    f"(that process is gone)")
-                self.path.unlink(missing_ok=True)
-            finally:
-                pathlib.Path(tmp).unlink(missing_ok=True)
-        raise RunDirError(f"could not lock {self.path.parent}: another process keeps taking it")
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise unwritable(directory, err) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunDirError(f"{directory} is in use by {_describe(_read_lock(self.path))}; "
+                                  f"{refusal_hint}") from None
+            except OSError as err:
+                os.close(fd)
+                raise RunDirError(f"cannot lock {self.path}: {err.strerror}; use an output directory on a "
+                                  f"file system with file locks") from None
+            # The previous holder may have removed the file between our open and our flock: the
+            # lock we hold is then on a file nobody else sees, so take the one at the path.
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                break
+            os.close(fd)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+        except OSError as err:
+            self._fd = fd
+            self.release()
+            raise unwritable(directory, err) from None
+        self._fd = fd
+        return self
 
     def release(self) -> None:
-        if self._held:
-            holder = _read_lock(self.path)
-            if holder and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self._held = False
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            # Removed while still held, so no one reads our pid from a free lock.
+            if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                self.path.unlink()
+        except OSError:
+            pass  # moved aside with its directory (start_fresh), or removed by hand
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _listing(self) -> dict[str, tuple]:
+        """Name -> (size, mtime) of the directory's entries, the lock left out."""
+        out = {}
+        for p in self.path.parent.iterdir():
+            if p.name != LOCK_NAME:
+                st = p.lstat()
+                out[p.name] = (st.st_size, st.st_mtime_ns)
+        return out
+
+    def restore(self) -> None:
+        """Removes what `claim` wrote (see the class docstring), if nothing else changed."""
+        directory = self.path.parent
+        created = {p.name for p in self.created_files}
+        try:
+            now = {name: v for name, v in self._listing().items() if name not in created}
+            if self._found is None or now != {k: v for k, v in self._found.items() if k not in created}:
+                return
+            for path in self.created_files:
+                path.unlink(missing_ok=True)
+            self.release()
+            if self.created_directory:
+                directory.rmdir()
+        except OSError:
+            pass
 
     def __enter__(self) -> "DirLock":
-        return self if self._held else self.acquire()
+        return self if self._fd is not None else self.acquire()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self.created_files:
+            self.restore()
         self.release()

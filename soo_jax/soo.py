@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 import jax
 import jax.numpy as jnp
 
+from soo_jax.checks import field_flag, field_indices, field_number
 from soo_jax.models.activations import forward_with_activations
 from soo_jax.models.layers import LAYER_SITES
 
@@ -147,11 +148,12 @@ class LossConfig:
                              f"{MICROBATCH_REDUCTIONS}")
         if self.site not in LAYER_SITES:
             raise ValueError(f"site: {self.site!r} is not one of {LAYER_SITES}")
-        if not self.layers or any(int(i) < 0 for i in self.layers):
+        layers = field_indices("layers", self.layers)
+        if not layers:
             raise ValueError(f"layers: must name one or more layer indices >= 0, got {self.layers!r}")
-        object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
-        if self.kl_to_base_weight < 0:
-            raise ValueError(f"kl_to_base_weight: must be >= 0, got {self.kl_to_base_weight}")
+        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "kl_mask_padding", field_flag("kl_mask_padding", self.kl_mask_padding))
+        object.__setattr__(self, "kl_to_base_weight", field_number("kl_to_base_weight", self.kl_to_base_weight, low=0))
 
 
 def metric_names(config: LossConfig) -> tuple[str, ...]:

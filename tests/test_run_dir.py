@@ -60,25 +60,94 @@ def test_fresh_moves_the_old_run_aside_and_keeps_it(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["settings"] == {"a": 2}
 
 
-def test_a_live_lock_holder_is_refused_and_a_dead_one_taken_over(tmp_path, capsys):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+HOLD_LOCK = """
+import sys, time
+from soo_jax.run_dir import DirLock
+lock = DirLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def hold_lock(directory):
+    """A process holding `directory`'s lock (it prints "held" once it does)."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(directory)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_a_held_lock_is_refused_naming_its_holder_and_freed_by_the_kernel_when_it_dies(tmp_path, capsys):
+    holder = hold_lock(tmp_path)
     try:
-        (tmp_path / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
-                                                    "started": "earlier"}))
-        with pytest.raises(RunDirError, match=f"in use by pid {holder.pid}"):
+        with pytest.raises(RunDirError, match=rf"in use by pid {holder.pid} on {socket.gethostname()} since \S+; "
+                                              r"wait for it to finish"):
             DirLock(tmp_path).acquire()
         (tmp_path / "result.txt").write_text("")
         with pytest.raises(RunDirError, match="cannot be moved aside"):
             claim(tmp_path, {}, kind="train", fresh=True)
+        assert (tmp_path / "result.txt").exists()
     finally:
-        holder.kill()
+        holder.kill()  # SIGKILL: no cleanup ran, its .lock file stays behind, unlocked
         holder.wait()
-    with DirLock(tmp_path):  # the holder is gone: its lock is stale
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == holder.pid
+    with DirLock(tmp_path):  # no stale-lock heuristics: the kernel released it
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
         with pytest.raises(RunDirError, match=f"in use by pid {os.getpid()}"):
-            DirLock(tmp_path).acquire()
-    assert "taking over the stale lock" in capsys.readouterr().err
+            DirLock(tmp_path).acquire()  # a second claim in the same process is refused too
     assert not (tmp_path / ".lock").exists()
+    assert capsys.readouterr().err == ""  # no warning about a takeover
+
+
+def test_a_lock_file_naming_a_live_but_unrelated_pid_does_not_refuse(tmp_path):
+    """The old heuristic refused forever when a dead holder's pid was reused by another process."""
+    (tmp_path / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
+                                                "started": "long ago"}))
+    with DirLock(tmp_path):
+        pass
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_claim_that_fails_before_writing_leaves_the_directory_as_found(tmp_path):
+    new = tmp_path / "new"
+    with pytest.raises(RuntimeError):
+        with claim(new, {"a": 1}, kind="train"):
+            raise RuntimeError("weights missing")
+    assert not new.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError):
+        with claim(empty, {"a": 1}, kind="train"):
+            raise RuntimeError("weights missing")
+    assert list(empty.iterdir()) == []
+    with pytest.raises(RuntimeError):  # a run that wrote something keeps its manifest
+        with claim(new, {"a": 1}, kind="train"):
+            (new / "metrics.jsonl").write_text("{}")
+            raise RuntimeError("crashed after a step")
+    assert sorted(p.name for p in new.iterdir()) == ["manifest.json", "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("shape", ["file", "under_a_file", "read_only"])
+def test_unwritable_or_file_shaped_directories_are_one_refusal(tmp_path, monkeypatch, shape):
+    import errno
+    import pathlib
+
+    target = {"file": tmp_path / "f", "under_a_file": tmp_path / "f" / "run", "read_only": tmp_path / "ro" / "run"}[shape]
+    (tmp_path / "f").write_text("a file")
+    if shape == "read_only":  # (as root, chmod does not stop writes: the file system's answer instead)
+        def mkdir(self, *args, **kwargs):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    expected = {"file": "is a file, not a directory", "under_a_file": "Not a directory",
+                "read_only": "Read-only file system"}[shape]
+    for attempt in (lambda: claim(target, {"a": 1}, kind="train"), lambda: DirLock(target).acquire(),
+                    lambda: check_manifest(target, {}, kind="rl")):
+        with pytest.raises(RunDirError, match=f"{expected}.*choose (another|a writable) output directory"):
+            attempt()
+    assert (tmp_path / "f").read_text() == "a file" and not (tmp_path / "ro").exists()
 
 
 def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):

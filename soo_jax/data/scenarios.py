@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import re
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
@@ -543,6 +544,28 @@ def held_out_scenarios(n: int, *, skip: int = 250, seed: int = 0,
     (the evaluation split), for quick checks and model selection during training."""
     combinations = generate_combinations(skip + n, seed)[skip:]
     return build_scenarios(BURGLAR, combinations, answer_suffix=answer_suffix)
+
+
+# How to make the authors' scenario file (README, "Scenarios"), for the error a missing one gets.
+AUTHORS_FILE_HINT = ("make it from the authors' pickle as README 'Scenarios' shows (curl -L -o "
+                     "false_recommendation_scenarios.pkl https://raw.githubusercontent.com/agencyenterprise/"
+                     "SOO-Honest-AI/main/LLM%20experiments/false_recommendation_scenarios.pkl, then convert it "
+                     "to JSON with the README's python -c line)")
+
+
+def check_input_file(path: str | os.PathLike, what: str, hint: str) -> None:
+    """FileNotFoundError naming `what` (the flag or key), the path and `hint` (how to make the
+    file) unless `path` is a readable file."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{what} {path} is a directory, not a file; {hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found; {hint}")
+
+
+def check_scenarios_file(path: str | os.PathLike, what: str = "--scenarios") -> None:
+    """The authors' false_recommendation_scenarios.json must exist; else how to make it."""
+    check_input_file(path, what, f"{AUTHORS_FILE_HINT}, or leave it out to use our generator's scenarios")
 
 
 def _read_json(path: str | os.PathLike) -> object:

@@ -141,6 +141,116 @@ def finalize_run_config(config: ml_collections.ConfigDict) -> ml_collections.Con
     return finalize(config)
 
 
+# Valid ranges of the numeric evaluation settings (NaN and infinity are never valid).
+_INTEGER_RANGES = {
+    "seed": dict(low=0, high=2**32 - 1), "scenario_seed": dict(low=0), "generalisation_seed": dict(low=0),
+    "num_scenarios": dict(low=1), "max_new_tokens": dict(low=1), "batch_size": dict(low=1),
+    "latent.soo_layer": dict(low=-1), "latent.batch_size": dict(low=1), "capability.batch_size": dict(low=1),
+    "capability.answer_max_new_tokens": dict(low=1), "capability.mtbench_max_new_tokens": dict(low=1),
+    "forced_choice.batch_size": dict(low=1),
+}
+_FLAGS = ("progress", "chat_template", "swap_room_order", "self_control", "honesty_baseline", "perspectives",
+          "whole_words", "stop_when_decided", "latent.chat_template", "latent.trailing_ellipsis",
+          "capability.kl", "capability.answers")
+_STRINGS = ("out_dir", "compilation_cache_dir", "scenarios_file", "combinations_file", "system_prompt",
+            "answer_suffix", "latent.sites", "latent.layers", "latent.soo_site", "capability.categories",
+            "capability.mtbench_questions", "capability.mtbench_model_id", "forced_choice.answer_prefix")
+WORDINGS = ("arxiv", "repo")
+
+
+def _get(eval_config: ml_collections.ConfigDict, key: str):
+    node = eval_config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate(eval_config: ml_collections.ConfigDict) -> None:
+    """Every evaluation setting's type and range, before anything is loaded or written; errors
+    name the key as the command line spells it (`config.eval.num_scenarios: must be >= 1, got 0`).
+    Checks that need the model (layer indices) are `validate_for_model`'s, files `check_files`'."""
+    from soo_jax import checks
+    from soo_jax.data.general_prompts import load_general_prompt_records
+    from soo_jax.models.layers import LAYER_SITES
+    from soo_jax.soo import POOLINGS
+
+    def fail(key: str, message: str):
+        raise ValueError(f"config.eval.{key}: {message}")
+
+    for key in (*_INTEGER_RANGES, *_FLAGS, *_STRINGS):
+        try:  # a linked field (latent.soo_layer follows loss.layers[0]) fails when read
+            _get(eval_config, key)
+        except (ValueError, TypeError, IndexError) as err:
+            fail(key, f"cannot be read ({err}); check the setting it follows (latent.soo_layer: loss.layers[0])")
+    for key in _STRINGS:
+        if not isinstance(_get(eval_config, key), str):
+            fail(key, f"must be a string, got {_get(eval_config, key)!r}")
+    for key, bounds in _INTEGER_RANGES.items():
+        try:
+            checks.number(_get(eval_config, key), integer=True, **bounds)
+        except ValueError as err:
+            fail(key, str(err))
+    for key in _FLAGS:
+        try:
+            checks.field_flag(key, _get(eval_config, key))
+        except ValueError as err:
+            fail(key, str(err).partition(": ")[2])
+    if not eval_config.out_dir:
+        fail("out_dir", "must name an output directory, got ''")
+    try:
+        parse_suites(eval_config.suites)
+    except ValueError as err:
+        fail("suites", str(err))
+    if eval_config.wording not in WORDINGS:
+        fail("wording", f"must be one of {WORDINGS}, got {eval_config.wording!r}")
+    latent = eval_config.latent
+    sites = parse_csv(latent.sites)
+    unknown = [s for s in sites if s not in LAYER_SITES + ("logits",)]
+    if unknown or not sites:
+        fail("latent.sites", f"must be comma-separated sites of {LAYER_SITES + ('logits',)}, got {latent.sites!r}")
+    if latent.soo_site not in LAYER_SITES:
+        fail("latent.soo_site", f"must be one of {LAYER_SITES}, got {latent.soo_site!r}")
+    if latent.soo_pooling not in POOLINGS:
+        fail("latent.soo_pooling", f"must be one of {POOLINGS}, got {latent.soo_pooling!r}")
+    try:
+        checks.field_indices("layers", parse_layers(latent.layers) or ())
+    except ValueError:
+        fail("latent.layers", f"must be comma-separated layer indices >= 0 (or '' for every layer), "
+                              f"got {latent.layers!r}")
+    try:
+        load_general_prompt_records(parse_csv(eval_config.capability.categories) or None)
+    except ValueError as err:
+        fail("capability.categories", str(err))
+
+
+def validate_for_model(eval_config: ml_collections.ConfigDict, num_layers: int) -> None:
+    """The layer indices of the latent suite against the model's layer count (its config.json)."""
+    layers = parse_layers(eval_config.latent.layers) or ()
+    bad = [i for i in layers if i >= num_layers]
+    if bad:
+        raise ValueError(f"config.eval.latent.layers: {bad} out of range for a {num_layers}-layer model "
+                         f"(indices 0..{num_layers - 1})")
+    soo_layer = eval_config.latent.soo_layer
+    if soo_layer != -1 and not 0 <= soo_layer < num_layers:
+        raise ValueError(f"config.eval.latent.soo_layer: {soo_layer} out of range for a {num_layers}-layer model "
+                         f"(0..{num_layers - 1}, or -1 for the paper's relative depth)")
+
+
+def check_files(eval_config: ml_collections.ConfigDict) -> None:
+    """The input files the evaluation settings name exist (FileNotFoundError says how to make them)."""
+    from soo_jax.data.scenarios import check_input_file, check_scenarios_file
+
+    if eval_config.scenarios_file:
+        check_scenarios_file(eval_config.scenarios_file, "scenarios file (--scenarios, config.eval.scenarios_file)")
+    if eval_config.combinations_file:
+        check_input_file(eval_config.combinations_file, "combinations file (config.eval.combinations_file)",
+                         "give the authors' unique_combinations.json, or '' for our generator's combinations")
+    if eval_config.capability.mtbench_questions:
+        check_input_file(eval_config.capability.mtbench_questions,
+                         "MT-Bench question file (--mtbench-questions, config.eval.capability.mtbench_questions)",
+                         "give FastChat's question.jsonl, or '' to skip MT-Bench answers")
+
+
 def parse_suites(suites: str) -> tuple[str, ...]:
     """"main,latent" -> ("main", "latent"), in the order given; rejects unknown names."""
     names = tuple(s.strip() for s in suites.split(",") if s.strip())

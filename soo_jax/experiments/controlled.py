@@ -335,6 +335,9 @@ def report_from_dir(directory: pathlib.Path) -> str:
 def run_controlled(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=None,
                    fresh: bool = False) -> dict:
     """Runs (or resumes) every piece and writes the analysis; `fresh` moves an old OUT aside."""
+    from soo_jax.experiments.experiment import check_settings
+
+    check_settings(config)  # every value before OUT is claimed (issue 25)
     with run_dir.claim(plan.out_dir, experiment_settings(config, plan), kind="controlled experiment", fresh=fresh,
                        fresh_hint=FRESH_HINT):
         return _run(config, plan, progress=progress)

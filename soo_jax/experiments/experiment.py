@@ -33,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from soo_jax import run_dir
+from soo_jax.checks import number
 from soo_jax.eval import config as eval_config_lib
 from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.deception import headline, ordered_conditions
@@ -63,8 +64,19 @@ class ExperimentPlan:
         if "authors" in self.sets and not self.scenarios_file:
             raise ValueError("the 'authors' scenario set needs --scenarios FILE "
                              "(the authors' false_recommendation_scenarios.json)")
+        if self.scenarios_file:
+            from soo_jax.data.scenarios import check_scenarios_file
+
+            check_scenarios_file(self.scenarios_file)
         if not self.seeds:
             raise ValueError("give at least one seed")
+        for seed in self.seeds:
+            try:
+                number(seed, integer=True, low=0, high=2**32 - 1)
+            except ValueError as err:
+                raise ValueError(f"--seeds: each seed {err}") from None
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds: each seed once, got {self.seeds}")
         if self.adapters_from is not None:
             missing = [s for s in self.seeds if not self.has_adapter(s)]
             if missing:
@@ -127,9 +139,32 @@ def run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, p
                    fresh: bool = False) -> dict:
     """Runs (or resumes) every piece of the experiment and writes the aggregate; `fresh` moves an
     existing OUT aside first."""
+    check_before_claim(config, plan)
     with run_dir.claim(plan.out_dir, experiment_settings(config, plan), kind="experiment", fresh=fresh,
                        fresh_hint=FRESH_HINT):
         return _run_experiment(config, plan, progress=progress)
+
+
+def check_before_claim(config: ml_collections.ConfigDict, plan: ExperimentPlan) -> None:
+    """Every setting the experiment's pieces use, before OUT is claimed or a model loaded."""
+    check_settings(config, train=not all(plan.has_adapter(seed) for seed in plan.seeds))
+
+
+def check_settings(config: ml_collections.ConfigDict, *, train: bool = True) -> None:
+    """A multi-run experiment's settings, before its OUT is claimed or a model loaded: the
+    training settings (its runs start after minutes of base-model evaluation), the evaluation
+    settings and files, and the layer indices against the model's config.json alone."""
+    from soo_jax.models.loader import load_config, resolve_model_path
+    from soo_jax.train import config as train_config_lib
+    from soo_jax.train.loop import check_before_claim as check_training
+
+    train_config_lib.validate(config)
+    eval_config_lib.validate(config.eval)
+    eval_config_lib.check_files(config.eval)
+    model_path = resolve_model_path(config.model.path)
+    if train:
+        check_training(config, model_path)
+    eval_config_lib.validate_for_model(config.eval, load_config(model_path).num_layers)
 
 
 def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, progress=None) -> dict:

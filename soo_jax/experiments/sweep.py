@@ -98,11 +98,12 @@ PRESETS: dict[str, list[list[str]]] = {
 def parse_override(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
     if not value:
-        raise ValueError(f"override {text!r} is not key=value")
+        raise ValueError(f"--point {text!r}: an override is KEY=VALUE, e.g. loss.layers=(12,)")
     try:
         parsed = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        parsed = value
+        # nan and inf are floats (then refused by the range checks, by name), anything else a string
+        parsed = float(value) if value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity") else value
     return key.strip(), parsed
 
 
@@ -118,16 +119,25 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """A copy of `config` with the overrides set; ValueError names the override that is not
+    `key=value` of an existing key with a value of its type."""
     config = copy.deepcopy(config)
     for text in overrides:
         key, value = parse_override(text)
         node = config
         *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(f"unknown config key {key!r} in sweep override {text!r}")
-        node[leaf] = value
+        for depth, part in enumerate([*parents, leaf]):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                where = ".".join(["config", *key.split(".")[:depth]])
+                raise ValueError(f"--point {text!r}: unknown config key {key!r} ({where} has no field {part!r})")
+            if depth < len(parents):
+                node = node[part]
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as err:
+            expected = type(node[leaf]).__name__
+            raise ValueError(f"--point {text!r}: config.{key} takes a value of type {expected}, got {value!r}"
+                             ) from err
     return config
 
 
@@ -224,10 +234,43 @@ def run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir:
     aside); stored points are reused only for the settings that made them."""
     from soo_jax import run_dir
 
+    check_before_claim(config, grid, n_scenarios=n_scenarios, authors_file=authors_file)
     if fresh:
         run_dir.start_fresh(out_dir)
     with run_dir.DirLock(out_dir):
         return _run_sweep(config, grid, out_dir, n_scenarios=n_scenarios, authors_file=authors_file)
+
+
+def check_before_claim(config: ml_collections.ConfigDict, grid: list[list[str]], *, n_scenarios: int,
+                       authors_file: str) -> None:
+    """Every point's settings (training and evaluation, layer indices against the model's
+    config.json), the scenario count and the authors' file, before OUT is locked or a model loaded."""
+    from soo_jax.checks import number
+    from soo_jax.data.scenarios import check_scenarios_file
+    from soo_jax.eval import config as eval_config_lib
+    from soo_jax.models.loader import load_config, resolve_model_path
+    from soo_jax.train import config as train_config_lib
+    from soo_jax.train.loop import check_before_claim as check_training
+
+    try:
+        number(n_scenarios, integer=True, low=1)
+    except ValueError as err:
+        raise ValueError(f"--n_scenarios: {err}") from None
+    if authors_file:
+        check_scenarios_file(authors_file)
+    model_path = resolve_model_path(config.model.path)
+    num_layers = load_config(model_path).num_layers
+    for overrides in grid:
+        point = apply_overrides(config, overrides)
+        where = f"--point {';'.join(overrides)!r}: " if overrides else ""
+        try:
+            train_config_lib.validate(point)
+            check_training(point, model_path)
+            eval_config_lib.validate(point.eval)
+            eval_config_lib.check_files(point.eval)
+            eval_config_lib.validate_for_model(point.eval, num_layers)
+        except ValueError as err:
+            raise ValueError(f"{where}{err}") from None
 
 
 def _run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir: pathlib.Path, *,

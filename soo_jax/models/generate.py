@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from soo_jax.checks import field_number
 from soo_jax.data.batching import fixed_size_chunks, left_pad, padding_id
 from soo_jax.models.transformer import CausalLM, extend_cache, init_cache
 
@@ -38,12 +39,10 @@ class SamplingConfig:
     eos_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        object.__setattr__(self, "max_new_tokens", field_number("max_new_tokens", self.max_new_tokens,
+                                                                integer=True, low=1))
+        object.__setattr__(self, "temperature", field_number("temperature", self.temperature, low=0))
+        object.__setattr__(self, "top_p", field_number("top_p", self.top_p, low=0, high=1, low_open=True))
 
 
 def sample_token(logits: Array, key: Array, temperature: float, top_p: float) -> Array:

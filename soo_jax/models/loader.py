@@ -79,14 +79,21 @@ def load_config(path: str | pathlib.Path) -> ModelConfig:
     from transformers import AutoConfig
 
     path = pathlib.Path(path)
-    if not (path / "config.json").is_file():
+    config_file = path / "config.json"
+    if not config_file.is_file():
         raise FileNotFoundError(f"no config.json in {path}: not a Hugging Face model directory")
-    config = from_hf_config(AutoConfig.from_pretrained(str(path)))
+    try:  # a damaged or foreign config.json: one line naming the file, not transformers' traceback
+        config = from_hf_config(AutoConfig.from_pretrained(str(path)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{config_file} is not a usable model config ({' '.join(str(err).split())[:300]}); "
+                         f"repair it, or download or convert the model again") from err
     # Chat models often end a turn with a token listed only in generation_config.json
     # (Gemma-2-it: <end_of_turn>); generation must stop there too.
     generation_file = path / "generation_config.json"
     if generation_file.is_file():
-        eos = json.loads(generation_file.read_text()).get("eos_token_id")
+        from soo_jax.run_dir import read_json
+
+        eos = read_json(generation_file).get("eos_token_id")
         eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
         config = config.replace(eos_token_ids=tuple(sorted(set(config.eos_token_ids) | set(eos))))
     return config
@@ -245,9 +252,10 @@ def resolve_model_path(path: str | pathlib.Path) -> pathlib.Path:
 
         return cached_gguf_import(path)
     if not path.exists():
-        raise FileNotFoundError(f"model path not found: {path}")
+        raise FileNotFoundError(f"model path not found: {path}; give a Hugging Face model directory, a .gguf "
+                                f"file, or 'embedded'")
     if not path.is_dir():
-        raise ValueError(f"{path} is neither a model directory nor a .gguf file")
+        raise ValueError(f"{path} is neither a model directory nor a .gguf file; give one of those, or 'embedded'")
     return path
 
 

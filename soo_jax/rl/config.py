@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
+from soo_jax.checks import field_flag, number
 from soo_jax.rl.env import BOOKKEEPING_ORIGINS, EnvParams, reward_mode_id
 from soo_jax.rl.maddpg.core import MADDPGHyper
 from soo_jax.rl.soo import SOO_MODES, SOO_TARGETS, SOOConfig
@@ -187,6 +188,20 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config.{key}: {message}")
 
 
+def _get(config: ConfigDict, key: str):
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _check_number(key: str, value, **bounds) -> None:
+    try:
+        number(value, **bounds)
+    except ValueError as err:
+        raise ConfigError(f"config.{key}: {err}") from None
+
+
 def stages(config: ConfigDict) -> tuple[str, ...]:
     """The stages `config.stage` may name (besides "all"): a factorial's are its baselines, arms
     and evaluation."""
@@ -197,24 +212,44 @@ def stages(config: ConfigDict) -> tuple[str, ...]:
 
 def validate(config: ConfigDict) -> None:
     """Checks values the jitted code cannot check itself; errors name the offending key."""
+    _require(isinstance(config.workdir, str) and bool(config.workdir.strip()), "workdir",
+             f"must name an output directory, got {config.workdir!r}")
     allowed = stages(config)
     _require(config.stage == "all" or config.stage in allowed, "stage",
              f"must be 'all' or one of {allowed}, got {config.stage!r}")
     if "arms" in config:
         validate_arms(config)
     _require(len(config.seeds) > 0, "seeds", "needs at least one seed")
+    for seed in config.seeds:
+        _check_number("seeds", seed, integer=True, low=0, high=2**31 - 1)
     _require(len(set(config.seeds)) == len(config.seeds), "seeds", "seeds must be distinct")
+    for key in ("chunk_episodes", "checkpoint_every_chunks", "log_every_chunks", "env.episode_length",
+                "baseline.n_episodes", "finetune.n_episodes", "evaluate.threshold_episodes",
+                "evaluate.classification_eval_seeds", "evaluate.episode_batch"):
+        _check_number(key, _get(config, key), integer=True, low=1)
+    _check_number("evaluate.grid_size", config.evaluate.grid_size, integer=True, low=2)
+    _check_number("evaluate.classification_sight_radius", config.evaluate.classification_sight_radius,
+                  low=0, low_open=True)
+    for key in ("env.trap_check_at_reset", "finetune.log_mse"):
+        try:
+            field_flag(key, _get(config, key))
+        except ValueError as err:
+            raise ConfigError(f"config.{err}") from None
+    try:  # MADDPGHyper and SOOConfig hold their fields' valid ranges
+        maddpg_hyper(config)
+    except ValueError as err:
+        field, _, message = str(err).partition(": ")
+        raise ConfigError(f"config.{'env' if field == 'episode_length' else 'maddpg'}.{field}: {message}") from None
     _require(config.env.bookkeeping_origin in BOOKKEEPING_ORIGINS, "env.bookkeeping_origin",
              f"must be one of {sorted(BOOKKEEPING_ORIGINS)}, got {config.env.bookkeeping_origin!r}")
     validate_finetune(config.finetune, "finetune")
+    try:
+        soo_config(config, "soo")
+    except ValueError as err:
+        raise ConfigError(f"config.{err}") from None
     m = config.maddpg
-    for key in ("batch_size", "buffer_size", "steps_per_update", "hidden_dim",
-                "n_exploration_episodes", "ou_draws_per_step"):
-        _require(m[key] > 0, f"maddpg.{key}", f"must be positive, got {m[key]}")
     _require(m.batch_size <= m.buffer_size, "maddpg.batch_size",
              f"{m.batch_size} exceeds maddpg.buffer_size={m.buffer_size}")
-    _require(config.env.episode_length > 0, "env.episode_length", "must be positive")
-    _require(config.chunk_episodes > 0, "chunk_episodes", "must be positive")
     steps = config.chunk_episodes * config.env.episode_length
     _require(steps % m.steps_per_update == 0, "chunk_episodes",
              f"{config.chunk_episodes} episodes x {config.env.episode_length} steps must be a "
@@ -225,14 +260,13 @@ def validate(config: ConfigDict) -> None:
         _require(n > 0 and n % config.chunk_episodes == 0, key,
                  f"must be a positive multiple of chunk_episodes={config.chunk_episodes}, got {n}")
     e = config.evaluate
-    _require(e.threshold_episodes > 0, "evaluate.threshold_episodes", "must be positive")
-    _require(e.classification_eval_seeds > 0, "evaluate.classification_eval_seeds",
-             "must be positive")
     if "paper_view_eval_seeds" in e:
         _require(e.paper_view_eval_seeds > 0 and e.threshold_episodes % e.paper_view_eval_seeds == 0,
                  "evaluate.paper_view_eval_seeds",
                  f"must divide evaluate.threshold_episodes={e.threshold_episodes}, got {e.paper_view_eval_seeds}")
     counts = tuple(e.classification_episode_counts)
+    for count in counts:
+        _check_number("evaluate.classification_episode_counts", count, integer=True, low=1)
     _require(len(counts) > 0 and min(counts) > 0 and list(counts) == sorted(counts),
              "evaluate.classification_episode_counts", f"must be increasing positives, got {counts}")
 

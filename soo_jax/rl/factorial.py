@@ -35,7 +35,7 @@ RECENT_WRITE_S = 30 * 60
 def _refuse_if_written_by_an_unlocked_process(directory: pathlib.Path) -> None:
     lock = directory.parent / run_dir.LOCK_NAME
     if lock.exists() or not directory.is_dir():
-        return  # a lock is checked by DirLock itself (live holder: refused; stale: taken over)
+        return  # a lock is checked by DirLock itself (held: refused; a killed holder's file: free)
     files = [p for p in directory.rglob("*") if p.is_file()]
     age = time.time() - max((p.stat().st_mtime for p in files), default=0.0)
     if files and age < RECENT_WRITE_S:

@@ -142,6 +142,8 @@ def run_pool(workdirs: list[str], out_dir, log=functools.partial(print, flush=Tr
     replicates = [{"workdir": e["workdir"], "seeds": e["results"]["seeds"], "results_sha256": e["results_sha256"],
                    "evaluate_commit": e["results"]["evaluate_commit"]} for e in evaluations]
     out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise run_dir.RunDirError(f"--out {out_dir} is a file, not a directory; choose another --out")
     done = out_dir / "results.json"
     if done.exists():
         previous = run_dir.read_json(done)
@@ -151,7 +153,7 @@ def run_pool(workdirs: list[str], out_dir, log=functools.partial(print, flush=Tr
         raise run_dir.RunDirError(f"{out_dir} holds a pooling of other runs or of earlier results of them "
                                   f"({', '.join(r['workdir'] for r in previous.get('replicates', []))}); "
                                   "choose another --out or rerun with --fresh")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.prepare_directory(out_dir)  # a file, or a read-only place: one line naming it
     log(f"[pool] {len(evaluations)} runs, {sum(len(r['seeds']) for r in replicates)} training seeds")
     pooled = pool_results([e["results"] for e in evaluations])
     pooled.update({"replicates": replicates, "stages": _stages(evaluations),

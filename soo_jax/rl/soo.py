@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from soo_jax.checks import field_flag, field_number
 from soo_jax.rl.env import BLUE, BLUE_ADVERSARY_SLICE, BLUE_TRAP_SLICE, OBS_DIMS
 from soo_jax.rl.maddpg.buffer import Batch
 from soo_jax.rl.maddpg.core import Agents, MADDPGHyper
@@ -55,6 +56,12 @@ class SOOConfig:
             raise ValueError(f"finetune.mode must be one of {SOO_MODES}, got {self.mode!r}")
         if self.soo_target not in SOO_TARGETS:
             raise ValueError(f"finetune.soo_target must be one of {SOO_TARGETS}, got {self.soo_target!r}")
+        # Valid ranges (NaN and infinity never valid); errors name the RL config's key.
+        for name, bounds in (("soo_weight", dict(low=0)), ("capability_weight", dict(low=0)),
+                             ("random_weight", dict(low=0)), ("sight_radius", dict(low=0, low_open=True)),
+                             ("position_clip", dict(low=0, high=1, low_open=True))):
+            object.__setattr__(self, name, field_number(f"finetune.{name}", getattr(self, name), **bounds))
+        object.__setattr__(self, "log_mse", field_flag("finetune.log_mse", self.log_mse))
 
 
 def is_self_obs(blue_obs: jax.Array) -> jax.Array:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from soo_jax import checks
 from soo_jax.data.pairs import PAIRINGS
 from soo_jax.lora import LoRAConfig
 from soo_jax.models.transformer import REMAT_POLICIES
@@ -84,7 +85,7 @@ def _fail(key: str, message: str):
 def _fail_field(section: str, error: ValueError):
     """A config dataclass's "<field>: <problem>" error as `config.<section>.<field>: <problem>`."""
     field, _, message = str(error).partition(": ")
-    _fail(f"{section}.{field}", message)
+    _fail(f"{section}.{field}" if section else field, message)
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
@@ -96,16 +97,39 @@ def validate(c: ml_collections.ConfigDict) -> None:
         _fail("model.param_dtype", f"{c.model.param_dtype!r} is not one of {DTYPES} or ''")
     if c.model.remat not in REMAT_POLICIES:
         _fail("model.remat", f"{c.model.remat!r} is not one of {tuple(REMAT_POLICIES)}")
+    if not isinstance(c.model.path, str) or not c.model.path:
+        _fail("model.path", f"must be a model directory, a .gguf file or 'embedded', got {c.model.path!r}")
     loss_config(c)
     if c.data.pairing not in PAIRINGS:
         _fail("data.pairing", f"{c.data.pairing!r} is not one of {PAIRINGS}")
-    for key in ("epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios"):
-        if int(c.train[key]) < 1:
-            _fail(f"train.{key}", f"must be >= 1, got {c.train[key]!r}")
+    # Valid ranges of the sections without a dataclass of their own (NaN and infinity never valid).
+    ranges = {"data.pad_to_multiple_of": dict(integer=True, low=1), "data.max_length": dict(integer=True, low=1),
+              "train.seed": dict(integer=True, low=0, high=2**32 - 1)}
+    ranges.update({f"train.{key}": dict(integer=True, low=1) for key in (
+        "epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios")})
+    for key, bounds in ranges.items():
+        section, name = key.split(".")
+        try:
+            checks.field_number(key, c[section][name], **bounds)
+        except ValueError as e:
+            _fail_field("", e)
+    for key in ("model.scan_layers", "data.chat_template", "train.export_adapter", "train.evaluate"):
+        section, name = key.split(".")
+        try:
+            checks.field_flag(key, c[section][name])
+        except ValueError as e:
+            _fail_field("", e)
     if c.train.batch_size % c.train.grad_accum:
-        _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches")
+        _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches "
+                                  f"(train.grad_accum); use a multiple of it")
+    if not isinstance(c.train.out_dir, str) or not c.train.out_dir.strip():
+        _fail("train.out_dir", f"must name an output directory, got {c.train.out_dir!r}")
     optimizer_config(c, total_steps=1)  # the schedule's name is checked here, not after the model has loaded
     for axis in ("data", "fsdp", "tensor"):
+        try:
+            checks.field_number(f"mesh.{axis}", c.mesh[axis], integer=True)
+        except ValueError as e:
+            _fail_field("", e)
         if c.mesh[axis] == 0 or c.mesh[axis] < -1:
             _fail(f"mesh.{axis}", f"must be a positive size or -1 (the remaining devices), got {c.mesh[axis]}")
     if [c.mesh[a] for a in ("data", "fsdp", "tensor")].count(-1) > 1:
@@ -113,12 +137,23 @@ def validate(c: ml_collections.ConfigDict) -> None:
     lora_config(c)
 
 
+def validate_for_model(c: ml_collections.ConfigDict, num_layers: int) -> None:
+    """The settings whose range is the model's shape (its config.json alone tells it, read before
+    anything is written): loss.layers and lora.layers index its `num_layers` layers."""
+    for key in ("loss.layers", "lora.layers"):
+        section, name = key.split(".")
+        try:
+            checks.field_indices(key, c[section][name], size=num_layers)
+        except ValueError as e:
+            _fail_field("", e)
+
+
 def lora_config(c: ml_collections.ConfigDict) -> LoRAConfig:
     try:
-        return LoRAConfig(rank=int(c.lora.rank), alpha=float(c.lora.alpha), dropout=float(c.lora.dropout),
+        return LoRAConfig(rank=c.lora.rank, alpha=c.lora.alpha, dropout=c.lora.dropout,
                           targets=tuple(c.lora.targets), layers=tuple(c.lora.layers) or None)
     except ValueError as e:
-        _fail("lora", str(e))
+        _fail_field("lora", e)
 
 
 def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
@@ -134,9 +169,10 @@ def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
 
 def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:
     o = c.optimizer
-    values = dict(learning_rate=float(o.learning_rate), warmup_steps=int(o.warmup_steps), total_steps=int(total_steps),
-                  schedule=o.schedule, weight_decay=float(o.weight_decay), b1=float(o.b1), b2=float(o.b2),
-                  eps=float(o.eps), max_grad_norm=float(o.max_grad_norm) if o.max_grad_norm else None)
+    # OptimizerConfig checks each value's type and range (max_grad_norm 0: no clipping).
+    values = dict(learning_rate=o.learning_rate, warmup_steps=o.warmup_steps, total_steps=int(total_steps),
+                  schedule=o.schedule, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2,
+                  eps=o.eps, max_grad_norm=o.max_grad_norm)
     try:
         return OptimizerConfig(**values)
     except ValueError as e:

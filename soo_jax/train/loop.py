@@ -21,7 +21,7 @@ from soo_jax import run_dir
 from soo_jax.data.batching import PairBatch, batch_pairs
 from soo_jax.data.pairs import PromptPair, batch_indices, steps_per_epoch, training_pairs
 from soo_jax.lora import apply_lora
-from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+from soo_jax.models.loader import from_pretrained, load_config, load_tokenizer, resolve_model_path
 from soo_jax.peft_io import export_peft_adapter
 from soo_jax.sharding import DEFAULT_RULES
 from soo_jax.train import config as run_config
@@ -55,7 +55,8 @@ class Schedule:
         self.num_pairs, self.batch_size, self.grad_accum, self.seed = num_pairs, batch_size, grad_accum, seed
         self.steps_per_epoch = steps_per_epoch(num_pairs, batch_size, drop_remainder=True)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size {batch_size} exceeds the {num_pairs} training pairs")
+            raise ValueError(f"config.train.batch_size: {batch_size} exceeds the {num_pairs} training pairs; "
+                             f"use at most {num_pairs}")
         self.total_steps = epochs * self.steps_per_epoch
 
     def position(self, step: int) -> tuple[int, int]:
@@ -153,6 +154,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     initialize_distributed()
     out_dir = pathlib.Path(c.train.out_dir).absolute()
     model_path = resolve_model_path(c.model.path)
+    check_before_claim(c, model_path)
     with run_dir.claim(out_dir, train_settings(c, model_path), kind="train", fresh=fresh, fresh_hint=FRESH_HINT,
                        legacy_settings=_legacy_settings(model_path), info={"model": str(model_path)},
                        enabled=_is_main_process()):
@@ -160,6 +162,23 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
             _remove_orphans(out_dir)
         return _train(c, out_dir, model_path, evaluate=evaluate, stop_after=stop_after,
                       resume_from_previous=resume_from_previous)
+
+
+def check_before_claim(c: ml_collections.ConfigDict, model_path: pathlib.Path) -> None:
+    """What `run_config.validate` cannot check alone, checked before the run directory is claimed
+    (a run refused here leaves it as it was): layer indices against the model's config.json (read
+    alone, no weights), the mesh against the devices, the batch against the training pairs."""
+    run_config.validate_for_model(c, load_config(model_path).num_layers)
+    try:
+        mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
+    except ValueError as err:
+        raise ValueError(f"config.mesh: {err}") from None
+    schedule = Schedule(len(training_pairs(c.data.pairing)), int(c.train.batch_size), int(c.train.grad_accum),
+                        int(c.train.epochs), int(c.train.seed))
+    try:
+        check_global_batch(mesh, schedule.batch_size // schedule.grad_accum)
+    except ValueError as err:
+        raise ValueError(f"config.train.batch_size / config.train.grad_accum / config.mesh: {err}") from None
 
 
 def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: pathlib.Path, *,
@@ -171,10 +190,6 @@ def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: path
     model = from_pretrained(model_path, dtype=c.model.dtype, param_dtype=c.model.param_dtype or None, mesh=mesh,
                             rules=DEFAULT_RULES, progress=_is_main_process(),
                             scan_layers=bool(c.model.scan_layers), remat=c.model.remat)
-    num_layers = model.config.num_layers
-    bad = [i for i in c.loss.layers if not 0 <= int(i) < num_layers]
-    if bad:
-        raise ValueError(f"config.loss.layers: {bad} out of range for a {num_layers}-layer model")
     lora_cfg = run_config.lora_config(c)
     loss_cfg = run_config.loss_config(c)
     apply_lora(model, lora_cfg, rngs=nnx.Rngs(params=int(c.train.seed), dropout=int(c.train.seed)))

@@ -18,6 +18,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from soo_jax.checks import field_number
 from soo_jax.lora import lora_linears, set_dropout
 from soo_jax.models.transformer import CausalLM
 from soo_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec, state_shardings
@@ -133,8 +134,18 @@ class OptimizerConfig:
         # Each message starts with the field's name: a run config reports it as `config.optimizer.<field>: ...`.
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule: {self.schedule!r} is not one of {SCHEDULES}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate: must be > 0, got {self.learning_rate}")
+        # Valid ranges: NaN and infinity are never valid (soo_jax.checks).
+        for name, bounds in (("learning_rate", dict(low=0, low_open=True)), ("weight_decay", dict(low=0)),
+                             ("b1", dict(low=0, high=1, high_open=True)), ("b2", dict(low=0, high=1, high_open=True)),
+                             ("eps", dict(low=0, low_open=True))):
+            object.__setattr__(self, name, field_number(name, getattr(self, name), **bounds))
+        object.__setattr__(self, "warmup_steps", field_number("warmup_steps", self.warmup_steps, integer=True, low=0))
+        object.__setattr__(self, "total_steps", field_number("total_steps", self.total_steps, integer=True, low=1))
+        if self.max_grad_norm is not None:
+            norm = field_number("max_grad_norm", self.max_grad_norm)
+            if norm < 0:
+                raise ValueError(f"max_grad_norm: must be > 0, or 0 for no clipping, got {norm!r}")
+            object.__setattr__(self, "max_grad_norm", norm or None)
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:

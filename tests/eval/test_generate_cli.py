@@ -3,6 +3,7 @@ import importlib.util
 import pathlib
 
 import pytest
+from absl import flags
 
 from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
 from soo_jax.data.scenarios import main_scenarios
@@ -25,6 +26,9 @@ def test_scenario_prompts_are_the_evaluations():
     args = generate.parse_args(["--scenario", "0"])
     assert args.prompt == [] and args.scenario == [0] and args.max_new_tokens == 75
     assert not args.raw and args.temperature == 0.0  # chat template, greedy: as evaluate.py asks
-    for bad in ([], ["--scenario", "-1"]):
-        with pytest.raises(SystemExit):
+    for bad, message in (([], "give --prompt TEXT or --scenario N"), (["--scenario", "-1"], "--scenario: must be >= 0"),
+                         (["--top_p", "nan", "--prompt", "x"], "--top_p: must be a finite number, got nan")):
+        with pytest.raises(ValueError, match=message):
             generate.parse_args(bad)
+    with pytest.raises(flags.Error, match="--scenario"):
+        generate.parse_args(["--scenario", "abc"])

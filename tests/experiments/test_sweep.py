@@ -1,6 +1,7 @@
 """The sweep: overrides, held-out scenarios, and the fixed selection rule on a tiny model."""
 
 import json
+import math
 
 import pytest
 
@@ -16,8 +17,14 @@ def test_overrides_parse_and_reject_unknown_keys():
     assert parse_override("loss.pooling=last") == ("loss.pooling", "last")
     c = apply_overrides(get_config(), ["loss.layers=(0,)", "optimizer.learning_rate=1e-3"])
     assert tuple(c.loss.layers) == (0,) and c.optimizer.learning_rate == 1e-3
-    with pytest.raises(KeyError, match="loss.layerz"):
+    with pytest.raises(ValueError, match=r"--point 'loss.layerz=\(1,\)': unknown config key 'loss.layerz' "
+                                         r"\(config.loss has no field 'layerz'\)"):
         apply_overrides(get_config(), ["loss.layerz=(1,)"])
+    with pytest.raises(ValueError, match="unknown config key 'nokey'"):
+        apply_overrides(get_config(), ["nokey=1"])
+    with pytest.raises(ValueError, match="config.lora.rank takes a value of type int, got 'abc'"):
+        apply_overrides(get_config(), ["lora.rank=abc"])
+    assert math.isnan(parse_override("optimizer.learning_rate=nan")[1])  # a float, refused by its range check
 
 
 def test_held_out_scenarios_avoid_the_test_split(reference_dir):

@@ -140,13 +140,13 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step_and_exits_nonzero(tiny_m
 
 
 def test_a_second_process_on_a_locked_directory_is_refused(tiny_model, tmp_path):
+    from tests.test_run_dir import hold_lock
+
     out = tmp_path / "run"
-    out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    holder = hold_lock(out)
     try:
-        (out / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now"}))
         line = error_line(run(train_args(tiny_model, out)))
-        assert f"in use by pid {holder.pid}" in line
+        assert f"in use by pid {holder.pid} on {socket.gethostname()} since" in line
         assert not (out / "checkpoints").exists()
     finally:
         holder.kill()

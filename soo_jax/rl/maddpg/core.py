@@ -16,11 +16,24 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from soo_jax.checks import field_number
 from soo_jax.rl.env import ACTION_DIM, BLUE, NUM_AGENTS, OBS_DIMS
 from soo_jax.rl.maddpg.buffer import Batch, ReplayBuffer, sample
 from soo_jax.rl.maddpg.networks import MLP, NetState, apply_eval, apply_train, init_net
 
 CRITIC_IN_DIM = sum(OBS_DIMS) + NUM_AGENTS * ACTION_DIM
+
+
+# Valid ranges of MADDPGHyper's fields (NaN and infinity are never valid).
+RANGES = {
+    "hidden_dim": dict(integer=True, low=1), "lr": dict(low=0, low_open=True), "gamma": dict(low=0, high=1),
+    "tau": dict(low=0, high=1, low_open=True), "grad_clip": dict(low=0, low_open=True),
+    "actor_output_penalty": dict(low=0), "batch_size": dict(integer=True, low=1),
+    "buffer_size": dict(integer=True, low=1), "steps_per_update": dict(integer=True, low=1),
+    "episode_length": dict(integer=True, low=1), "init_noise_scale": dict(low=0), "final_noise_scale": dict(low=0),
+    "n_exploration_episodes": dict(integer=True, low=1), "ou_theta": dict(low=0), "ou_sigma": dict(low=0),
+    "ou_mu": dict(), "ou_draws_per_step": dict(integer=True, low=1), "buffer_action_scale": dict(low=0, low_open=True),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +61,11 @@ class MADDPGHyper:
     # consistent variants.
     ou_draws_per_step: int = 3
     buffer_action_scale: float = 5.0
+
+    def __post_init__(self):
+        # Each message starts with the field's name: the RL config reports it as `config.maddpg.<field>: ...`.
+        for name, bounds in RANGES.items():
+            object.__setattr__(self, name, field_number(name, getattr(self, name), **bounds))
 
     @property
     def policy(self) -> MLP:
