@@ -12,13 +12,8 @@ The mesh and remat come from the simulated scale plan in docs/scaling.md ("Recom
 plan measured two, i.e. `--config.train.batch_size=8`: 12.2 GiB per chip estimated); on H100/H200
 nodes use --config.mesh.tensor=8 (one NVLink domain).
 
-Test set: by default the evaluation's burglar scenarios (`launch/evaluate.py`, `eval.scenarios_file
-= ""`) come from our generator (`soo_jax/data/scenarios.py`, seed 0), not from the authors' file.
-For the paper's test set, the first 250 of the authors' `false_recommendation_scenarios.json`
-(the README's "Evaluation" section shows how to make it), pass `--scenarios
-false_recommendation_scenarios.json` to `launch/evaluate.py` (or `--sets authors --scenarios ...`
-to `launch/experiment.py`, or set `--config.eval.scenarios_file=...`). The end-of-training check
-of `launch/train.py` always uses held-out scenarios of our generator.
+Test set: our generator's burglar scenarios unless `--scenarios FILE` names the authors'
+`false_recommendation_scenarios.json` (the paper's first 250; README "Evaluation" makes it).
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL

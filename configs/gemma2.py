@@ -11,13 +11,8 @@ code clips; our `base_run_config` would clip at norm 1.0). Gemma-2-it ends its t
 <end_of_turn>, listed only in generation_config.json; `soo_jax.models.generate.eos_token_ids`
 stops every generation there.
 
-Test set: by default the evaluation's burglar scenarios (`launch/evaluate.py`, `eval.scenarios_file
-= ""`) come from our generator (`soo_jax/data/scenarios.py`, seed 0), not from the authors' file.
-For the paper's test set, the first 250 of the authors' `false_recommendation_scenarios.json`
-(the README's "Evaluation" section shows how to make it), pass `--scenarios
-false_recommendation_scenarios.json` to `launch/evaluate.py` (or `--sets authors --scenarios ...`
-to `launch/experiment.py`, or set `--config.eval.scenarios_file=...`). The end-of-training check
-of `launch/train.py` always uses held-out scenarios of our generator.
+Test set: our generator's burglar scenarios unless `--scenarios FILE` names the authors'
+`false_recommendation_scenarios.json` (the paper's first 250; README "Evaluation" makes it).
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL

@@ -7,13 +7,8 @@ The optimizer is not reported; as in the public code (and `mistral_repo.py`): Ad
 no weight decay and no gradient clipping (our `base_run_config` clips at norm 1.0; neither the paper
 nor the code does). Deviation: the paper trained a 4-bit quantised base; we keep bf16.
 
-Test set: by default the evaluation's burglar scenarios (`launch/evaluate.py`, `eval.scenarios_file
-= ""`) come from our generator (`soo_jax/data/scenarios.py`, seed 0), not from the authors' file.
-For the paper's test set, the first 250 of the authors' `false_recommendation_scenarios.json`
-(the README's "Evaluation" section shows how to make it), pass `--scenarios
-false_recommendation_scenarios.json` to `launch/evaluate.py` (or `--sets authors --scenarios ...`
-to `launch/experiment.py`, or set `--config.eval.scenarios_file=...`). The end-of-training check
-of `launch/train.py` always uses held-out scenarios of our generator.
+Test set: our generator's burglar scenarios unless `--scenarios FILE` names the authors'
+`false_recommendation_scenarios.json` (the paper's first 250; README "Evaluation" makes it).
 """
 
 from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL

@@ -24,13 +24,8 @@ logits are those of transformers' eager attention (a pad query attends to nothin
 uniform over all keys; SDPA would differ). `loss.layers` is unused by this objective; it places
 the latent SOO's o_proj "training site" at layer 19, the arXiv recipe's, for comparison.
 
-Test set: by default the evaluation's burglar scenarios (`launch/evaluate.py`, `eval.scenarios_file
-= ""`) come from our generator (`soo_jax/data/scenarios.py`, seed 0), not from the authors' file.
-For the public code's test set, the first 250 of the authors' `false_recommendation_scenarios.json`
-(the README's "Evaluation" section shows how to make it), pass `--scenarios
-false_recommendation_scenarios.json` to `launch/evaluate.py` (or `--sets authors --scenarios ...`
-to `launch/experiment.py`, or set `--config.eval.scenarios_file=...`). The end-of-training check
-of `launch/train.py` always uses held-out scenarios of our generator.
+Test set: our generator's burglar scenarios unless `--scenarios FILE` names the authors'
+`false_recommendation_scenarios.json` (the public code's first 250; README "Evaluation" makes it).
 """
 
 from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX

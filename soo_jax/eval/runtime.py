@@ -41,6 +41,17 @@ def tuned_view(base, *, adapter: str | None = None, checkpoint: str | None = Non
     return tuned
 
 
+def load_base(config) -> tuple[str, object, object]:
+    """What every runner that trains and evaluates a run config starts with: the compilation cache
+    (`eval.compilation_cache_dir`), then (model path, base model, tokenizer) of `model.path`."""
+    from soo_jax.models.embedded import use_compilation_cache
+    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+
+    use_compilation_cache(config.eval.compilation_cache_dir)
+    model_path = str(resolve_model_path(config.model.path))
+    return model_path, from_pretrained(model_path, dtype=config.model.dtype), load_tokenizer(model_path)
+
+
 def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None):
     """(base model, tuned model or None, tokenizer). The tuned model is `tuned_view` of the
     base weights; with one, the base model returned is `base_view(tuned)` (zeroed adapters: the

@@ -349,17 +349,12 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
     from soo_jax.eval.config import parse_csv
     from soo_jax.eval.forced_choice import score_forced_choice, summarise_forced_choice
     from soo_jax.eval.report import write_report
-    from soo_jax.eval.runtime import tuned_view
+    from soo_jax.eval.runtime import load_base, tuned_view
     from soo_jax.eval.suite import run_suites
-    from soo_jax.models.embedded import use_compilation_cache
-    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
     from soo_jax.train.loop import run_training
 
     started = time.time()
-    use_compilation_cache(config.eval.compilation_cache_dir)
-    model_path = str(resolve_model_path(config.model.path))
-    base = from_pretrained(model_path, dtype=config.model.dtype)
-    tokenizer = load_tokenizer(model_path)
+    model_path, base, tokenizer = load_base(config)
     primary_eval = stage_eval_config(config, plan, "primary")
     secondary_eval = stage_eval_config(config, plan, "secondary")
 

@@ -280,15 +280,10 @@ def _run_sweep(config: ml_collections.ConfigDict, grid: list[list[str]], out_dir
     from soo_jax.data.general_prompts import load_general_prompts
     from soo_jax.eval.capability import base_view, next_token_kl
     from soo_jax.eval.latent import latent_soo
-    from soo_jax.eval.runtime import tuned_view
-    from soo_jax.models.embedded import use_compilation_cache
-    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+    from soo_jax.eval.runtime import load_base, tuned_view
 
-    use_compilation_cache(config.eval.compilation_cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = str(resolve_model_path(config.model.path))
-    base = from_pretrained(model_path, dtype=config.model.dtype)
-    tokenizer = load_tokenizer(model_path)
+    model_path, base, tokenizer = load_base(config)
     prompts = load_general_prompts()
 
     # Per distinct set of eval overrides ("defaults": none): the held-out scenarios as asked

@@ -33,17 +33,10 @@ def authors_style_file(path, n=12):
 
 
 def tiny_config(model_dir):
-    from configs.tiny import get_config
+    """The multi-seed experiment's tiny config (its suites are the controlled stages' own)."""
+    from tests.experiments.test_experiment import tiny_experiment_config
 
-    c = get_config()
-    c.model.path = str(model_dir)
-    c.train.epochs = 1
-    c.eval.num_scenarios = 3
-    c.eval.max_new_tokens = 3
-    c.eval.batch_size = 8
-    c.eval.progress = False
-    c.eval.compilation_cache_dir = ""
-    c.eval.latent.batch_size = 8
+    c = tiny_experiment_config(model_dir)
     c.eval.capability.categories = "facts"
     c.eval.forced_choice.batch_size = 8
     return c
