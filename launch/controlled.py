@@ -57,6 +57,8 @@ def main(argv):
         print(report_from_dir(directory))
         return
     config = _CONFIG.value
+    if config is None:
+        cli.fail("--config FILE is required, e.g. --config configs/smollm2.py:controlled")
     plan = ControlledPlan(seeds=_ints("seeds", FLAGS.seeds), arms=tuple(a.strip() for a in FLAGS.arms.split(",")
                                                                          if a.strip()),
                           scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
@@ -68,4 +70,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    # --report_from reads finished data and needs no config.
+    cli.run(main, config_required="--report_from" not in " ".join(sys.argv) or "--config" in " ".join(sys.argv))
