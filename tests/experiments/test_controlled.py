@@ -150,3 +150,27 @@ def test_screen_only_reads_the_selection_set_and_nothing_else(tiny_model, tmp_pa
         "manifest.json", "results.md", "screen"]
     text = (tmp_path / "screen" / "results.md").read_text()
     assert "**Screen**" in text and "beyond position" in text
+
+
+@pytest.mark.slow
+def test_launcher_reports_from_the_data_files_without_a_config(tmp_path):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from soo_jax.experiments.controlled import per_seed_csv
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    per_seed = {"soo": {0: {"fc_log_odds": 0.5}, 1: {"fc_log_odds": 0.2}},
+                "lm": {0: {"fc_log_odds": 0.1}, 1: {"fc_log_odds": 0.3}}, "mismatched": {}, "perturbation": {}}
+    (tmp_path / "per_seed.csv").write_text(per_seed_csv(per_seed, {"fc_log_odds": 0.3}))
+    (tmp_path / "plan.json").write_text(json.dumps({"seeds": [0, 1], "arms": list(per_seed)}))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(repo)}
+    run = lambda *args: subprocess.run([sys.executable, str(repo / "launch" / "controlled.py"), *args],  # noqa: E731
+                                       capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    proc = run("--report_from", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "**Primary test (final)**" in proc.stdout and "+0.1500" in proc.stdout  # mean of 0.4 and -0.1
+    missing = run("--report_from", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: --report_from")
