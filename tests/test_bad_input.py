@@ -34,6 +34,9 @@ NO_CONFIG = ("generate", "rl_pool")
 def _launcher(name: str):
     """launch/<name>.py loaded as a module; its flags, the signal handlers and log filters that
     cli.run installs are removed again afterwards."""
+    foreign = _foreign_flags()  # (test_evaluate_cli imports launch/evaluate.py, whose flags stay)
+    for flag in foreign:
+        delattr(flags.FLAGS, flag)
     names = set(flags.FLAGS)
     try:
         with _launcher_state():
@@ -46,6 +49,19 @@ def _launcher(name: str):
     finally:
         for flag in set(flags.FLAGS) - names:
             delattr(flags.FLAGS, flag)
+        for flag_name, flag in foreign.items():
+            flags.FLAGS[flag_name] = flag
+
+
+def _foreign_flags() -> dict:
+    """The flags on the global FlagValues that neither absl nor soo_jax.cli defined (another
+    test's launcher module): name -> flag."""
+    out = {}
+    for name in list(flags.FLAGS):
+        module = flags.FLAGS.find_module_defining_flag(name)
+        if not (module and (module.startswith("absl") or module == "soo_jax.cli")):
+            out[name] = flags.FLAGS[name]
+    return out
 
 
 def launch(name: str, *args, capsys) -> tuple[int, str]:

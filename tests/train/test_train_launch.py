@@ -47,7 +47,7 @@ def test_launch_train_runs_end_to_end(tiny_model, tmp_path):
     for expected in ("PEFT adapter:", "checkpoints:", "metrics:", "before/after evaluation:"):
         assert expected in proc.stderr
     evaluation = json.loads((out / "before_after.json").read_text())
-    assert set(evaluation["deception"]) == {"before", "after"}
+    assert set(evaluation["forced_choice"]) == {"before", "after"}  # generated answers are optional
     assert evaluation["latent_soo"]["layer"] == 1 and evaluation["latent_soo"]["site"] == "o_proj"
     # The run lowered the SOO value at the training site on the training pairs; the held-out
     # latent measurement at that site moves the same way.
