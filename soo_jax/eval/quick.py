@@ -11,10 +11,11 @@ from __future__ import annotations
 import ml_collections
 
 from soo_jax.data.scenarios import held_out_scenarios
-from soo_jax.eval import deception, forced_choice, latent
+from soo_jax.eval import deception, latent
 from soo_jax.eval.capability import base_view
 from soo_jax.eval.runtime import evaluation_view
 from soo_jax.eval.config import default_eval_config
+from soo_jax.eval.suite import forced_choice_views
 
 __all__ = ["quick_before_after", "format_summary"]
 
@@ -59,17 +60,14 @@ def quick_before_after(base_model, tuned_model, tokenizer,
         "scenarios": (f"burglar scenarios {config.num_scenarios}..{config.num_scenarios + n_scenarios - 1}"
                       f" of our generator (seed {config.scenario_seed})"),
         "answer_suffix": config.answer_suffix, "chat_template": bool(config.chat_template),
-        "forced_choice": {}, "latent_soo": {"site": soo_site, "layer": soo_layer,
+        "latent_soo": {"site": soo_site, "layer": soo_layer,
                                             "pooling": config.latent.soo_pooling},
     }
     if generated:
         result["deception"] = {}
+    result["forced_choice"], _ = forced_choice_views(config, {"before": base_model, "after": tuned_model}, tokenizer,
+                                                     scenarios)
     for label, model in (("before", base_model), ("after", tuned_model)):
-        records = forced_choice.score_forced_choice(
-            model, tokenizer, scenarios, view=label, chat_template=config.chat_template,
-            system=config.system_prompt or None, answer_prefix=config.forced_choice.answer_prefix,
-            batch_size=config.forced_choice.batch_size)
-        result["forced_choice"][label] = forced_choice.summarise_forced_choice(records)
         if generated:
             summary, _ = deception.score_scenarios(generate_factory(model), scenarios,
                                                    swap_room_order_too=True,

@@ -29,7 +29,8 @@ from soo_jax.eval.config import parse_csv, parse_layers, parse_suites, resolve_s
 from soo_jax.eval.report import capability_summary, deception_summary, forced_choice_summary, latent_summary
 from soo_jax.eval.scoring import condition_name
 
-__all__ = ["GeneratorFactory", "ProgressFactory", "Log", "model_generator_factory", "run_suites"]
+__all__ = ["GeneratorFactory", "ProgressFactory", "Log", "forced_choice_views", "model_generator_factory",
+           "run_suites"]
 
 # (model, model label, max_new_tokens) -> Generate. Tests inject fakes here.
 GeneratorFactory = Callable[[object, str, int], deception.Generate]
@@ -87,15 +88,19 @@ def _deception_plan(config: ml_collections.ConfigDict, suite: str, label: str,
     return f"{suite}: {conditions_text(names)}", line
 
 
-def _forced_choice(config: ml_collections.ConfigDict, models: dict, tokenizer,
-                   progress: ProgressFactory | None, log: Log) -> tuple[dict, list[dict]]:
+def forced_choice_views(config: ml_collections.ConfigDict, models: dict, tokenizer, scenarios: list | None = None,
+                        progress: ProgressFactory | None = None, log: Log | None = None) -> tuple[dict, list[dict]]:
+    """The forced-choice endpoint of each model view ({label: model}) on `scenarios` (default: the
+    main burglar set), asked as `config` (an eval config) asks: ({label: summary}, records)."""
     fc = config.forced_choice
-    scenarios = scenarios_lib.main_scenarios(
-        config.num_scenarios, scenarios_file=config.scenarios_file, seed=config.scenario_seed,
-        answer_suffix=config.answer_suffix, self_control=False, honesty_prompt=False)
-    log(f"[forced_choice] {', '.join(models)}: {len(scenarios)} burglar scenarios x 2 room orders, each room's "
-        f"log-probability after {fc.answer_prefix!r}; batches of {fc.batch_size}, the first of each prompt "
-        f"width compiles first")
+    if scenarios is None:
+        scenarios = scenarios_lib.main_scenarios(
+            config.num_scenarios, scenarios_file=config.scenarios_file, seed=config.scenario_seed,
+            answer_suffix=config.answer_suffix, self_control=False, honesty_prompt=False)
+    if log:
+        log(f"[forced_choice] {', '.join(models)}: {len(scenarios)} burglar scenarios x 2 room orders, each room's "
+            f"log-probability after {fc.answer_prefix!r}; batches of {fc.batch_size}, the first of each prompt "
+            f"width compiles first")
     summaries, records = {}, []
     for label, model in models.items():
         bar = progress(f"forced_choice ({label})") if progress else None
@@ -231,7 +236,8 @@ def run_suites(config: ml_collections.ConfigDict, tokenizer, *, base_model, tune
                 log(f"[{suite}] {label} done in {_minutes(time.perf_counter() - tick)}: "
                     f"{deception_summary(summary)}")
         elif suite == "forced_choice":
-            results["forced_choice"], suite_records = _forced_choice(config, generating, tokenizer, progress, log)
+            results["forced_choice"], suite_records = forced_choice_views(config, generating, tokenizer,
+                                                                          progress=progress, log=log)
             records += suite_records
             log(f"[forced_choice] done in {_minutes(time.perf_counter() - start)}: "
                 f"{forced_choice_summary(results['forced_choice'])}")

@@ -347,10 +347,9 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
     from soo_jax.data.general_prompts import load_general_prompt_records
     from soo_jax.eval.capability import base_view
     from soo_jax.eval.config import parse_csv
-    from soo_jax.eval.forced_choice import score_forced_choice, summarise_forced_choice
     from soo_jax.eval.report import write_report
     from soo_jax.eval.runtime import load_base, tuned_view
-    from soo_jax.eval.suite import run_suites
+    from soo_jax.eval.suite import forced_choice_views, run_suites
     from soo_jax.train.loop import run_training
 
     started = time.time()
@@ -371,14 +370,9 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
     def screen(_log):
         _say(f"screen: base model, forced choice on the authors' scenarios {first}..{first + len(selection) - 1} "
              f"x 2 orders")
-        records = score_forced_choice(base, tokenizer, selection, view="base", chat_template=primary_eval.chat_template,
-                                      system=primary_eval.system_prompt or None,
-                                      answer_prefix=primary_eval.forced_choice.answer_prefix,
-                                      batch_size=primary_eval.forced_choice.batch_size,
-                                      progress=progress("screen (base)") if progress else None)
-        write_report({"forced_choice": {"base": summarise_forced_choice(records)},
-                      "selection": [first, first + len(selection)]},
-                     [{"suite": "forced_choice", **r} for r in records], str(plan.out_dir / "screen"))
+        summaries, records = forced_choice_views(primary_eval, {"base": base}, tokenizer, selection, progress=progress)
+        write_report({"forced_choice": summaries, "selection": [first, first + len(selection)]}, records,
+                     str(plan.out_dir / "screen"))
 
     screen_results = cached_piece(plan.out_dir / "screen", screen_settings, screen)
     screen_summary = {"forced_choice": screen_results["forced_choice"], "selection": screen_results["selection"]}
@@ -429,7 +423,7 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
                     _say(f"seed {seed}, arm {arm}: training")
                     run_training(arm_config(config, arm, seed, plan.arm_dir(seed, arm) / "train"))
             else:
-                _perturbation(plan, config, seed, per_seed["soo"][seed]["kl"], model_path, tokenizer,
+                _perturbation(plan, config, seed, per_seed["soo"][seed]["kl"], base, model_path, tokenizer,
                               general_prompts, primary_eval)
             per_seed[arm][seed] = primary_values(evaluate_arm(seed, arm, "primary", primary_eval), "tuned")
         write_analysis(final=False)
@@ -449,10 +443,12 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
 
 
 def _perturbation(plan: ControlledPlan, config: ml_collections.ConfigDict, seed: int, target_kl: float,
-                  model_path: str, tokenizer, prompts: list[str], eval_config: ml_collections.ConfigDict) -> None:
-    """The perturbation arm's adapter for `seed`, KL-matched to the SOO arm's; kept once made."""
+                  base, model_path: str, tokenizer, prompts: list[str], eval_config: ml_collections.ConfigDict) -> None:
+    """The perturbation arm's adapter for `seed`, KL-matched to the SOO arm's; kept once made. The
+    adapter is attached to a view of `base` (its weights shared, `base` left as it is)."""
+    from flax import nnx
+
     from soo_jax.experiments.perturbation import matched_perturbation
-    from soo_jax.models.loader import from_pretrained
     from soo_jax.peft_io import export_peft_adapter
     from soo_jax.train.config import lora_config
 
@@ -460,7 +456,7 @@ def _perturbation(plan: ControlledPlan, config: ml_collections.ConfigDict, seed:
     if (directory / "adapter" / "adapter_config.json").is_file():
         return
     _say(f"seed {seed}, arm perturbation: random LoRA update scaled to the SOO arm's KL {target_kl:.4g}")
-    model = from_pretrained(model_path, dtype=config.model.dtype)
+    model = nnx.merge(*nnx.split(base))
     calibration = matched_perturbation(model, lora_config(config), tokenizer, prompts, target_kl=target_kl, seed=seed,
                                        chat_template=eval_config.chat_template,
                                        batch_size=eval_config.capability.batch_size, log=_say)
