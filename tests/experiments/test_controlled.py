@@ -14,7 +14,8 @@ from tests.tiny_tokenizer import make_tiny_model_dir
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_model")
+    # Not "tiny_model": test_evaluate_cli expects its own model directory to be tiny_model0.
+    path = tmp_path_factory.mktemp("controlled_tiny_model")
     make_tiny_model_dir(path)
     return path
 
