@@ -3,6 +3,7 @@
     python launch/controlled.py --config configs/smollm2.py:controlled \
         --scenarios false_recommendation_scenarios.json --out runs/llm_controlled \
         [--seeds 100,101,...] [--arms soo,lm,mismatched,perturbation] [--nosecondary] [--screen_only]
+        [--record docs/results/data/llm_controlled]
         [--config.key=value ...]
     python launch/controlled.py --report_from docs/results/data/llm_controlled   # tables from the data
 
@@ -30,7 +31,9 @@ flags.DEFINE_string("seeds", REGISTERED_SEEDS, "Comma-separated fine-tuning seed
 flags.DEFINE_string("arms", "soo,lm,mismatched,perturbation", "Comma-separated arms (soo always included).")
 flags.DEFINE_string("scenarios", "", "The authors' false_recommendation_scenarios.json (test set and screen).")
 flags.DEFINE_string("out", "runs/llm_controlled", "Output directory (resumes if it has results).")
-flags.DEFINE_bool("secondary", True, "After the primary stage, generate answers for the secondary endpoints.")
+flags.DEFINE_bool("secondary", True, "After each seed's primary stage, generate answers for the secondary endpoints.")
+flags.DEFINE_string("record", "", "A directory kept beyond --out (e.g. docs/results/data/llm_controlled, committed): "
+                    "seeds complete there are taken from it, each finished seed is added to it.")
 flags.DEFINE_bool("screen_only", False, "Only the screen: the base model's forced choice on the selection set.")
 flags.DEFINE_string("report_from", "", "Print the report recomputed from DIR/per_seed.csv, screen.json and plan.json "
                     "(an experiment's --out or docs/results/data/llm_controlled) and exit; runs nothing.")
@@ -62,7 +65,8 @@ def main(argv):
     plan = ControlledPlan(seeds=_ints("seeds", FLAGS.seeds), arms=tuple(a.strip() for a in FLAGS.arms.split(",")
                                                                          if a.strip()),
                           scenarios_file=FLAGS.scenarios, out_dir=pathlib.Path(FLAGS.out).absolute(),
-                          secondary=FLAGS.secondary, screen_only=FLAGS.screen_only)
+                          secondary=FLAGS.secondary, screen_only=FLAGS.screen_only,
+                          record=pathlib.Path(FLAGS.record).absolute() if FLAGS.record else None)
     run_controlled(config, plan, progress=tqdm_progress(config.eval.progress), fresh=FLAGS.fresh)
     print((plan.out_dir / "results.md").read_text())
     print(f"results: {plan.out_dir / 'results.md'}, {plan.out_dir / 'results.json'}, {plan.out_dir / 'per_seed.csv'}",

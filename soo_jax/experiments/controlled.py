@@ -22,10 +22,14 @@ Layout of OUT (each piece skipped when its results exist, so a rerun resumes):
                                  rewritten after every seed (interim) and at the end;
                                  `report_from_dir` recomputes results.md from the first three
 
-The primary stage (every seed, every arm) runs before the secondary one, so the registered
-primary test can be read first. The analysis (`analyse`) is fixed in code: 95% t-intervals over
-seeds (ddof 1) and the two-sided paired t-test of SOO - LM control on the order-balanced
-forced-choice log-odds (docs/results/llm_preregistration.md).
+Each seed is finished (every arm's primary, then its secondary stage) before the next starts, so
+that a finished seed needs none of its adapters again. A record directory (`ControlledPlan.record`,
+e.g. committed under docs/results/data/) carries finished seeds across machines that keep no files:
+its per_seed.csv, screen.json and plan.json are rewritten after every seed, and a seed complete
+there is taken from it instead of being recomputed, once this machine reproduces the recorded base
+model's values. The analysis (`analyse`) is fixed in code: 95% t-intervals over seeds (ddof 1) and
+the two-sided paired t-test of SOO - LM control on the order-balanced forced-choice log-odds
+(docs/results/llm_preregistration.md).
 """
 from __future__ import annotations
 
@@ -55,6 +59,9 @@ SECONDARY_ENDPOINTS = ("deceptive", "honest", "neither", "order_balanced", "posi
                        "deceptive_original", "honest_original", "neither_original",
                        "deceptive_swapped", "honest_swapped", "neither_swapped", "order_balanced_answered")
 FRESH_HINT = "another --out, or --fresh to move the old experiment aside"
+# A recorded base value and this machine's must agree this closely for recorded seeds to be used:
+# the evaluation is deterministic on one CPU type, so any larger gap means another machine or code.
+RECORD_RTOL = 1e-6
 
 _say = run_dir.say
 
@@ -71,6 +78,9 @@ class ControlledPlan:
     secondary: bool = True
     # Only the screen: does the base model prefer the deceptive room beyond position at all?
     screen_only: bool = False
+    # A directory (per_seed.csv, screen.json, plan.json) kept beyond OUT: seeds complete there are
+    # taken from it, and each seed finished here is added to it.
+    record: pathlib.Path | None = None
 
     def __post_init__(self):
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
@@ -84,6 +94,9 @@ class ControlledPlan:
         if not pathlib.Path(self.scenarios_file).is_file():
             raise FileNotFoundError(f"--scenarios {self.scenarios_file}: no such file; make it from the authors' "
                                     f"pickle as README 'Evaluation' shows")
+        if self.record is not None and self.record.exists() and not self.record.is_dir():
+            raise ValueError(f"--record {self.record}: not a directory; give the directory that holds (or will "
+                             f"hold) per_seed.csv")
         first, last = self.selection
         if not 0 <= first < last:
             raise ValueError(f"selection: need 0 <= first < last, got {self.selection}")
@@ -330,6 +343,47 @@ def report_from_dir(directory: pathlib.Path) -> str:
     return markdown_report(analysis, screen, {"seeds": plan["seeds"], "wall_time_s": plan.get("wall_time_s", 0.0)})
 
 
+# --- The record of finished seeds ----------------------------------------------------------------
+
+def seed_complete(per_seed: dict[str, dict[int, dict]], seed: int, arms: tuple[str, ...], secondary: bool) -> bool:
+    """Every arm of `seed` has its primary values (and, when asked for, its generated ones)."""
+    def done(values: dict | None) -> bool:
+        return (values is not None and all(values.get(e) is not None for e in PRIMARY_ENDPOINTS)
+                and (not secondary or values.get("deceptive") is not None))
+    return all(done(per_seed.get(arm, {}).get(seed)) for arm in arms)
+
+
+def base_mismatch(recorded: dict, computed: dict) -> str | None:
+    """The first endpoint both hold on which a recorded base row and this machine's differ, or None."""
+    for endpoint, value in computed.items():
+        if value is None or recorded.get(endpoint) is None:
+            continue
+        if not math.isclose(recorded[endpoint], value, rel_tol=RECORD_RTOL, abs_tol=1e-9):
+            return f"{endpoint}: recorded {recorded[endpoint]!r}, computed here {value!r}"
+    return None
+
+
+def read_record(plan: ControlledPlan) -> tuple[dict[str, dict[int, dict]], dict]:
+    """(per_seed, base) of the plan's record directory; empty when it holds none yet."""
+    if plan.record is None or not (plan.record / "per_seed.csv").is_file():
+        return {}, {}
+    return read_per_seed_csv((plan.record / "per_seed.csv").read_text())
+
+
+def recorded_seeds(plan: ControlledPlan, base_values: dict) -> dict[str, dict[int, dict]]:
+    """The record's seeds that are complete for this plan, after checking that this machine
+    reproduces the record's base model; raises ValueError when it does not."""
+    recorded, recorded_base = read_record(plan)
+    if not recorded:
+        return {}
+    mismatch = base_mismatch(recorded_base, base_values)
+    if mismatch:
+        raise ValueError(f"--record {plan.record}: this machine does not reproduce the recorded base model "
+                         f"({mismatch}); finish the experiment where it started or give a new --record")
+    complete = [s for s in plan.seeds if seed_complete(recorded, s, plan.arms, plan.secondary)]
+    return {arm: {s: recorded[arm][s] for s in complete} for arm in plan.arms}
+
+
 # --- Running ------------------------------------------------------------------------------------
 
 def run_controlled(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=None,
@@ -409,13 +463,30 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
         aggregate = {"analysis": analysis, "screen": screen_summary, "per_seed": per_seed, "meta": meta}
         run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
         run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_report(analysis, screen_summary, meta))
-        run_dir.atomic_write_text(plan.out_dir / "per_seed.csv", per_seed_csv(per_seed, base_values))
-        run_dir.atomic_write_json(plan.out_dir / "screen.json", screen_summary)
-        run_dir.atomic_write_json(plan.out_dir / "plan.json", {"seeds": list(plan.seeds), "arms": list(plan.arms),
-                                                               "wall_time_s": meta["wall_time_s"]})
+        for directory in (plan.out_dir, plan.record):
+            if directory is None:
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            run_dir.atomic_write_text(directory / "per_seed.csv", per_seed_csv(per_seed, base_values))
+            run_dir.atomic_write_json(directory / "screen.json", screen_summary)
+            run_dir.atomic_write_json(directory / "plan.json", {"seeds": list(plan.seeds), "arms": list(plan.arms),
+                                                                "wall_time_s": meta["wall_time_s"]})
         return aggregate
 
-    for done, seed in enumerate(plan.seeds):
+    base_secondary: dict = {}
+    if plan.secondary:
+        _say("base model: generated answers on the test set (secondary endpoints)")
+        base_secondary = secondary_values(evaluate_base("secondary", secondary_eval), "base")
+    recorded = recorded_seeds(plan, {**base_values, **base_secondary})
+    per_seed_partial = read_record(plan)[0]
+    base_values.update(base_secondary)
+    for arm, seeds in recorded.items():
+        per_seed[arm].update(seeds)
+    if recorded.get("soo"):
+        _say(f"seeds {sorted(recorded['soo'])} taken from the record {plan.record} (this machine reproduces its "
+             f"base model)")
+    todo = [s for s in plan.seeds if s not in per_seed["soo"]]
+    for done, seed in enumerate(todo):
         tick = time.time()
         for arm in plan.arms:
             if arm in TRAINED_ARMS:
@@ -426,19 +497,21 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
                 _perturbation(plan, config, seed, per_seed["soo"][seed]["kl"], base, model_path, tokenizer,
                               general_prompts, primary_eval)
             per_seed[arm][seed] = primary_values(evaluate_arm(seed, arm, "primary", primary_eval), "tuned")
-        write_analysis(final=False)
-        left = (time.time() - started) / (done + 1) * (len(plan.seeds) - done - 1)
-        _say(f"seed {seed} done in {(time.time() - tick) / 60:.1f} min ({done + 1}/{len(plan.seeds)} seeds; primary "
-             f"stage about {left / 60:.0f} min left); interim analysis in {plan.out_dir / 'results.md'}")
-
-    if plan.secondary:
-        _say("secondary stage: generated answers of the base model and every (seed, arm) on the test set")
-        base_values.update(secondary_values(evaluate_base("secondary", secondary_eval), "base"))
-        for seed in plan.seeds:
+        if plan.secondary:
             for arm in plan.arms:
+                _say(f"seed {seed}, arm {arm}: generated answers on the test set (secondary endpoints)")
                 per_seed[arm][seed].update(secondary_values(evaluate_arm(seed, arm, "secondary", secondary_eval),
                                                             "tuned"))
-            write_analysis(final=False)
+        earlier = [per_seed_partial.get(arm, {}).get(seed) for arm in plan.arms]
+        if any(earlier):
+            _say(f"seed {seed}: recorded partial values reproduced: " + ", ".join(
+                f"{arm} {base_mismatch(values, per_seed[arm][seed]) or 'equal'}"
+                for arm, values in zip(plan.arms, earlier) if values))
+        write_analysis(final=False)
+        left = (time.time() - started) / (done + 1) * (len(todo) - done - 1)
+        _say(f"seed {seed} done in {(time.time() - tick) / 60:.1f} min ({len(plan.seeds) - len(todo) + done + 1}/"
+             f"{len(plan.seeds)} seeds; about {left / 60:.0f} min left); interim analysis in "
+             f"{plan.out_dir / 'results.md'}")
     return write_analysis(final=True)
 
 

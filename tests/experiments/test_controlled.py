@@ -59,7 +59,9 @@ def test_arm_configs_differ_from_soo_in_one_setting(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_controlled_experiment_runs_every_arm_and_resumes(tiny_model, tmp_path, monkeypatch):
     scenarios = authors_style_file(tmp_path / "scenarios.json")
-    plan = ControlledPlan(seeds=(0, 1), scenarios_file=scenarios, out_dir=tmp_path / "exp", selection=(6, 10))
+    record = tmp_path / "record"
+    plan = ControlledPlan(seeds=(0, 1), scenarios_file=scenarios, out_dir=tmp_path / "exp", selection=(6, 10),
+                          record=record)
     aggregate = run_controlled(tiny_config(tiny_model), plan)
     out = tmp_path / "exp"
 
@@ -108,6 +110,33 @@ def test_controlled_experiment_runs_every_arm_and_resumes(tiny_model, tmp_path, 
     monkeypatch.setattr(perturbation, "matched_perturbation", lambda *a, **k: pytest.fail("recalibrated"))
     again = run_controlled(tiny_config(tiny_model), plan)
     assert again["analysis"]["primary"] == aggregate["analysis"]["primary"]
+
+    # The record carries the finished seeds to a machine that kept no OUT: nothing is retrained.
+    assert (record / "per_seed.csv").read_text() == (out / "per_seed.csv").read_text()
+    elsewhere = ControlledPlan(seeds=(0, 1), scenarios_file=scenarios, out_dir=tmp_path / "elsewhere",
+                               selection=(6, 10), record=record)
+    carried = run_controlled(tiny_config(tiny_model), elsewhere)
+    assert carried["analysis"]["primary"] == aggregate["analysis"]["primary"]
+    assert not (tmp_path / "elsewhere" / "seed_0").exists()
+    # ... but only where this machine reproduces the recorded base model.
+    text = (record / "per_seed.csv").read_text().splitlines()
+    base_row = text[1].split(",")
+    base_row[2] = repr(float(base_row[2]) + 1e-3)
+    (record / "per_seed.csv").write_text("\n".join([text[0], ",".join(base_row), *text[2:]]) + "\n")
+    with pytest.raises(ValueError, match="does not reproduce the recorded base model .fc_log_odds"):
+        run_controlled(tiny_config(tiny_model), ControlledPlan(
+            seeds=(0, 1), scenarios_file=scenarios, out_dir=tmp_path / "third", selection=(6, 10), record=record))
+
+
+def test_a_seed_is_complete_when_every_arm_has_its_stages():
+    from soo_jax.experiments.controlled import PRIMARY_ENDPOINTS, seed_complete
+
+    primary = {e: 0.5 for e in PRIMARY_ENDPOINTS}
+    per_seed = {"soo": {3: primary}, "lm": {3: {**primary, "deceptive": 40.0}}}
+    assert seed_complete(per_seed, 3, ("soo", "lm"), secondary=False)
+    assert not seed_complete(per_seed, 3, ("soo", "lm"), secondary=True)
+    assert not seed_complete(per_seed, 3, ("soo", "lm", "mismatched"), secondary=False)
+    assert not seed_complete({"soo": {3: {**primary, "kl": None}}}, 3, ("soo",), secondary=False)
 
 
 def test_analysis_pairs_arms_by_seed():
