@@ -261,6 +261,10 @@ def run(main, *, config_required: bool = True) -> None:
             signal.signal(signum, _interrupt)
         try:
             return main(argv)
+        except BrokenPipeError:
+            # The reader of stdout left (`... | head`): stop quietly, as a shell tool does on SIGPIPE.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _exit_now(128 + signal.SIGPIPE)
         except Interrupted as err:
             print(one_line(err), file=sys.stderr, flush=True)
             if getattr(err, "by_signal", False):

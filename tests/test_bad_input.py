@@ -107,6 +107,16 @@ def no_weights(monkeypatch):
     monkeypatch.setattr(loop, "from_pretrained", loaded)
 
 
+def authors_scenarios(model: pathlib.Path) -> pathlib.Path:
+    """A file in the authors' scenario format (kept in the model's directory, which no test lists)."""
+    path = model / "authors_scenarios.json"
+    if not path.is_file():
+        rows = [{"prompt": f"Scenario {i}: the attic or the cellar?", "correct_answer": "attic",
+                 "wrong_answer": "cellar"} for i in range(8)]
+        path.write_text(json.dumps({"other_referencing": rows, "self_referencing": rows}))
+    return path
+
+
 def base_args(name: str, model: pathlib.Path, out: pathlib.Path) -> list[str]:
     """A launcher's command line on the tiny model, writing into `out`."""
     return {
@@ -118,6 +128,9 @@ def base_args(name: str, model: pathlib.Path, out: pathlib.Path) -> list[str]:
                   "--n_scenarios", "3"],
         "rl": ["--config", REPO / "configs/rl_tiny.py", f"--config.workdir={out}"],
         "generate": ["--model", model, "--prompt", "hi"],
+        "controlled": ["--config", REPO / "configs/tiny.py", f"--config.model.path={model}", "--seeds", "0",
+                       "--scenarios", authors_scenarios(model), "--out", out],
+        "rl_pool": [out.parent / "factorial_a", out.parent / "factorial_b", "--out", out],
     }[name]
 
 
@@ -176,6 +189,10 @@ OUT_OF_RANGE = [
     ("generate", ["--top_p", "0"], ["--top_p: must be in (0, 1]"]),
     ("generate", ["--temperature=-1"], ["--temperature: must be >= 0"]),
     ("generate", ["--scenario=-1"], ["--scenario: must be >= 0"]),
+    ("controlled", ["--config.optimizer.b1=1.5"], ["config.optimizer.b1: must be in [0, 1), got 1.5"]),
+    ("controlled", ["--config.loss.layers=(40,)"], ["config.loss.layers", "out of range for a 3-layer model"]),
+    ("controlled", ["--seeds=-1"], ["--seeds: give distinct seeds >= 0"]),
+    ("controlled", ["--seeds=3,3"], ["--seeds: give distinct seeds >= 0, got [3, 3]"]),
 ]
 
 
@@ -228,6 +245,10 @@ WRONG_TYPES = [
     ("experiment", ["--seeds", "0,a"], ["--seeds: must be comma-separated integers"]),
     ("generate", ["--scenario", "abc"], ["--scenario: must be an integer, got 'abc'"]),
     ("generate", ["--seed", "x"], ["--seed: must be an integer"]),
+    ("controlled", ["--seeds", "0,a"], ["--seeds: '0,a' is not a comma-separated list of integers"]),
+    ("controlled", ["--arms", "soo,lm,placebo"], ["--arms: ['soo', 'lm', 'placebo']: choose from"]),
+    ("controlled", ["--arms", "lm"], ["--arms", "soo included"]),
+    ("rl_pool", ["--out="], ["--out DIR is required"]),
 ]
 
 
@@ -242,7 +263,7 @@ def _out_flag(name: str, out: pathlib.Path) -> list[str]:
     return {"train": [f"--config.train.out_dir={out}"], "rl": [f"--config.workdir={out}"]}.get(name, ["--out", out])
 
 
-@pytest.mark.parametrize("name", ["train", "evaluate", "experiment", "sweep", "rl"])
+@pytest.mark.parametrize("name", ["train", "evaluate", "experiment", "sweep", "rl", "controlled"])
 @pytest.mark.parametrize("shape", ["file", "under_a_file", "read_only"])
 def test_unwritable_or_file_shaped_directories(name, shape, model, tmp_path, capsys, monkeypatch, no_weights):
     a_file = tmp_path / "a_file"
@@ -393,6 +414,17 @@ def test_a_corrupt_adapter_config_is_named(name, model, corrupt_adapter, tmp_pat
                                                    "is not valid JSON"], model, tmp_path, capsys)
 
 
+@pytest.mark.parametrize("text,why", [("garbage,x\n1,2\n", "columns ['garbage', 'x']"),
+                                      ("arm,seed,fc_log_odds\nsoo,100,abc\n", "line 2: could not convert"),
+                                      ("arm,seed,fc_log_odds\nplacebo,100,0.1\n", "unknown arm 'placebo'")])
+def test_a_damaged_experiment_record_is_named_before_any_work(text, why, model, tmp_path, capsys, no_weights):
+    record = tmp_path / "record"
+    record.mkdir()
+    (record / "per_seed.csv").write_text(text)
+    refused("controlled", ["--record", record], [str(record / "per_seed.csv"), "not a per_seed.csv", why,
+                                                  "repair it from git"], model, tmp_path, capsys)
+
+
 def test_an_adapter_with_a_bad_alpha_is_named(model, tmp_path, capsys, no_weights):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -433,6 +465,10 @@ MISSING_FILES = [
     ("generate", ["--model", "/nonexistent/model"], ["model path not found: /nonexistent/model"]),
     ("generate", ["--adapter", "/nonexistent/adapter"], ["/nonexistent/adapter"]),
     ("experiment", ["--adapters_from", "/nonexistent/experiment"], ["--adapters_from /nonexistent/experiment"]),
+    ("controlled", ["--scenarios", "nope/scenarios.json"], ["--scenarios nope/scenarios.json: no such file"]),
+    ("controlled", ["--scenarios", ""], ["--scenarios: the authors' false_recommendation_scenarios.json is required"]),
+    ("controlled", ["--record", "/dev/null"], ["--record /dev/null: not a directory"]),
+    ("rl_pool", [], ["factorial_a has no finished factorial evaluation", "run it first"]),
 ]
 
 
@@ -466,6 +502,8 @@ BEFORE_CLAIM = [
     ("experiment", ["--config.loss.layers=(40,)"], "config.loss.layers"),
     ("sweep", ["--point", "loss.layers=(40,)"], "config.loss.layers"),
     ("rl", ["--config.maddpg.lr=-1"], "config.maddpg.lr"),
+    ("controlled", ["--config.optimizer.learning_rate=nan"], "config.optimizer.learning_rate"),
+    ("controlled", ["--config.loss.layers=(40,)"], "config.loss.layers"),
 ]
 
 
@@ -500,6 +538,18 @@ def test_a_run_failing_after_its_claim_but_before_any_write_leaves_the_directory
 
 
 # --- Signals ---------------------------------------------------------------------------------------
+
+def test_a_reader_that_leaves_early_ends_the_output_quietly(tmp_path):
+    """`launch/X.py ... | head -1`: no BrokenPipeError traceback, the exit status a shell tool gives."""
+    script = tmp_path / "many_lines.py"
+    script.write_text("from soo_jax import cli\n\ndef main(argv):\n    for i in range(200000):\n        print(i)\n\n"
+                      "cli.run(main, config_required=False)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(f"{sys.executable} {script} | head -1; exit ${{PIPESTATUS[0]}}", shell=True,
+                            executable="/bin/bash", capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout == "0\n" and "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 128 + signal.SIGPIPE
+
 
 def test_sigterm_releases_the_lock_with_an_interrupted_line(tmp_path, capsys, monkeypatch):
     """cli.run turns SIGTERM into an exception, so a `with` holding the lock unwinds (evaluate.py

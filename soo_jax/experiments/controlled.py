@@ -97,6 +97,7 @@ class ControlledPlan:
         if self.record is not None and self.record.exists() and not self.record.is_dir():
             raise ValueError(f"--record {self.record}: not a directory; give the directory that holds (or will "
                              f"hold) per_seed.csv")
+        read_record(self)  # a damaged record is refused now, not after the screen
         first, last = self.selection
         if not 0 <= first < last:
             raise ValueError(f"selection: need 0 <= first < last, got {self.selection}")
@@ -318,24 +319,41 @@ def per_seed_csv(per_seed: dict[str, dict[int, dict]], base: dict) -> str:
     return out.getvalue()
 
 
-def read_per_seed_csv(text: str) -> tuple[dict[str, dict[int, dict]], dict]:
-    """`per_seed_csv`'s output back into (per_seed, base)."""
+def read_per_seed_csv(text: str, source: str = "per_seed.csv") -> tuple[dict[str, dict[int, dict]], dict]:
+    """`per_seed_csv`'s output back into (per_seed, base); ValueError naming `source` otherwise."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{source}: not a per_seed.csv of the controlled experiment ({why}); repair it from git or "
+                          f"give another directory")
+
+    reader = csv.DictReader(io.StringIO(text))
+    known = set(PRIMARY_ENDPOINTS + SECONDARY_ENDPOINTS)
+    columns = reader.fieldnames or []
+    if columns[:2] != ["arm", "seed"] or not set(columns[2:]) <= known:
+        raise bad(f"columns {columns[:4]}...; expected arm, seed, then endpoints")
     per_seed: dict[str, dict[int, dict]] = {}
     base: dict = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        values = {k: float(v) for k, v in row.items() if k not in ("arm", "seed") and v != ""}
-        if row["arm"] == "base":
-            base = values
-        else:
-            per_seed.setdefault(row["arm"], {})[int(row["seed"])] = values
+    for line, row in enumerate(reader, start=2):
+        try:
+            values = {k: float(v) for k, v in row.items() if k not in ("arm", "seed") and v not in ("", None)}
+            if row["arm"] == "base":
+                base = values
+            elif row["arm"] in ARMS:
+                per_seed.setdefault(row["arm"], {})[int(row["seed"])] = values
+            else:
+                raise ValueError(f"unknown arm {row['arm']!r}")
+        except (TypeError, ValueError) as err:
+            raise bad(f"line {line}: {err}") from None
     return per_seed, base
 
 
 def report_from_dir(directory: pathlib.Path) -> str:
     """results.md recomputed from a directory's per_seed.csv, screen.json and plan.json (an
     experiment's OUT, or the copy of those three files under docs/results/data/)."""
-    per_seed, base = read_per_seed_csv((directory / "per_seed.csv").read_text())
-    plan = run_dir.read_json(directory / "plan.json")
+    per_seed, base = read_per_seed_csv((directory / "per_seed.csv").read_text(), str(directory / "per_seed.csv"))
+    plan = run_dir.read_json(directory / "plan.json") if (directory / "plan.json").is_file() else {}
+    if not isinstance(plan, dict) or not isinstance(plan.get("seeds"), list) or not isinstance(plan.get("arms"), list):
+        raise ValueError(f"{directory / 'plan.json'}: missing or without its seeds and arms; it is written beside "
+                         f"per_seed.csv by every run of the experiment")
     screen = run_dir.read_json(directory / "screen.json") if (directory / "screen.json").is_file() else None
     for arm in plan["arms"]:
         per_seed.setdefault(arm, {})
@@ -367,7 +385,7 @@ def read_record(plan: ControlledPlan) -> tuple[dict[str, dict[int, dict]], dict]
     """(per_seed, base) of the plan's record directory; empty when it holds none yet."""
     if plan.record is None or not (plan.record / "per_seed.csv").is_file():
         return {}, {}
-    return read_per_seed_csv((plan.record / "per_seed.csv").read_text())
+    return read_per_seed_csv((plan.record / "per_seed.csv").read_text(), str(plan.record / "per_seed.csv"))
 
 
 def recorded_seeds(plan: ControlledPlan, base_values: dict) -> dict[str, dict[int, dict]]:

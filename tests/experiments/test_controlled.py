@@ -183,6 +183,16 @@ def test_screen_only_reads_the_selection_set_and_nothing_else(tiny_model, tmp_pa
 
 
 @pytest.mark.slow
+def test_report_from_a_directory_without_its_plan_is_refused_by_name(tmp_path):
+    from soo_jax.experiments.controlled import report_from_dir
+
+    (tmp_path / "per_seed.csv").write_text("arm,seed,fc_log_odds\nbase,,0.3\nsoo,100,0.2\n")
+    with pytest.raises(ValueError, match="plan.json: missing or without its seeds and arms"):
+        report_from_dir(tmp_path)
+    (tmp_path / "plan.json").write_text('{"seeds": [100], "arms": ["soo"]}')
+    assert "+0.300" in report_from_dir(tmp_path)
+
+
 def test_launcher_reports_from_the_data_files_without_a_config(tmp_path):
     import os
     import pathlib
