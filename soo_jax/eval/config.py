@@ -286,6 +286,14 @@ def resolve_soo_layer(soo_layer: int, num_layers: int) -> int:
 NOT_RESULT_CHANGING = ("eval.out_dir", "eval.progress", "eval.compilation_cache_dir")
 
 
+def run_not_result_changing() -> tuple[str, ...]:
+    """The settings of a whole run config (`base_run_config()`) that change no result: the
+    training sections' (`soo_jax.train.config.NOT_RESULT_CHANGING`) and the evaluation's."""
+    from soo_jax.train.config import NOT_RESULT_CHANGING as TRAIN_NOT_RESULT_CHANGING
+
+    return (*TRAIN_NOT_RESULT_CHANGING, *NOT_RESULT_CHANGING)
+
+
 def result_settings(eval_config: ml_collections.ConfigDict) -> dict:
     """The flat `eval.*` settings an evaluation's results depend on, as run manifests compare them:
     the scenario and combination files by content (a moved file is the same, a replaced one is not)."""

@@ -147,9 +147,9 @@ def stage_eval_config(config: ml_collections.ConfigDict, plan: ControlledPlan, s
 
 
 def experiment_settings(config: ml_collections.ConfigDict, plan: ControlledPlan) -> dict:
-    from soo_jax.experiments.experiment import NOT_RESULT_CHANGING
+    from soo_jax.eval.config import run_not_result_changing
 
-    settings = run_dir.without(run_dir.flatten(config.to_dict()), NOT_RESULT_CHANGING)
+    settings = run_dir.without(run_dir.flatten(config.to_dict()), run_not_result_changing())
     settings["scenarios_file.sha256"] = run_dir.file_digest(plan.scenarios_file)
     settings["selection"] = list(plan.selection)
     return settings

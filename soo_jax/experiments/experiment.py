@@ -86,18 +86,12 @@ class ExperimentPlan:
 
 _say = run_dir.say
 
-# Settings that never change a result: where things go, progress bars, the compilation cache.
-# "train.log_every" is no setting any more (it was never read); it stays listed, as in
-# soo_jax.train.loop.NOT_RESULT_CHANGING, so a config that still holds it compares as before.
-NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
-                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "mesh",
-                       *eval_config_lib.NOT_RESULT_CHANGING)
 FRESH_HINT = "another --out, or --fresh to move the old experiment aside"
 
 
 def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan) -> dict:
     """What every piece of OUT depends on (seeds and sets may grow: each has its own directory)."""
-    settings = run_dir.without(run_dir.flatten(config.to_dict()), NOT_RESULT_CHANGING)
+    settings = run_dir.without(run_dir.flatten(config.to_dict()), eval_config_lib.run_not_result_changing())
     if plan.scenarios_file:
         settings["scenarios_file.sha256"] = run_dir.file_digest(plan.scenarios_file)
     settings["adapters_from"] = str(plan.adapters_from) if plan.adapters_from else None

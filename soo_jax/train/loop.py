@@ -94,21 +94,13 @@ def _say(message: str) -> None:
         run_dir.say(message)
 
 
-# Settings that cannot change the trained adapter: where and how often things are written, the
-# end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape,
-# how the layer loop runs (scanned or not, remat: the same numbers to fp32 rounding, like the mesh).
-# "train.log_every" is no setting any more (it was never read), but the configs that runs from
-# before manifests recorded in their checkpoints hold it; listed here, it is left out of their
-# settings as it always was, so those runs still resume.
-NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
-                       "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh",
-                       "model.scan_layers", "model.remat")
 FRESH_HINT = "a new train.out_dir, or --fresh to move the old run aside"
 
 
 def train_settings(c: ml_collections.ConfigDict, model_path: pathlib.Path) -> dict:
-    """The flat settings the trained adapter depends on (compared on every rerun)."""
-    settings = run_dir.without(run_dir.flatten(c.to_dict()), NOT_RESULT_CHANGING)
+    """The flat settings the trained adapter depends on (compared on every rerun): all but those
+    that change no result and the evaluation section (the adapter does not depend on it)."""
+    settings = run_dir.without(run_dir.flatten(c.to_dict()), (*run_config.NOT_RESULT_CHANGING, "eval"))
     return {**settings, "model.identity": run_dir.model_identity(model_path)}
 
 
