@@ -85,11 +85,12 @@ def evaluation_settings(config: ml_collections.ConfigDict, model_path: str, adap
     (files by content, so a moved file is the same and a replaced one is not)."""
     from soo_jax import run_dir
     from soo_jax.eval.config import result_settings
+    from soo_jax.peft_io import adapter_settings
 
     settings = {**result_settings(config.eval), "model.dtype": config.model.dtype}
     settings["model.identity"] = run_dir.model_identity(model_path)
     if adapter:
-        settings["adapter"] = f"sha256 {run_dir.file_digest(pathlib.Path(adapter) / 'adapter_model.safetensors')}"
+        settings.update(adapter_settings(adapter))
     if checkpoint:
         settings["checkpoint"] = str(pathlib.Path(checkpoint).absolute())
     return settings

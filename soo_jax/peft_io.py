@@ -28,7 +28,7 @@ from soo_jax.lora import LoRAConfig, adapter_slices, apply_lora
 from soo_jax.models.gguf_import import atomic_directory
 from soo_jax.models.safetensors_io import SafetensorsFile
 from soo_jax.models.transformer import CausalLM
-from soo_jax.run_dir import read_json
+from soo_jax.run_dir import file_digest, read_json
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -36,6 +36,12 @@ ADAPTER_CONFIG = "adapter_config.json"
 SOO_JAX_METADATA = "soo_jax_adapter.json"
 # A Hub repository id ("org/name" or a legacy "name"); anything else is a filesystem path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def adapter_settings(directory: str | os.PathLike) -> dict[str, str]:
+    """What a result computed with the adapter in `directory` depends on, as run manifests record
+    it: its weights by content (a moved adapter is the same, a retrained one is not)."""
+    return {"adapter.sha256": file_digest(pathlib.Path(directory) / ADAPTER_WEIGHTS)}
 
 
 def _peft_prefix(path: tuple) -> str:

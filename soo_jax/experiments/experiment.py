@@ -37,6 +37,7 @@ from soo_jax.checks import number
 from soo_jax.eval import config as eval_config_lib
 from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.deception import headline, ordered_conditions
+from soo_jax.peft_io import adapter_settings
 
 SETS = ("authors", "generated")
 DECEPTION_COLUMNS = ("deceptive", "order_balanced", "position_bias", "neither")
@@ -101,7 +102,7 @@ def experiment_settings(config: ml_collections.ConfigDict, plan: ExperimentPlan)
 def piece_settings(eval_config: ml_collections.ConfigDict, adapter_dir: pathlib.Path | None) -> dict:
     settings = eval_config_lib.result_settings(eval_config)
     if adapter_dir is not None:
-        settings["adapter.sha256"] = run_dir.file_digest(adapter_dir / "adapter_model.safetensors")
+        settings.update(adapter_settings(adapter_dir))
     return settings
 
 

@@ -48,6 +48,15 @@ def test_writes_json_markdown_png_and_responses(cli_run):
     assert "| base | burglar | 3 |" in markdown and "| tuned | burglar | 3 |" in markdown
 
 
+def test_manifest_records_the_adapter_by_content(cli_run, tiny_adapter_dir):
+    """One spelling of the adapter's digest in run settings: "adapter.sha256", as the experiments write it."""
+    from soo_jax.peft_io import adapter_settings
+
+    settings = json.loads((cli_run[0] / "manifest.json").read_text())["settings"]
+    assert settings["adapter.sha256"] == adapter_settings(tiny_adapter_dir)["adapter.sha256"]
+    assert "adapter" not in settings
+
+
 def test_json_structure_and_values(cli_run, tiny_model_dir, tiny_adapter_dir):
     _, results = cli_run
     meta = results["meta"]

@@ -82,3 +82,16 @@ def test_only_result_changing_settings_change_the_manifest_settings(which, tmp_p
         listed = any(key == i or key.startswith(i + ".") for i in ignored)
         assert changed != listed, (f"{which}: changing {key} {'changes' if changed else 'leaves'} the settings, "
                                    f"but it is {'' if listed else 'not '}declared as changing no result")
+
+
+def test_a_piece_records_its_adapter_by_content(tmp_path):
+    from soo_jax.peft_io import ADAPTER_WEIGHTS, adapter_settings
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / ADAPTER_WEIGHTS).write_bytes(b"weights")
+    eval_config = eval_config_lib.base_run_config().eval
+    settings = experiment.piece_settings(eval_config, adapter)
+    assert settings["adapter.sha256"] == adapter_settings(adapter)["adapter.sha256"] == run_dir.file_digest(
+        adapter / ADAPTER_WEIGHTS)
+    assert "adapter.sha256" not in experiment.piece_settings(eval_config, None)
