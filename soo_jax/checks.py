@@ -7,14 +7,17 @@
 A config dataclass calls `field_number` in its `__post_init__`, so its errors start with the
 field's name ("b1: must be in [0, 1), got 1.5"); the run config reports them as
 `config.optimizer.b1: ...`. NaN and infinity are never a valid setting: "must be a finite number,
-got nan". Booleans are not numbers here (`True` is no learning rate). This module imports nothing
-from soo_jax, so every layer may use it.
+got nan". Booleans are not numbers here (`True` is no learning rate). A config section whose
+settings a dataclass holds is built from it (`defaults`), so each default is written once, in the
+dataclass. This module imports nothing from soo_jax, so every layer may use it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -90,3 +93,23 @@ def field_indices(name: str, values: Any, *, size: int | None = None) -> tuple[i
                                  f"use indices 0..{size - 1}") from None
             raise ValueError(f"{name}: must be integer indices >= 0, got {tuple(values)!r}") from None
     return tuple(out)
+
+
+def defaults(cls: type, *, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """A config dataclass's fields and their defaults, in field order, less `exclude` (the fields
+    that are no setting of its config section): what that section is built from."""
+    exclude = set(exclude)
+    unknown = exclude - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field {sorted(unknown)}")
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default")
+    return out

@@ -129,13 +129,13 @@ class LossConfig:
     4 accumulation steps, docs/paper_notes.md §1.2). Logged metrics are per-microbatch means
     either way, comparable to the per-batch losses the authors printed."""
 
-    objective: Literal["mse", "kl_logits", "lm"] = "mse"
+    objective: Literal["mse", "kl_logits", "lm"] = "mse"  # "mse" (paper), "kl_logits" (the public code), "lm"
     site: str = "o_proj"
     layers: tuple[int, ...] = (19,)
-    pooling: str = "full"
-    kl_mask_padding: bool = True
+    pooling: str = "full"  # "full" | "mean" | "last" (docs/paper_notes.md §1.3)
+    kl_mask_padding: bool = True  # kl_logits only: False reproduces the public code (pads included)
     kl_to_base_weight: float = 0.0
-    microbatch_reduction: Literal["mean", "sum"] = "mean"
+    microbatch_reduction: Literal["mean", "sum"] = "mean"  # "sum": the public code's (docs/paper_notes.md §1.2)
 
     def __post_init__(self):
         # Each message starts with the field's name: a run config reports it as `config.loss.<field>: ...`.

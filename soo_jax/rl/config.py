@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ml_collections import ConfigDict
 
-from soo_jax.checks import field_flag, number
+from soo_jax.checks import defaults, field_flag, number
 from soo_jax.rl.env import BOOKKEEPING_ORIGINS, EnvParams, reward_mode_id
 from soo_jax.rl.maddpg.core import MADDPGHyper
 from soo_jax.rl.soo import SOO_MODES, SOO_TARGETS, SOOConfig
@@ -50,43 +50,21 @@ def base_config() -> ConfigDict:
     config.log_every_chunks = 5
 
     config.env = ConfigDict()
-    config.env.episode_length = 50
+    config.env.episode_length = MADDPGHyper.episode_length
     config.env.trap_check_at_reset = True  # faithful: reset runs the observation callbacks
     config.env.bookkeeping_origin = "origin"  # faithful; "spawn" starts movement bookkeeping at p0
 
-    config.maddpg = ConfigDict()
-    config.maddpg.hidden_dim = 64
-    config.maddpg.lr = 0.01
-    config.maddpg.gamma = 0.95
-    config.maddpg.tau = 0.01
-    config.maddpg.grad_clip = 0.5
-    config.maddpg.actor_output_penalty = 1e-3
-    config.maddpg.batch_size = 1024
-    config.maddpg.buffer_size = 1_000_000
-    config.maddpg.steps_per_update = 100
-    config.maddpg.init_noise_scale = 0.3
-    config.maddpg.final_noise_scale = 0.0
-    config.maddpg.n_exploration_episodes = 25_000
-    config.maddpg.ou_theta = 0.15
-    config.maddpg.ou_sigma = 0.2
-    config.maddpg.ou_mu = 0.0
-    config.maddpg.ou_draws_per_step = 3  # faithful (3 policy calls per step); 1 = consistent
-    config.maddpg.buffer_action_scale = 5.0  # faithful (x5 in place); 1.0 = consistent
+    # MADDPGHyper's fields and defaults (the authors' values; its episode_length is env.episode_length).
+    config.maddpg = ConfigDict(defaults(MADDPGHyper, exclude=("episode_length",)))
 
     config.baseline = ConfigDict()
     config.baseline.n_episodes = 40_000
 
     config.finetune = ConfigDict()
     config.finetune.n_episodes = 10_000
-    config.finetune.soo_weight = 1.0
-    config.finetune.capability_weight = 1.0
-    config.finetune.log_mse = False  # True: the authors' log(MSE + 1e-25) for both terms
-    config.finetune.mode = "minibatch"  # or "last_step" (the authors' train.py)
-    config.finetune.sight_radius = 0.125
-    config.finetune.position_clip = 0.9
-    # What the SOO term compares: "hidden" = concat(h1, h2) (the authors' evaluation scripts),
-    # "action" = the blue agent's actions (the branch their train.py runs).
-    config.finetune.soo_target = "hidden"
+    # SOOConfig's fields and defaults (weights, log_mse, mode, sight_radius, position_clip and
+    # soo_target); random_weight is no setting: the fine-tuning condition gives it (soo_config).
+    config.finetune.update(defaults(SOOConfig, exclude=("random_weight",)))
     # "baseline": start from the deceptive baseline (their older fine-tune-parallel.py, --load);
     # "scratch": fresh networks (their README command has no --load).
     config.finetune.init = "baseline"

@@ -45,10 +45,12 @@ class SOOConfig:
     soo_weight: float = 1.0
     capability_weight: float = 1.0
     random_weight: float = 0.0
-    log_mse: bool = False
-    mode: str = "minibatch"
+    log_mse: bool = False  # True: the authors' log(MSE + 1e-25) for both terms
+    mode: str = "minibatch"  # or "last_step" (the authors' train.py)
     sight_radius: float = 0.125
     position_clip: float = 0.9  # train.py clips the synthetic adversary to [-1 + 0.1, 1 - 0.1]
+    # What the SOO term compares: "hidden" = concat(h1, h2) (the authors' evaluation scripts),
+    # "action" = the blue agent's actions (the branch their train.py runs).
     soo_target: str = "hidden"
 
     def __post_init__(self):

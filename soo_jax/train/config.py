@@ -43,20 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=True,      # lax.scan over the stacked layers (False: a Python loop, for debugging)
         remat="none",          # none | full | dots_saveable | dots_with_no_batch_dims_saveable (per layer)
     ))
+    # The lora, loss and optimizer sections are their dataclasses' fields with the defaults those
+    # state (`LoRAConfig`, `LossConfig`, `OptimizerConfig`: each field's meaning and valid values).
     c.lora = ml_collections.ConfigDict(dict(
-        rank=8, alpha=32.0, dropout=0.2,
-        targets=("q_proj", "v_proj"),  # PEFT's defaults for these architectures, as in the paper
-        layers=(),                     # () = every layer
+        checks.defaults(LoRAConfig, exclude=("param_dtype",)),  # no setting: trained LoRA weights are float32
+        layers=(),  # () = every layer (LoRAConfig's None)
     ))
-    c.loss = ml_collections.ConfigDict(dict(
-        objective="mse",        # "mse" (paper), "kl_logits" (the authors' public code) or "lm" (next-token control)
-        site="o_proj",
-        layers=(19,),
-        pooling="full",         # "full" | "mean" | "last" (docs/paper_notes.md §1.3)
-        kl_mask_padding=True,   # kl_logits only: False reproduces the public code (pads included)
-        kl_to_base_weight=0.0,  # optional capability term; the paper has none
-        microbatch_reduction="mean",  # "sum": the public code's (docs/paper_notes.md §1.2)
-    ))
+    c.loss = ml_collections.ConfigDict(checks.defaults(LossConfig))
     c.data = ml_collections.ConfigDict(dict(
         chat_template=False,    # wrap each training prompt as a user turn of the chat template
         pairing="matched",      # "matched" (the paper's pairs) or "mismatched" (self i with other i+1: a control)
@@ -75,10 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
         evaluate=True,          # short before/after evaluation at the end
         eval_scenarios=50,      # held-out burglar scenarios in that evaluation (x2 room orders)
     ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        learning_rate=1e-4, schedule="constant", warmup_steps=0, weight_decay=0.0,
-        b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0,
-    ))
+    # total_steps is no setting: the run's epochs and batches give it (optimizer_config).
+    c.optimizer = ml_collections.ConfigDict(checks.defaults(OptimizerConfig, exclude=("total_steps",)))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     return c
 

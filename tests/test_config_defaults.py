@@ -1,0 +1,48 @@
+"""Each default is written once, in its dataclass: the config sections built from the dataclasses
+(soo_jax.checks.defaults) hold exactly their defaults, and read back they are the dataclasses'
+defaults."""
+
+import dataclasses
+
+import pytest
+
+from soo_jax import checks
+
+
+def test_the_training_sections_are_their_dataclasses_defaults():
+    from soo_jax.lora import LoRAConfig
+    from soo_jax.soo import LossConfig
+    from soo_jax.train import config as run_config
+    from soo_jax.train.step import OptimizerConfig
+
+    c = run_config.base_config()
+    assert run_config.lora_config(c) == LoRAConfig()
+    assert run_config.loss_config(c) == LossConfig()
+    assert run_config.optimizer_config(c, total_steps=OptimizerConfig.total_steps) == OptimizerConfig()
+    assert set(c.loss) == {f.name for f in dataclasses.fields(LossConfig)}
+    assert set(c.optimizer) == {f.name for f in dataclasses.fields(OptimizerConfig)} - {"total_steps"}
+    assert set(c.lora) == {f.name for f in dataclasses.fields(LoRAConfig)} - {"param_dtype"}
+
+
+def test_the_rl_sections_are_their_dataclasses_defaults():
+    from soo_jax.rl import config as rl_config
+    from soo_jax.rl.maddpg.core import MADDPGHyper
+    from soo_jax.rl.soo import SOOConfig
+
+    c = rl_config.base_config()
+    assert rl_config.maddpg_hyper(c) == MADDPGHyper()
+    assert rl_config.soo_config(c, "soo") == SOOConfig()
+    assert set(c.maddpg) == {f.name for f in dataclasses.fields(MADDPGHyper)} - {"episode_length"}
+
+
+def test_defaults_names_a_missing_default_and_an_unknown_field():
+    @dataclasses.dataclass
+    class Example:
+        required: int
+        listed: tuple = dataclasses.field(default_factory=lambda: (1,))
+
+    assert checks.defaults(Example, exclude=("required",)) == {"listed": (1,)}
+    with pytest.raises(TypeError, match="Example.required has no default"):
+        checks.defaults(Example)
+    with pytest.raises(TypeError, match=r"no field \['typo'\]"):
+        checks.defaults(Example, exclude=("required", "typo"))
