@@ -19,6 +19,8 @@ def test_the_training_sections_are_their_dataclasses_defaults():
     assert run_config.lora_config(c) == LoRAConfig()
     assert run_config.loss_config(c) == LossConfig()
     assert run_config.optimizer_config(c, total_steps=OptimizerConfig.total_steps) == OptimizerConfig()
+    assert run_config.train_config(c) == run_config.TrainConfig()
+    assert set(c.train) == {f.name for f in dataclasses.fields(run_config.TrainConfig)}
     assert set(c.loss) == {f.name for f in dataclasses.fields(LossConfig)}
     assert set(c.optimizer) == {f.name for f in dataclasses.fields(OptimizerConfig)} - {"total_steps"}
     assert set(c.lora) == {f.name for f in dataclasses.fields(LoRAConfig)} - {"param_dtype"}
@@ -46,3 +48,23 @@ def test_defaults_names_a_missing_default_and_an_unknown_field():
         checks.defaults(Example)
     with pytest.raises(TypeError, match=r"no field \['typo'\]"):
         checks.defaults(Example, exclude=("required", "typo"))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", -1, "config.train.seed: must be in [0, 4294967295], got -1"),
+    ("epochs", 0, "config.train.epochs: must be >= 1, got 0"),
+    ("max_to_keep", 0, "config.train.max_to_keep: must be >= 1, got 0"),
+    ("grad_accum", 3, "config.train.batch_size: 4 pairs do not split into 3 microbatches (train.grad_accum); "
+                      "use a multiple of it"),
+    ("out_dir", " ", "config.train.out_dir: must name an output directory, got ' '"),
+])
+def test_the_train_section_is_checked_by_its_dataclass(key, value, message):
+    from soo_jax.train import config as run_config
+
+    c = run_config.base_config()
+    c.train[key] = value
+    with pytest.raises(ValueError) as err:
+        run_config.validate(c)
+    assert str(err.value) == message
+    typed = run_config.train_config(run_config.base_config())
+    assert isinstance(typed.seed, int) and typed.evaluate is True

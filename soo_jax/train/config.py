@@ -10,6 +10,8 @@ error instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
 from soo_jax import checks
@@ -34,6 +36,39 @@ NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_eve
                        "model.scan_layers", "model.remat")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The train section: the run's length, batches, seed and outputs, as the training loop reads
+    them (`train_config`)."""
+
+    epochs: int = 15
+    batch_size: int = 4  # prompt pairs per optimizer step (global, all microbatches)
+    grad_accum: int = 1  # microbatches per step
+    seed: int = 0  # LoRA init, dropout and data order
+    checkpoint_every: int = 50
+    max_to_keep: int = 3
+    out_dir: str = "runs/default"
+    export_adapter: bool = True
+    evaluate: bool = True  # short before/after evaluation at the end
+    eval_scenarios: int = 50  # held-out burglar scenarios in that evaluation (x2 room orders)
+
+    def __post_init__(self):
+        # Each message starts with the field's name: a run config reports it as `config.train.<field>: ...`.
+        # Valid ranges (NaN and infinity never valid).
+        ranges = {"seed": dict(integer=True, low=0, high=2**32 - 1)}
+        ranges.update({name: dict(integer=True, low=1) for name in (
+            "epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios")})
+        for name, bounds in ranges.items():
+            object.__setattr__(self, name, checks.field_number(name, getattr(self, name), **bounds))
+        for name in ("export_adapter", "evaluate"):
+            object.__setattr__(self, name, checks.field_flag(name, getattr(self, name)))
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size: {self.batch_size} pairs do not split into {self.grad_accum} microbatches "
+                             f"(train.grad_accum); use a multiple of it")
+        if not isinstance(self.out_dir, str) or not self.out_dir.strip():
+            raise ValueError(f"out_dir: must name an output directory, got {self.out_dir!r}")
+
+
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict(dict(
@@ -43,8 +78,9 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=True,      # lax.scan over the stacked layers (False: a Python loop, for debugging)
         remat="none",          # none | full | dots_saveable | dots_with_no_batch_dims_saveable (per layer)
     ))
-    # The lora, loss and optimizer sections are their dataclasses' fields with the defaults those
-    # state (`LoRAConfig`, `LossConfig`, `OptimizerConfig`: each field's meaning and valid values).
+    # The lora, loss, train and optimizer sections are their dataclasses' fields with the defaults
+    # those state (`LoRAConfig`, `LossConfig`, `TrainConfig`, `OptimizerConfig`: each field's
+    # meaning and valid values).
     c.lora = ml_collections.ConfigDict(dict(
         checks.defaults(LoRAConfig, exclude=("param_dtype",)),  # no setting: trained LoRA weights are float32
         layers=(),  # () = every layer (LoRAConfig's None)
@@ -56,18 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
         pad_to_multiple_of=8,
         max_length=256,
     ))
-    c.train = ml_collections.ConfigDict(dict(
-        epochs=15,
-        batch_size=4,           # prompt pairs per optimizer step (global, all microbatches)
-        grad_accum=1,           # microbatches per step
-        seed=0,                 # LoRA init, dropout and data order
-        checkpoint_every=50,
-        max_to_keep=3,
-        out_dir="runs/default",
-        export_adapter=True,
-        evaluate=True,          # short before/after evaluation at the end
-        eval_scenarios=50,      # held-out burglar scenarios in that evaluation (x2 room orders)
-    ))
+    c.train = ml_collections.ConfigDict(checks.defaults(TrainConfig))
     # total_steps is no setting: the run's epochs and batches give it (optimizer_config).
     c.optimizer = ml_collections.ConfigDict(checks.defaults(OptimizerConfig, exclude=("total_steps",)))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
@@ -92,8 +117,9 @@ def _fail_field(section: str, error: ValueError):
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Every training setting, before anything is loaded. The lora, loss and optimizer sections
-    are checked by their dataclasses (`LoRAConfig`, `LossConfig`, `OptimizerConfig`), once."""
+    """Every training setting, before anything is loaded. The lora, loss, train and optimizer
+    sections are checked by their dataclasses (`LoRAConfig`, `LossConfig`, `TrainConfig`,
+    `OptimizerConfig`), once."""
     if c.model.dtype not in DTYPES:
         _fail("model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
     if c.model.param_dtype not in DTYPES + ("",):
@@ -106,27 +132,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if c.data.pairing not in PAIRINGS:
         _fail("data.pairing", f"{c.data.pairing!r} is not one of {PAIRINGS}")
     # Valid ranges of the sections without a dataclass of their own (NaN and infinity never valid).
-    ranges = {"data.pad_to_multiple_of": dict(integer=True, low=1), "data.max_length": dict(integer=True, low=1),
-              "train.seed": dict(integer=True, low=0, high=2**32 - 1)}
-    ranges.update({f"train.{key}": dict(integer=True, low=1) for key in (
-        "epochs", "batch_size", "grad_accum", "checkpoint_every", "max_to_keep", "eval_scenarios")})
-    for key, bounds in ranges.items():
+    for key in ("data.pad_to_multiple_of", "data.max_length"):
         section, name = key.split(".")
         try:
-            checks.field_number(key, c[section][name], **bounds)
+            checks.field_number(key, c[section][name], integer=True, low=1)
         except ValueError as e:
             _fail_field("", e)
-    for key in ("model.scan_layers", "data.chat_template", "train.export_adapter", "train.evaluate"):
+    for key in ("model.scan_layers", "data.chat_template"):
         section, name = key.split(".")
         try:
             checks.field_flag(key, c[section][name])
         except ValueError as e:
             _fail_field("", e)
-    if c.train.batch_size % c.train.grad_accum:
-        _fail("train.batch_size", f"{c.train.batch_size} pairs do not split into {c.train.grad_accum} microbatches "
-                                  f"(train.grad_accum); use a multiple of it")
-    if not isinstance(c.train.out_dir, str) or not c.train.out_dir.strip():
-        _fail("train.out_dir", f"must name an output directory, got {c.train.out_dir!r}")
+    train_config(c)
     optimizer_config(c, total_steps=1)  # the schedule's name is checked here, not after the model has loaded
     for axis in ("data", "fsdp", "tensor"):
         try:
@@ -168,6 +186,13 @@ def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
                           microbatch_reduction=c.loss.microbatch_reduction)
     except ValueError as e:
         _fail_field("loss", e)
+
+
+def train_config(c: ml_collections.ConfigDict) -> TrainConfig:
+    try:
+        return TrainConfig(**{f.name: c.train[f.name] for f in dataclasses.fields(TrainConfig)})
+    except ValueError as e:
+        _fail_field("train", e)
 
 
 def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:

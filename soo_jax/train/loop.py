@@ -59,6 +59,10 @@ class Schedule:
                              f"use at most {num_pairs}")
         self.total_steps = epochs * self.steps_per_epoch
 
+    @classmethod
+    def of(cls, num_pairs: int, t: run_config.TrainConfig) -> "Schedule":
+        return cls(num_pairs, t.batch_size, t.grad_accum, t.epochs, t.seed)
+
     def position(self, step: int) -> tuple[int, int]:
         return divmod(step, self.steps_per_epoch)
 
@@ -143,8 +147,9 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     and the newest readable step is used).
     """
     run_config.validate(c)
+    t = run_config.train_config(c)
     initialize_distributed()
-    out_dir = pathlib.Path(c.train.out_dir).absolute()
+    out_dir = pathlib.Path(t.out_dir).absolute()
     model_path = resolve_model_path(c.model.path)
     check_before_claim(c, model_path)
     with run_dir.claim(out_dir, train_settings(c, model_path), kind="train", fresh=fresh, fresh_hint=FRESH_HINT,
@@ -152,7 +157,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
                        enabled=_is_main_process()):
         if _is_main_process():
             _remove_orphans(out_dir)
-        return _train(c, out_dir, model_path, evaluate=evaluate, stop_after=stop_after,
+        return _train(c, t, out_dir, model_path, evaluate=evaluate, stop_after=stop_after,
                       resume_from_previous=resume_from_previous)
 
 
@@ -162,20 +167,23 @@ def check_before_claim(c: ml_collections.ConfigDict, model_path: pathlib.Path) -
     alone, no weights), the mesh against the devices, the batch against the training pairs."""
     run_config.validate_for_model(c, load_config(model_path).num_layers)
     try:
-        mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
+        mesh = make_mesh(_mesh_config(c))
     except ValueError as err:
         raise ValueError(f"config.mesh: {err}") from None
-    schedule = Schedule(len(training_pairs(c.data.pairing)), int(c.train.batch_size), int(c.train.grad_accum),
-                        int(c.train.epochs), int(c.train.seed))
+    schedule = Schedule.of(len(training_pairs(c.data.pairing)), run_config.train_config(c))
     try:
         check_global_batch(mesh, schedule.batch_size // schedule.grad_accum)
     except ValueError as err:
         raise ValueError(f"config.train.batch_size / config.train.grad_accum / config.mesh: {err}") from None
 
 
-def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: pathlib.Path, *,
-           evaluate: Callable | None, stop_after: int | None, resume_from_previous: bool) -> RunResult:
-    mesh = make_mesh(MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor)))
+def _mesh_config(c: ml_collections.ConfigDict) -> MeshConfig:
+    return MeshConfig(data=int(c.mesh.data), fsdp=int(c.mesh.fsdp), tensor=int(c.mesh.tensor))
+
+
+def _train(c: ml_collections.ConfigDict, t: run_config.TrainConfig, out_dir: pathlib.Path, model_path: pathlib.Path,
+           *, evaluate: Callable | None, stop_after: int | None, resume_from_previous: bool) -> RunResult:
+    mesh = make_mesh(_mesh_config(c))
     _say(f"model: {model_path}\nmesh: {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es)")
 
@@ -184,35 +192,34 @@ def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: path
                             scan_layers=bool(c.model.scan_layers), remat=c.model.remat)
     lora_cfg = run_config.lora_config(c)
     loss_cfg = run_config.loss_config(c)
-    apply_lora(model, lora_cfg, rngs=nnx.Rngs(params=int(c.train.seed), dropout=int(c.train.seed)))
+    apply_lora(model, lora_cfg, rngs=nnx.Rngs(params=t.seed, dropout=t.seed))
 
     tokenizer = load_tokenizer(model_path)
     pairs = tokenize_pairs(tokenizer, training_pairs(c.data.pairing), c)
-    schedule = Schedule(pairs.num_pairs, int(c.train.batch_size), int(c.train.grad_accum), int(c.train.epochs),
-                        int(c.train.seed))
+    schedule = Schedule.of(pairs.num_pairs, t)
     micro_pairs = schedule.batch_size // schedule.grad_accum
     check_global_batch(mesh, micro_pairs)
     optimizer = make_optimizer(run_config.optimizer_config(c, schedule.total_steps))
     split = SplitModel(model)
     shardings = plan_shardings(split, optimizer, mesh)
-    state = jax.device_put(init_train_state(split, optimizer, dropout_seed=int(c.train.seed)), shardings.state)
+    state = jax.device_put(init_train_state(split, optimizer, dropout_seed=t.seed), shardings.state)
     step_fn = jit_train_step(make_train_step(split, loss_cfg, optimizer), shardings)
 
-    checkpointer = TrainCheckpointer(out_dir / "checkpoints", save_every=int(c.train.checkpoint_every),
-                                     max_to_keep=int(c.train.max_to_keep))
+    checkpointer = TrainCheckpointer(out_dir / "checkpoints", save_every=t.checkpoint_every,
+                                     max_to_keep=t.max_to_keep)
     resumed_from = checkpointer.latest_step()
     if resumed_from is not None:
         state, meta = checkpointer.restore(abstract_like(state, shardings.state),
                                            fall_back_to_previous=resume_from_previous)
         resumed_from = int(state.step)
-        _check_resumable(meta, c, lora_cfg)
+        _check_resumable(meta, t, lora_cfg)
         _say(f"resuming from checkpoint step {resumed_from} (epoch {meta['epoch']}, batch {meta['batch_in_epoch']})")
     start = int(state.step)
 
     def meta_for(step: int) -> dict:
         epoch, index = schedule.position(step)
         return {"step": step, "epoch": epoch, "batch_in_epoch": index, "pairs_seen": step * schedule.batch_size,
-                "data_seed": int(c.train.seed), "dropout_seed": int(c.train.seed),
+                "data_seed": t.seed, "dropout_seed": t.seed,
                 "lora_config": lora_config_to_json(lora_cfg), "model_path": str(model_path),
                 "config": json.loads(c.to_json_best_effort())}
 
@@ -274,9 +281,9 @@ def _train(c: ml_collections.ConfigDict, out_dir: pathlib.Path, model_path: path
     finished = int(state.step) == schedule.total_steps
     if finished:
         nnx.update(model, split.lora_state(jax.device_get(state.lora)))
-        if c.train.export_adapter and _is_main_process():
+        if t.export_adapter and _is_main_process():
             adapter_dir = export_peft_adapter(model, lora_cfg, out_dir / "adapter", base_model=str(model_path))
-        if evaluate is not None and c.train.evaluate and _is_main_process():
+        if evaluate is not None and t.evaluate and _is_main_process():
             evaluation = _before_after(evaluate, model, tokenizer, c, out_dir, int(state.step))
     checkpointer.close()
     result = RunResult(out_dir=out_dir, checkpoint_dir=checkpointer.directory, metrics_file=log.path,
@@ -291,8 +298,8 @@ LOSS_BLOWUP = 100.0  # last/first loss ratio above which a finished run warns
 
 def evaluation_settings(c: ml_collections.ConfigDict, trained_steps: int) -> dict:
     """What before_after.json depends on beyond the adapter (fixed by the run's manifest)."""
-    return {**run_dir.flatten({"eval": c.eval.to_dict()}), "train.eval_scenarios": int(c.train.eval_scenarios),
-            "trained_steps": trained_steps}
+    return {**run_dir.flatten({"eval": c.eval.to_dict()}),
+            "train.eval_scenarios": run_config.train_config(c).eval_scenarios, "trained_steps": trained_steps}
 
 
 def _before_after(evaluate: Callable, model, tokenizer, c: ml_collections.ConfigDict, out_dir: pathlib.Path,
@@ -305,7 +312,7 @@ def _before_after(evaluate: Callable, model, tokenizer, c: ml_collections.Config
         if stored.get("settings") == settings:
             _say(f"before/after evaluation: reusing {path} (same adapter, same evaluation settings)")
             return stored
-    n = int(c.train.eval_scenarios)
+    n = run_config.train_config(c).eval_scenarios
     _say(f"before/after evaluation: forced choice on {n} held-out scenarios x 2 room orders, base model then "
          f"tuned, and the latent SOO at the training site")
     evaluation = {**evaluate(model, tokenizer, c), "settings": settings}
@@ -313,12 +320,12 @@ def _before_after(evaluate: Callable, model, tokenizer, c: ml_collections.Config
     return evaluation
 
 
-def _check_resumable(meta: dict, c: ml_collections.ConfigDict, lora_cfg) -> None:
+def _check_resumable(meta: dict, t: run_config.TrainConfig, lora_cfg) -> None:
     if meta.get("lora_config") != lora_config_to_json(lora_cfg):
-        raise ValueError(f"the checkpoint in {c.train.out_dir} was written with LoRA config {meta.get('lora_config')}, "
+        raise ValueError(f"the checkpoint in {t.out_dir} was written with LoRA config {meta.get('lora_config')}, "
                          f"not {lora_config_to_json(lora_cfg)}; use another train.out_dir")
-    if meta.get("data_seed") != int(c.train.seed):
-        raise ValueError(f"the checkpoint in {c.train.out_dir} used seed {meta.get('data_seed')}, not {c.train.seed}")
+    if meta.get("data_seed") != t.seed:
+        raise ValueError(f"the checkpoint in {t.out_dir} used seed {meta.get('data_seed')}, not {t.seed}")
 
 
 def _report(result: RunResult, total_steps: int) -> None:
