@@ -97,10 +97,7 @@ def _say(message: str) -> None:
 # Settings that cannot change the trained adapter: where and how often things are written, the
 # end-of-run evaluation (its own settings are checked against before_after.json), the mesh shape,
 # how the layer loop runs (scanned or not, remat: the same numbers to fp32 rounding, like the mesh).
-# "train.log_every" is no setting any more (it was never read), but the configs that runs from
-# before manifests recorded in their checkpoints hold it; listed here, it is left out of their
-# settings as it always was, so those runs still resume.
-NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
+NOT_RESULT_CHANGING = ("train.out_dir", "train.checkpoint_every", "train.max_to_keep",
                        "train.export_adapter", "train.evaluate", "train.eval_scenarios", "eval", "mesh",
                        "model.scan_layers", "model.remat")
 FRESH_HINT = "a new train.out_dir, or --fresh to move the old run aside"
@@ -110,19 +107,6 @@ def train_settings(c: ml_collections.ConfigDict, model_path: pathlib.Path) -> di
     """The flat settings the trained adapter depends on (compared on every rerun)."""
     settings = run_dir.without(run_dir.flatten(c.to_dict()), NOT_RESULT_CHANGING)
     return {**settings, "model.identity": run_dir.model_identity(model_path)}
-
-
-def _legacy_settings(model_path: pathlib.Path) -> Callable[[pathlib.Path], dict | None]:
-    """For an out_dir written before manifests: the config its newest checkpoint recorded."""
-    def read(out_dir: pathlib.Path) -> dict | None:
-        steps = sorted((int(p.name) for p in (out_dir / "checkpoints").glob("*") if p.name.isdigit()), reverse=True)
-        for step in steps:
-            meta_file = out_dir / "checkpoints" / str(step) / "meta" / "metadata"
-            if meta_file.is_file():
-                config = ml_collections.ConfigDict(run_dir.read_json(meta_file)["config"])
-                return train_settings(config, model_path)
-        return None
-    return read
 
 
 def _remove_orphans(out_dir: pathlib.Path) -> None:
@@ -156,8 +140,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     model_path = resolve_model_path(c.model.path)
     check_before_claim(c, model_path)
     with run_dir.claim(out_dir, train_settings(c, model_path), kind="train", fresh=fresh, fresh_hint=FRESH_HINT,
-                       legacy_settings=_legacy_settings(model_path), info={"model": str(model_path)},
-                       enabled=_is_main_process()):
+                       info={"model": str(model_path)}, enabled=_is_main_process()):
         if _is_main_process():
             _remove_orphans(out_dir)
         return _train(c, out_dir, model_path, evaluate=evaluate, stop_after=stop_after,
