@@ -9,7 +9,7 @@ B is zero, so a fresh adapter leaves the model's outputs unchanged. A and B are 
 On the stacked decoder layers an adapter is stacked too: A [L, in, r], B [L, r, out], one
 dropout stream per layer. Layers outside `LoRAConfig.layers` keep A = B = 0, which adds exactly
 zero and gets exactly zero gradients; `adapter_slices` lists the real (layer, module) adapters,
-named as PEFT and our train state name them (`layers.3.self_attn.q_proj`).
+named as PEFT names them (`layers.3.self_attn.q_proj`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ adapters on the stacked decoder layers are written and read one layer at a time
 
 This is the LoRA layer's file format and needs nothing from training. The LoRA state of an orbax
 training checkpoint is read by `soo_jax.train.checkpoint.restore_lora_into`, which stays with
-the checkpoint format it reads (the train state's flat per-layer LoRA dict, `SplitModel`).
+the checkpoint format it reads (the train state's stacked LoRA arrays, `SplitModel`).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MANIFEST_NAME = "manifest.json"
@@ -214,15 +214,13 @@ def start_fresh(directory: pathlib.Path) -> None:
 
 def check_manifest(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: str,
                    fresh_hint: str = "a new output directory",
-                   legacy_settings: Callable[[pathlib.Path], Mapping[str, Any] | None] | None = None,
                    info: Mapping[str, Any] | None = None) -> pathlib.Path:
     """Makes `directory` ready for a `kind` run whose results depend on `settings` (flat).
 
     An empty or new directory gets a manifest. One with a manifest must match it: otherwise
     RunDirError names every differing key and `fresh_hint` (what to pass to start afresh). A
-    populated directory without a manifest (written before manifests existed) is compared with
-    `legacy_settings(directory)` where that can say what it was made with, and refused where
-    not. `info` (model identity, commit) is recorded but never compared.
+    populated directory without a manifest was not made by this version and is refused. `info`
+    (model identity, commit) is recorded but never compared.
     """
     directory = prepare_directory(directory)
     settings = flatten(settings)
@@ -234,11 +232,8 @@ def check_manifest(directory: str | os.PathLike, settings: Mapping[str, Any], *,
             raise RunDirError(f"{directory} holds a {stored.get('kind')!r} run, not a {kind!r} run; use {fresh_hint}")
         stored_settings = stored.get("settings", {})
     elif populated:
-        stored_settings = legacy_settings(directory) if legacy_settings else None
-        if stored_settings is None:
-            raise RunDirError(f"{directory} already has files but no {MANIFEST_NAME}, so what made them is "
-                              f"unknown; use {fresh_hint}")
-        stored_settings = flatten(stored_settings)
+        raise RunDirError(f"{directory} already has files but no {MANIFEST_NAME}: it was not made by this "
+                          f"version; use {fresh_hint}")
     else:
         stored_settings = settings
     diffs = differences(stored_settings, settings)
@@ -256,7 +251,6 @@ def check_manifest(directory: str | os.PathLike, settings: Mapping[str, Any], *,
 
 def claim(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: str, fresh: bool = False,
           fresh_hint: str = "a new output directory, or --fresh to move the old one aside",
-          legacy_settings: Callable[[pathlib.Path], Mapping[str, Any] | None] | None = None,
           info: Mapping[str, Any] | None = None, enabled: bool = True) -> "DirLock":
     """Everything a run does before it writes into `directory`, in this order: move an old run
     aside if `fresh`, take the lock, check (or write) the manifest. Returns the held lock; use
@@ -274,8 +268,7 @@ def claim(directory: str | os.PathLike, settings: Mapping[str, Any], *, kind: st
     manifest = directory / MANIFEST_NAME
     had_manifest = manifest.exists()
     try:
-        check_manifest(directory, settings, kind=kind, fresh_hint=fresh_hint, legacy_settings=legacy_settings,
-                       info=info)
+        check_manifest(directory, settings, kind=kind, fresh_hint=fresh_hint, info=info)
     except BaseException:
         lock.release()
         raise

@@ -34,17 +34,14 @@ def test_manifest_accepts_the_same_settings_and_names_every_changed_key(tmp_path
         check_manifest(tmp_path, settings, kind="rl")
 
 
-def test_a_populated_directory_without_manifest_is_compared_with_what_it_recorded(tmp_path):
+def test_a_populated_directory_without_manifest_is_refused_in_one_line(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(RunDirError, match="no manifest.json"):
-        check_manifest(tmp_path, {"a": 1}, kind="rl")
-    check_manifest(tmp_path, {"a": 1}, kind="rl", legacy_settings=lambda d: {"a": 1})  # adopted
-    assert json.loads((tmp_path / "manifest.json").read_text())["settings"] == {"a": 1}
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "x").write_text("")
-    with pytest.raises(RunDirError, match="a: 2 -> 1"):
-        check_manifest(other, {"a": 1}, kind="rl", legacy_settings=lambda d: {"a": 2})
+    with pytest.raises(RunDirError) as err:
+        check_manifest(tmp_path, {"a": 1}, kind="rl", fresh_hint="another directory, or --fresh")
+    message = str(err.value)
+    assert "no manifest.json" in message and "not made by this version" in message and "--fresh" in message
+    assert "\n" not in message
+    assert not (tmp_path / "manifest.json").exists()
 
 
 def test_fresh_moves_the_old_run_aside_and_keeps_it(tmp_path):

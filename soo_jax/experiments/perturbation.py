@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.eval.capability import base_view, next_token_kl
-from soo_jax.lora import LoRAConfig, adapter_slices, apply_lora, set_dropout
+from soo_jax.lora import LoRAConfig, adapter_slices, apply_lora, lora_linears, set_dropout
 
 __all__ = ["Calibration", "random_direction", "matched_perturbation"]
 
@@ -40,12 +40,6 @@ def random_direction(model, seed: int) -> None:
         piece.set("b", jax.random.normal(jax.random.fold_in(key, index), b.shape, jnp.float32))
 
 
-def _scaled(model, direction: dict, scale: float):
-    for index, piece in enumerate(adapter_slices(model)):
-        piece.set("b", scale * direction[index])
-    return model
-
-
 def matched_perturbation(model, lora_config: LoRAConfig, tokenizer, prompts: Sequence[str], *, target_kl: float,
                          seed: int, chat_template: bool = True, batch_size: int = 16, rtol: float = 0.02,
                          max_evaluations: int = 12, log: Callable[[str], None] | None = None) -> Calibration:
@@ -57,11 +51,14 @@ def matched_perturbation(model, lora_config: LoRAConfig, tokenizer, prompts: Seq
     apply_lora(model, lora_config, rngs=nnx.Rngs(params=seed, dropout=seed))
     set_dropout(model, False)
     random_direction(model, seed)
-    direction = {i: np.asarray(piece.get("b")) for i, piece in enumerate(adapter_slices(model))}
+    # Each B variable and its direction, whole (a stacked one's rows without an adapter are zero).
+    directions = [(linear.lora.b, np.asarray(linear.lora.b[...])) for _, linear in lora_linears(model)
+                  if linear.lora is not None]
     reference = base_view(model)
 
     def kl_at(scale: float) -> float:
-        _scaled(model, direction, scale)
+        for variable, direction in directions:
+            variable[...] = jnp.asarray(scale * direction, variable.dtype)
         return next_token_kl(reference, model, tokenizer, prompts, chat_template=chat_template,
                              batch_size=batch_size)["mean_kl_base_tuned"]
 

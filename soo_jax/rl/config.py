@@ -19,10 +19,6 @@ STAGES = BASELINE_STAGES + FINETUNE_STAGES + ("evaluate",)
 FINETUNE_LOSSES = FINETUNE_STAGES + ("none",)
 FINETUNE_INITS = ("baseline", "scratch")
 REWARD_MODES = ("deceptive", "honest")
-# Settings added after stage manifests existed, with the value every earlier run used: a manifest
-# (or a legacy config.json) without one of them was made with its default.
-ADDED_DEFAULTS = {"finetune.soo_target": "hidden", "finetune.init": "baseline",
-                  "finetune.reward": "deceptive"}
 
 
 class ConfigError(ValueError):

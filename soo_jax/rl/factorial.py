@@ -19,30 +19,12 @@ from __future__ import annotations
 
 import functools
 import pathlib
-import time
 
 from ml_collections import ConfigDict
 
 from soo_jax import run_dir
 from soo_jax.rl import config as config_lib
 from soo_jax.rl import factorial_evaluate, stages, training
-
-# An unfinished baseline whose files changed this recently, in a workdir nobody holds the lock
-# of, is taken to be in training by a launch/rl.py from before workdir locks: not touched.
-RECENT_WRITE_S = 30 * 60
-
-
-def _refuse_if_written_by_an_unlocked_process(directory: pathlib.Path) -> None:
-    lock = directory.parent / run_dir.LOCK_NAME
-    if lock.exists() or not directory.is_dir():
-        return  # a lock is checked by DirLock itself (held: refused; a killed holder's file: free)
-    files = [p for p in directory.rglob("*") if p.is_file()]
-    age = time.time() - max((p.stat().st_mtime for p in files), default=0.0)
-    if files and age < RECENT_WRITE_S:
-        raise run_dir.RunDirError(
-            f"{directory} is unfinished and was written to {age / 60:.0f} min ago, and no process holds "
-            f"{lock}: it looks like a launch/rl.py from before workdir locks is training it. Let it finish "
-            f"(this factorial then reuses it), or rerun after {RECENT_WRITE_S // 60} min without writes")
 
 
 def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
@@ -54,7 +36,6 @@ def ensure_baseline(config: ConfigDict, stage: str, log) -> dict | None:
         log(f"[{stage}] reusing the finished baseline in {directory} "
             f"({info.get('wall_time_s', float('nan')) / 60:.1f} min, commit {info.get('commit')})")
         return info
-    _refuse_if_written_by_an_unlocked_process(directory)
     own = directory.parent == pathlib.Path(config.workdir).absolute()
     log(f"[{stage}] no finished baseline in {directory}; training it there")
     with run_dir.DirLock(directory.parent, enabled=not own):

@@ -95,25 +95,6 @@ def stage_settings(config: ConfigDict, stage: str) -> dict:
     return _select(flat, _STAGE_SECTIONS[stage])
 
 
-def _with_added_defaults(stored: dict, current: dict) -> dict:
-    """`stored` settings of a run made before some of `current`'s keys existed, with those keys
-    at the value that run used (config_lib.ADDED_DEFAULTS)."""
-    added = {k: v for k, v in config_lib.ADDED_DEFAULTS.items() if k in current and k not in stored}
-    return {**stored, **added}
-
-
-def _legacy_stage_settings(config: ConfigDict, stage: str):
-    """A stage directory from before manifests: the workdir's config.json (written by every run
-    of that time) says what it was made with, when it is there."""
-    def read(directory: pathlib.Path):
-        legacy = directory.parent / "config.json"
-        if not legacy.is_file():
-            return None
-        return _with_added_defaults(stage_settings(ConfigDict(run_dir.read_json(legacy)), stage),
-                                    stage_settings(config, stage))
-    return read
-
-
 def _stored_manifest(directory: pathlib.Path) -> dict | None:
     path = directory / run_dir.MANIFEST_NAME
     return run_dir.read_json(path) if path.is_file() else None
@@ -121,14 +102,8 @@ def _stored_manifest(directory: pathlib.Path) -> dict | None:
 
 def claim_stage(config: ConfigDict, stage: str, info: dict | None = None) -> pathlib.Path:
     directory = stage_dir(config, stage)
-    settings = stage_settings(config, stage)
-    stored = _stored_manifest(directory)
-    if stored is not None:  # a manifest from before an added key was made with its default
-        settings = {k: v for k, v in settings.items()
-                    if not (k in config_lib.ADDED_DEFAULTS and k not in stored.get("settings", {})
-                            and v == config_lib.ADDED_DEFAULTS[k])}
-    return run_dir.check_manifest(directory, settings, kind=f"rl/{stage}", fresh_hint=FRESH_HINT,
-                                  legacy_settings=_legacy_stage_settings(config, stage), info=info)
+    return run_dir.check_manifest(directory, stage_settings(config, stage), kind=f"rl/{stage}",
+                                  fresh_hint=FRESH_HINT, info=info)
 
 
 def is_finished(directory: pathlib.Path) -> bool:
@@ -138,22 +113,17 @@ def is_finished(directory: pathlib.Path) -> bool:
 
 def check_finished_stage(config: ConfigDict, stage: str) -> dict:
     """A finished stage (e.g. a baseline in another experiment's workdir) checked against the
-    settings `config` needs from it, reading only: nothing is written there, not even a manifest
-    for a directory from before manifests. Returns its done.json; RunDirError names every
-    differing key."""
+    settings `config` needs from it, reading only: nothing is written there. Returns its
+    done.json; RunDirError names every differing key."""
     directory = stage_dir(config, stage)
     settings = stage_settings(config, stage)
     stored = _stored_manifest(directory)
-    if stored is not None:
-        if stored.get("kind") != f"rl/{stage}":
-            raise run_dir.RunDirError(f"{directory} holds a {stored.get('kind')!r} run, not an 'rl/{stage}' run")
-        stored_settings = _with_added_defaults(stored.get("settings", {}), settings)
-    else:
-        stored_settings = _legacy_stage_settings(config, stage)(directory)
-        if stored_settings is None:
-            raise run_dir.RunDirError(f"{directory} has no {run_dir.MANIFEST_NAME} and no ../config.json, so "
-                                      f"what made it is unknown")
-    diffs = run_dir.differences(stored_settings, settings)
+    if stored is None:
+        raise run_dir.RunDirError(f"{directory} has no {run_dir.MANIFEST_NAME}: it was not made by this version; "
+                                  f"use another --config.baseline_workdir")
+    if stored.get("kind") != f"rl/{stage}":
+        raise run_dir.RunDirError(f"{directory} holds a {stored.get('kind')!r} run, not an 'rl/{stage}' run")
+    diffs = run_dir.differences(stored.get("settings", {}), settings)
     if diffs:
         raise run_dir.RunDirError(f"{directory} was made with other settings than this run needs "
                                   f"({'; '.join(diffs)})")

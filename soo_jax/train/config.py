@@ -27,11 +27,9 @@ DTYPES = ("float32", "bfloat16")
 # resumes the run instead of refusing it): where and how often things are written, whether the
 # adapter is exported and the end-of-run evaluation runs (its own settings are checked against
 # before_after.json), the mesh shape, and how the layer loop runs (scanned or not, remat: the same
-# numbers to fp32 rounding, like the mesh). "train.log_every" is no setting any more (it was never
-# read), but the configs that runs from before manifests recorded in their checkpoints hold it;
-# listed here, it is left out of their settings as it always was, so those runs still resume.
-# The evaluation section's own are `soo_jax.eval.config.NOT_RESULT_CHANGING`.
-NOT_RESULT_CHANGING = ("train.out_dir", "train.log_every", "train.checkpoint_every", "train.max_to_keep",
+# numbers to fp32 rounding, like the mesh). The evaluation section's own are
+# `soo_jax.eval.config.NOT_RESULT_CHANGING`.
+NOT_RESULT_CHANGING = ("train.out_dir", "train.checkpoint_every", "train.max_to_keep",
                        "train.export_adapter", "train.evaluate", "train.eval_scenarios", "mesh",
                        "model.scan_layers", "model.remat")
 

@@ -108,19 +108,6 @@ def train_settings(c: ml_collections.ConfigDict, model_path: pathlib.Path) -> di
     return {**settings, "model.identity": run_dir.model_identity(model_path)}
 
 
-def _legacy_settings(model_path: pathlib.Path) -> Callable[[pathlib.Path], dict | None]:
-    """For an out_dir written before manifests: the config its newest checkpoint recorded."""
-    def read(out_dir: pathlib.Path) -> dict | None:
-        steps = sorted((int(p.name) for p in (out_dir / "checkpoints").glob("*") if p.name.isdigit()), reverse=True)
-        for step in steps:
-            meta_file = out_dir / "checkpoints" / str(step) / "meta" / "metadata"
-            if meta_file.is_file():
-                config = ml_collections.ConfigDict(run_dir.read_json(meta_file)["config"])
-                return train_settings(config, model_path)
-        return None
-    return read
-
-
 def _remove_orphans(out_dir: pathlib.Path) -> None:
     """Temporary directories a killed run left behind (an adapter export or a checkpoint being
     written); nobody else writes here while we hold the lock."""
@@ -153,8 +140,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     model_path = resolve_model_path(c.model.path)
     check_before_claim(c, model_path)
     with run_dir.claim(out_dir, train_settings(c, model_path), kind="train", fresh=fresh, fresh_hint=FRESH_HINT,
-                       legacy_settings=_legacy_settings(model_path), info={"model": str(model_path)},
-                       enabled=_is_main_process()):
+                       info={"model": str(model_path)}, enabled=_is_main_process()):
         if _is_main_process():
             _remove_orphans(out_dir)
         return _train(c, t, out_dir, model_path, evaluate=evaluate, stop_after=stop_after,

@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -25,7 +26,9 @@ from soo_jax.sharding import DEFAULT_RULES, Rules, logical_to_spec, state_shardi
 from soo_jax.soo import LossConfig, metric_names, soo_loss
 
 Array = jax.Array
-LoRAParams = dict[str, Array]  # flat: "layers/3/self_attn/q_proj/lora/a" -> array
+# One array per LoRA variable, as the model holds it, named by its state path:
+# "layers/self_attn/q_proj/lora/a" -> [layers, in, r], "lm_head/lora/a" -> [in, r].
+LoRAParams = dict[str, Array]
 
 
 @struct.dataclass
@@ -38,7 +41,7 @@ class TrainState:
     dropout_key: Array
 
 
-# --- LoRA parameters as a flat dict ------------------------------------------------------
+# --- The model split into graph, frozen base and LoRA --------------------------------------
 
 def _key(path: tuple) -> str:
     return "/".join(str(p) for p in path)
@@ -47,10 +50,11 @@ def _key(path: tuple) -> str:
 class SplitModel:
     """A model split into its graph, frozen base state and LoRA template (shapes, metadata).
 
-    The trainable LoRA parameters are a flat dict with one entry per layer and module, named as
-    before the layers were stacked ("layers/3/self_attn/q_proj/lora/a" -> [in, r]): only real
-    adapters are trained and carried by the optimizer, and checkpoints of either layout agree.
-    `lora_state` stacks them back (zeros for layers without an adapter) for the model."""
+    The trainable LoRA parameters are the model's LoRA variables as they are (`LoRAParams`): a
+    stacked adapter is one array with the layer axis in front. On an adapter restricted to some
+    layers (`LoRAConfig.layers`) the other layers' rows are zero; `layer_masks` marks the real
+    rows, and `mask_gradients` zeroes the gradient of the others: they count in no gradient norm,
+    and AdamW moves a zero parameter with zero gradients by exactly zero, so they stay zero."""
 
     def __init__(self, model: CausalLM):
         set_dropout(model, True)
@@ -61,40 +65,35 @@ class SplitModel:
         self.eval_graphdef = nnx.graphdef(model)
         adapted = {path: linear.lora.adapted_layers for path, linear in lora_linears(model)
                    if linear.lora is not None}
-        # (state path, variable, adapted layers of a stacked adapter or None)
-        self._template = [(path, var, adapted[path[:-2]]) for path, var in nnx.to_flat_state(lora_state)]
+        self._template = list(nnx.to_flat_state(lora_state))  # (state path, variable)
         if not self._template:
             raise ValueError("the model has no LoRA parameters: call soo_jax.lora.apply_lora first")
-        self.initial_lora = self.flatten(lora_state)
+        # Per stacked variable whose adapter skips some layers: [layers] bool, True where adapted.
+        self.layer_masks: dict[str, np.ndarray] = {}
+        for path, var in self._template:
+            layers = adapted[path[:-2]]
+            if layers is not None and len(layers) < var.shape[0]:
+                self.layer_masks[_key(path)] = np.isin(np.arange(var.shape[0]), layers)
+        self.initial_lora = self.lora_params(lora_state)
         self.config = model.config
 
-    @staticmethod
-    def _layer_key(path: tuple, layer: int) -> str:
-        return _key((path[0], layer, *path[1:]))
-
-    def flatten(self, lora_state: nnx.State) -> LoRAParams:
-        """Stacked LoRA state -> the flat per-layer dict."""
-        values = {path: var.get_value() for path, var in nnx.to_flat_state(lora_state)}
-        flat = {}
-        for path, _, layers in self._template:
-            if layers is None:
-                flat[_key(path)] = values[path]
-            else:
-                flat.update({self._layer_key(path, i): values[path][i] for i in layers})
-        return flat
+    def lora_params(self, lora_state: nnx.State) -> LoRAParams:
+        """The model's LoRA state -> LoRAParams."""
+        return {_key(path): var.get_value() for path, var in nnx.to_flat_state(lora_state)}
 
     def lora_state(self, lora: LoRAParams) -> nnx.State:
-        """The flat per-layer dict -> the stacked LoRA state of the model."""
-        leaves = []
-        for path, var, layers in self._template:
-            if layers is None:
-                value = lora[_key(path)]
-            else:
-                zeros = jnp.zeros(var.shape[1:], var.dtype)
-                value = jnp.stack([jnp.asarray(lora[self._layer_key(path, i)], var.dtype) if i in layers else zeros
-                                   for i in range(var.shape[0])])
-            leaves.append((path, var.replace(value)))
-        return nnx.from_flat_state(leaves)
+        """LoRAParams -> the model's LoRA state (for `nnx.update` or `nnx.merge`)."""
+        return nnx.from_flat_state([(path, var.replace(jnp.asarray(lora[_key(path)], var.dtype)))
+                                    for path, var in self._template])
+
+    def mask_gradients(self, grads: LoRAParams) -> LoRAParams:
+        """`grads` with the rows of layers without an adapter set to zero."""
+        def masked(name, g):
+            mask = self.layer_masks.get(name)
+            if mask is None:
+                return g
+            return jnp.where(mask.reshape((-1,) + (1,) * (g.ndim - 1)), g, jnp.zeros((), g.dtype))
+        return {name: masked(name, g) for name, g in grads.items()}
 
     def merge(self, lora: LoRAParams, frozen=None, *, training: bool = True) -> CausalLM:
         graphdef = self.graphdef if training else self.eval_graphdef
@@ -103,14 +102,8 @@ class SplitModel:
         return nnx.merge(graphdef, self.lora_state(lora), rng_state, self.frozen if frozen is None else frozen)
 
     def lora_logical_axes(self) -> dict[str, tuple]:
-        axes = {}
-        for path, var, layers in self._template:
-            names = tuple(var.get_metadata()["logical_axes"])
-            if layers is None:
-                axes[_key(path)] = names
-            else:
-                axes.update({self._layer_key(path, i): names[1:] for i in layers})
-        return axes
+        """Logical axes of each LoRAParams array ('layers' first on a stacked one)."""
+        return {_key(path): tuple(var.get_metadata()["logical_axes"]) for path, var in self._template}
 
 
 # --- Optimizer -----------------------------------------------------------------------------
@@ -203,6 +196,7 @@ def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax
         (grads, loss, metrics), _ = jax.lax.scan(
             microbatch_grads, (zeros, jnp.zeros(()), metric_zeros),
             (jnp.arange(num_micro), tokens, mask))
+        grads = split.mask_gradients(grads)  # rows of layers without an adapter: no update, no norm
         if loss_config.microbatch_reduction == "mean":
             grads = jax.tree.map(lambda g: g / num_micro, grads)
         loss = loss / num_micro
@@ -223,7 +217,8 @@ def make_train_step(split: SplitModel, loss_config: LossConfig, optimizer: optax
 
 def init_train_state(split: SplitModel, optimizer: optax.GradientTransformation, *,
                      dropout_seed: int = 0) -> TrainState:
-    lora = dict(split.initial_lora)
+    # Copies: a donating step deletes the state's arrays, and these are also the model's.
+    lora = {k: jnp.copy(v) for k, v in split.initial_lora.items()}
     return TrainState(step=jnp.zeros((), jnp.int32), lora=lora, opt_state=optimizer.init(lora),
                       dropout_key=jax.random.key_data(jax.random.key(dropout_seed)))
 

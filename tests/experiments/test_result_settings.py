@@ -12,9 +12,6 @@ from soo_jax.experiments import controlled, experiment
 from soo_jax.train import config as train_config
 from soo_jax.train import loop
 
-# No setting any more, listed so that old recorded configs holding it compare as before.
-RETIRED = {"train.log_every"}
-
 
 def _set(config, key: str, value) -> None:
     *sections, name = key.split(".")
@@ -62,9 +59,6 @@ def test_every_key_listed_is_a_setting_of_the_default_config():
     flat = _flat_keys(eval_config_lib.base_run_config())
     assert {"model.scan_layers", "model.remat", "mesh"} <= set(eval_config_lib.run_not_result_changing())
     for key in eval_config_lib.run_not_result_changing():
-        if key in RETIRED:
-            assert not any(k == key or k.startswith(key + ".") for k in flat), f"{key} is back: unlist it from RETIRED"
-            continue
         assert any(k == key or k.startswith(key + ".") for k in flat), f"{key} is no setting of base_run_config()"
 
 

@@ -126,60 +126,37 @@ def test_every_arm_records_its_own_settings_and_a_changed_one_is_refused(tmp_pat
         stages.claim_stage(config, "soo_action_logmse_scratch")
 
 
-def test_a_manifest_from_before_the_added_keys_still_matches_at_their_defaults(tmp_path):
-    config = tiny_deception(tmp_path)
-    directory = stages.claim_stage(config, "soo")
-    manifest = json.loads((directory / "manifest.json").read_text())
-    for key in config_lib.ADDED_DEFAULTS:
-        del manifest["settings"][key]
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    stages.claim_stage(config, "soo")  # as an earlier run left it: accepted
-    config.finetune.soo_target = "action"
-    with pytest.raises(run_dir.RunDirError, match=r'finetune\.soo_target: \(unset\) -> "action"'):
-        stages.claim_stage(config, "soo")
-    # A workdir from before manifests: its config.json, which lacks the keys too.
-    legacy = tmp_path / "legacy"
-    (legacy / "soo").mkdir(parents=True)
-    (legacy / "soo" / "history.json").write_text("[]")
-    old = tiny_deception(legacy).to_dict()
-    for key in config_lib.ADDED_DEFAULTS:
-        del old["finetune"][key.split(".")[1]]
-    (legacy / "config.json").write_text(json.dumps(old))
-    stages.claim_stage(tiny_deception(legacy), "soo")
-
-
 def test_finished_baselines_are_reused_without_writing_there(baselines, tmp_path):
-    # A copy from before manifests (like the baselines trained by an older checkout): no manifest,
-    # the workdir's config.json says what made it.
-    legacy = tmp_path / "legacy"
-    shutil.copytree(baselines / "deceptive", legacy / "deceptive")
-    (legacy / "deceptive" / "manifest.json").unlink()
-    (legacy / "config.json").write_text(tiny_deception(legacy).to_json_best_effort())
-    for base in (baselines, legacy):
-        before = snapshot(base)
-        logs = []
-        config = tiny_factorial(tmp_path / "f", base)
-        factorial.ensure_baseline(config, "deceptive", logs.append)
-        assert any("reusing the finished baseline" in line for line in logs), logs
-        state = training.initial_state(config, "soo_hidden_mse_baseline")()  # loads it
-        jax.tree.map(np.testing.assert_array_equal, state.agents,
-                     stages.load_agents(tiny_deception(baselines), "deceptive"))
-        assert snapshot(base) == before
-    changed = tiny_factorial(tmp_path / "f2", legacy)
+    before = snapshot(baselines)
+    logs = []
+    config = tiny_factorial(tmp_path / "f", baselines)
+    factorial.ensure_baseline(config, "deceptive", logs.append)
+    assert any("reusing the finished baseline" in line for line in logs), logs
+    state = training.initial_state(config, "soo_hidden_mse_baseline")()  # loads it
+    jax.tree.map(np.testing.assert_array_equal, state.agents,
+                 stages.load_agents(tiny_deception(baselines), "deceptive"))
+    assert snapshot(baselines) == before
+    changed = tiny_factorial(tmp_path / "f2", baselines)
     changed.maddpg.lr = 1e-3
     with pytest.raises(run_dir.RunDirError, match=r"maddpg\.lr: 0\.003 -> 0\.001"):
         factorial.ensure_baseline(changed, "deceptive", QUIET)
     with pytest.raises(run_dir.RunDirError, match=r"maddpg\.lr"):  # nor does an arm start from it
         training.initial_state(changed, "cap_mse_baseline")
+    assert snapshot(baselines) == before
 
 
-def test_an_unfinished_baseline_being_written_without_a_lock_is_left_alone(tmp_path):
-    base = tmp_path / "old_checkout_run"
-    (base / "honest" / "progress").mkdir(parents=True)
-    (base / "honest" / "history.json").write_text("[]")
-    with pytest.raises(run_dir.RunDirError, match="from before workdir locks"):
-        factorial.ensure_baseline(tiny_factorial(tmp_path / "f", base), "honest", QUIET)
-    assert sorted(p.name for p in (base / "honest").iterdir()) == ["history.json", "progress"]
+def test_a_baseline_without_a_manifest_is_refused_and_left_alone(baselines, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(baselines / "deceptive", other / "deceptive")
+    (other / "deceptive" / "manifest.json").unlink()
+    (other / "honest" / "progress").mkdir(parents=True)
+    (other / "honest" / "history.json").write_text("[]")
+    before = snapshot(other)
+    config = tiny_factorial(tmp_path / "f", other)
+    for stage in ("deceptive", "honest"):  # finished, and unfinished
+        with pytest.raises(run_dir.RunDirError, match="no manifest.json: it was not made by this version"):
+            factorial.ensure_baseline(config, stage, QUIET)
+    assert snapshot(other) == before
 
 
 def _one_chunk(config, stage):
