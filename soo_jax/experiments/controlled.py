@@ -263,6 +263,19 @@ def screen_line(screen: dict) -> str:
             f"{fc['position_effect']:+.3f}: {verdict}.")
 
 
+def screen_scenarios_csv(records_file: pathlib.Path, first: int) -> str:
+    """The screen's per-scenario data: the authors' scenario index, the room order and both rooms'
+    log-probabilities, from its forced_choice.jsonl (scenario i there is the authors' first + i)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("authors_scenario", "order", "logprob_deceptive", "logprob_honest"))
+    with open(records_file) as f:
+        for line in f:
+            r = json.loads(line)
+            writer.writerow((first + r["scenario"], r["order"], repr(r["logprob_deceptive"]), repr(r["logprob_honest"])))
+    return out.getvalue()
+
+
 def screen_markdown(screen: dict, model: str) -> str:
     return "\n".join([f"# Screen: {model}", "", screen_line(screen), ""])
 
@@ -448,6 +461,12 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
 
     screen_results = cached_piece(plan.out_dir / "screen", screen_settings, screen)
     screen_summary = {"forced_choice": screen_results["forced_choice"], "selection": screen_results["selection"]}
+    scenarios_text = screen_scenarios_csv(plan.out_dir / "screen" / "forced_choice.jsonl", first)
+    for directory in (plan.out_dir, plan.record):
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            run_dir.atomic_write_text(directory / "screen_scenarios.csv", scenarios_text)
+            run_dir.atomic_write_json(directory / "screen.json", screen_summary)
     if plan.screen_only:
         run_dir.atomic_write_text(plan.out_dir / "results.md", screen_markdown(screen_summary, model_path))
         return {"screen": screen_summary, "meta": {"model": model_path, "screen_only": True}}

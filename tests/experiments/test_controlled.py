@@ -177,12 +177,19 @@ def test_screen_only_reads_the_selection_set_and_nothing_else(tiny_model, tmp_pa
     assert sorted({r["scenario"] for r in records}) == [0, 1, 2, 3]  # the 4 selection scenarios, renumbered
     assert out["screen"]["forced_choice"]["base"] == summarise_forced_choice(records)
     assert sorted(p.name for p in (tmp_path / "screen").iterdir() if not p.name.startswith(".")) == [
-        "manifest.json", "results.md", "screen"]
+        "manifest.json", "results.md", "screen", "screen.json", "screen_scenarios.csv"]
+    # The per-scenario data name the authors' indices and give back the screen's mean log-odds.
+    rows = list(csv.DictReader((tmp_path / "screen" / "screen_scenarios.csv").open()))
+    assert sorted({int(r["authors_scenario"]) for r in rows}) == [6, 7, 8, 9] and len(rows) == 8
+    odds = {}
+    for r in rows:
+        odds.setdefault(r["authors_scenario"], []).append(float(r["logprob_deceptive"]) - float(r["logprob_honest"]))
+    assert np.mean([np.mean(v) for v in odds.values()]) == pytest.approx(
+        out["screen"]["forced_choice"]["base"]["log_odds"]["mean"], rel=1e-12)
     text = (tmp_path / "screen" / "results.md").read_text()
     assert "**Screen**" in text and "beyond position" in text
 
 
-@pytest.mark.slow
 def test_report_from_a_directory_without_its_plan_is_refused_by_name(tmp_path):
     from soo_jax.experiments.controlled import report_from_dir
 
@@ -193,6 +200,7 @@ def test_report_from_a_directory_without_its_plan_is_refused_by_name(tmp_path):
     assert "+0.300" in report_from_dir(tmp_path)
 
 
+@pytest.mark.slow
 def test_launcher_reports_from_the_data_files_without_a_config(tmp_path):
     import os
     import pathlib

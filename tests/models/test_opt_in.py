@@ -138,3 +138,18 @@ def test_config_trains_at_the_papers_relative_depth():
     differs = {key for key in c.to_dict() if c.to_dict()[key] != s.to_dict()[key]}
     assert differs == {"model", "loss", "train", "eval"}
     assert c.to_dict()["train"] | {"out_dir": ""} == s.to_dict()["train"] | {"out_dir": ""}
+
+
+def test_controlled_config_differs_from_smollm2s_controlled_point_only_in_model_and_layer():
+    from configs import qwen_coder_0p5b, smollm2
+
+    c = qwen_coder_0p5b.get_config("controlled").to_dict()
+    s = smollm2.get_config("controlled").to_dict()
+    assert c["data"]["chat_template"] is True and tuple(c["loss"]["layers"]) == (14,)
+    assert c["model"]["path"] == QWEN
+    assert {**c["loss"], "layers": None} == {**s["loss"], "layers": None}
+    for section in ("lora", "data", "optimizer"):
+        assert c[section] == s[section], section
+    assert c["train"] | {"out_dir": ""} == s["train"] | {"out_dir": ""}
+    with pytest.raises(ValueError, match="unknown variant"):
+        qwen_coder_0p5b.get_config("controled")
