@@ -33,9 +33,11 @@ def fake_model(tmp_path: Path, contents: list[bytes], *, sha256: str | None = No
 
 @pytest.fixture
 def installed(tmp_path, monkeypatch):
-    """Packages are looked up under tmp_path."""
+    """Packages are looked up under tmp_path, and the cache is an empty one there (a machine that
+    has converted the real model keeps it in its own cache)."""
     monkeypatch.setattr(opt_in, "_package_dir",
                         lambda module: tmp_path / module if (tmp_path / module).is_dir() else None)
+    monkeypatch.setenv("SOO_JAX_CACHE", str(tmp_path / "cache"))
     return tmp_path
 
 
