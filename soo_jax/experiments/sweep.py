@@ -25,7 +25,7 @@ import time
 
 import ml_collections
 
-from soo_jax.data.scenarios import ARXIV_MISTRAL_ANSWER_SUFFIX
+from soo_jax.data.templates import ARXIV_MISTRAL_ANSWER_SUFFIX
 
 MAX_EXTRA_NEITHER = 10.0
 MAX_KL = 0.5
