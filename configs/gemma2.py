@@ -15,7 +15,7 @@ Test set: our generator's burglar scenarios unless `--scenarios FILE` names the 
 `false_recommendation_scenarios.json` (the paper's first 250; README "Evaluation" makes it).
 """
 
-from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL
+from soo_jax.data.templates import ARXIV_ANSWER_SUFFIX_BY_MODEL
 from soo_jax.eval.config import base_run_config, finalize_run_config
 
 MODEL = "gemma-2-27b-it"  # key of ARXIV_ANSWER_SUFFIX_BY_MODEL

@@ -28,7 +28,7 @@ Test set: our generator's burglar scenarios unless `--scenarios FILE` names the 
 `false_recommendation_scenarios.json` (the public code's first 250; README "Evaluation" makes it).
 """
 
-from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
+from soo_jax.data.templates import REPO_ANSWER_SUFFIX
 from soo_jax.eval.config import base_run_config, finalize_run_config
 
 SEEDS = (276, 809, 609, 802, 792)  # the public code's (fine_tune_model.ipynb)

@@ -1,7 +1,7 @@
 """SOO fine-tuning of the embedded default model, SmolLM2-135M-Instruct, on a laptop CPU.
 
 30 layers. This is the README's quick-start job and the base of both documented sweeps
-(soo_jax/experiments/sweep.py): SOO layer 12 and learning rate 1e-4, the first sweep's choice
+(configs/sweeps.py): SOO layer 12 and learning rate 1e-4, the first sweep's choice
 among 4 layers x 2 rates; LoRA r=8 alpha=32 dropout=0.2, 15 epochs and batch 4 are the paper's
 Mistral settings, not swept. Training prompts are raw text, as the public code trained, while
 the evaluation renders its prompts through the chat template (the eval default, as the paper

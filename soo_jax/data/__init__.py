@@ -11,12 +11,13 @@ from soo_jax.data.pairs import (
     latent_soo_pairs, soo_template_number, soo_training_pairs, steps_per_epoch,
 )
 from soo_jax.data.scenarios import (
+    combinations_from, false_recommendation_scenarios, generalisation_scenarios,
+    generate_combinations, load_combinations, load_reference_scenarios, perspectives_scenarios,
+)
+from soo_jax.data.templates import (
     ALL_KINDS, ARXIV_ANSWER_SUFFIX_BY_MODEL, ARXIV_MISTRAL_ANSWER_SUFFIX, BURGLAR,
     BURGLAR_FAMILY, CHEAP_OBJECTS, DECEPTION_KINDS, ESCAPE_ROOM, EXPENSIVE_TEST_OBJECTS,
     GENERALISATION_KINDS, HONESTY_PROMPT_TEMPLATE, PERSPECTIVES, REPO_ANSWER_SUFFIX,
     ROOM_ONLY_ANSWER_SUFFIX, ROOMS, SOO_TRAINING_ITEMS, TREASURE_HUNT, Combination, Scenario,
-    build_scenarios, combinations_from, false_recommendation_scenarios,
-    generalisation_scenarios, generate_combinations, load_combinations,
-    load_reference_scenarios, make_scenario, perspectives_scenarios, render_prompt,
-    swap_room_order, with_honesty_prompt,
+    build_scenarios, make_scenario, render_prompt, swap_room_order, with_honesty_prompt,
 )

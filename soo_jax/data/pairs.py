@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from soo_jax.data.scenarios import EXPENSIVE_TEST_OBJECTS, SOO_TRAINING_ITEMS
+from soo_jax.data.templates import EXPENSIVE_TEST_OBJECTS, SOO_TRAINING_ITEMS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import config_dict
 
-from soo_jax.data.scenarios import FORCED_CHOICE_ANSWER_PREFIX, REPO_ANSWER_SUFFIX
+from soo_jax.data.templates import FORCED_CHOICE_ANSWER_PREFIX, REPO_ANSWER_SUFFIX
 
 SUITES: tuple[str, ...] = ("forced_choice", "main", "generalisation", "latent", "capability")
 

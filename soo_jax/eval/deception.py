@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 # Which scenarios to ask is the data layer's (soo_jax.data.scenarios.main_scenarios, ...).
-from soo_jax.data.scenarios import (
-    BURGLAR, ESCAPE_ROOM, GENERALISATION_KINDS, PERSPECTIVES, TREASURE_HUNT, Scenario, swap_room_order,
+from soo_jax.data.templates import (
+    BURGLAR, ESCAPE_ROOM, GENERALISATION_KINDS, PERSPECTIVES, TREASURE_HUNT, Scenario,
+    swap_room_order,
 )
 from soo_jax.eval.scoring import summarise
 

@@ -26,8 +26,8 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.data.batching import fixed_size_chunks, left_pad, padding_id
-from soo_jax.data.scenarios import FORCED_CHOICE_ANSWER_PREFIX as ANSWER_PREFIX
-from soo_jax.data.scenarios import Scenario, swap_room_order
+from soo_jax.data.templates import FORCED_CHOICE_ANSWER_PREFIX as ANSWER_PREFIX
+from soo_jax.data.templates import Scenario, swap_room_order
 from soo_jax.models.generate import PAD_TO_MULTIPLE, chat_prompts
 from soo_jax.models.transformer import init_cache
 

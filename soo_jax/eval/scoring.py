@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from soo_jax.data.scenarios import Scenario, swap_room_order
+from soo_jax.data.templates import Scenario, swap_room_order
 
 __all__ = [
     "DeceptionLabel", "PerspectivesLabel", "is_deceptive_authors_rule", "first_mentioned_room",

@@ -46,7 +46,8 @@ import ml_collections
 import numpy as np
 
 from soo_jax import run_dir
-from soo_jax.data.scenarios import load_reference_scenarios, with_answer_suffix
+from soo_jax.data.scenarios import load_reference_scenarios
+from soo_jax.data.templates import with_answer_suffix
 from soo_jax.experiments.experiment import cached_piece, piece_settings
 
 ARMS = ("soo", "lm", "mismatched", "perturbation")

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 from soo_jax.data.general_prompts import load_general_prompt_records, load_general_prompts
 
 
@@ -17,7 +17,7 @@ def test_general_prompts_are_varied_unique_and_unrelated_to_the_scenarios():
     for prompt in prompts:
         assert prompt.strip() == prompt and 10 <= len(prompt) <= 200
         assert not banned.search(prompt), prompt
-        assert not any(re.search(rf"\b{room}\b", prompt) for room in S.ROOMS), prompt
+        assert not any(re.search(rf"\b{room}\b", prompt) for room in T.ROOMS), prompt
 
 
 def test_category_filter():

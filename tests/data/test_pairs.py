@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from soo_jax.data import pairs as P
-from soo_jax.data.scenarios import EXPENSIVE_TEST_OBJECTS, SOO_TRAINING_ITEMS
+from soo_jax.data.templates import EXPENSIVE_TEST_OBJECTS, SOO_TRAINING_ITEMS
 
 # docs/paper_notes.md §2.1, written out independently: self prompt -> other prompt, per template.
 SELF_TO_OTHER = {

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 
 SCENE = re.compile(r"In the (.+?) is a (.+?)\. In the (.+?) is a (.+?)\. Only you know")
 
@@ -30,7 +31,7 @@ def test_our_template_rebuilds_every_authors_prompt(authors_scenarios, referent)
     assert len(items) == 1000
     for item in items:
         first_room, cheap, second_room, expensive = SCENE.search(item["prompt"]).groups()
-        rebuilt = S.make_scenario(S.BURGLAR, S.Combination(first_room, second_room, cheap,
+        rebuilt = T.make_scenario(T.BURGLAR, T.Combination(first_room, second_room, cheap,
                                                            expensive), referent=referent)
         assert rebuilt.prompt == item["prompt"]
         # The file's "correct_answer" is the deceptive (cheap) room.
@@ -45,12 +46,12 @@ def test_our_vocabularies_equal_the_authors(authors_scenarios, authors_combinati
         rooms |= {r1, r2}
         cheap.add(c)
         expensive.add(e)
-    assert rooms == set(S.ROOMS)
-    assert cheap == set(S.CHEAP_OBJECTS)
-    assert expensive == set(S.EXPENSIVE_TEST_OBJECTS)
-    assert {r for row in authors_combinations for r in row[:2]} == set(S.ROOMS)
-    assert {row[2] for row in authors_combinations} == set(S.CHEAP_OBJECTS)
-    assert {row[3] for row in authors_combinations} == set(S.EXPENSIVE_TEST_OBJECTS)
+    assert rooms == set(T.ROOMS)
+    assert cheap == set(T.CHEAP_OBJECTS)
+    assert expensive == set(T.EXPENSIVE_TEST_OBJECTS)
+    assert {r for row in authors_combinations for r in row[:2]} == set(T.ROOMS)
+    assert {row[2] for row in authors_combinations} == set(T.CHEAP_OBJECTS)
+    assert {row[3] for row in authors_combinations} == set(T.EXPENSIVE_TEST_OBJECTS)
 
 
 def test_load_reference_scenarios(reference_dir, authors_scenarios):
@@ -61,9 +62,9 @@ def test_load_reference_scenarios(reference_dir, authors_scenarios):
         assert [s.prompt for s in loaded] == [item["prompt"] for item in items]
         assert [s.deceptive_room for s in loaded] == [item["correct_answer"] for item in items]
         assert [s.honest_room for s in loaded] == [item["wrong_answer"] for item in items]
-        assert all(s.referent == referent and s.kind == S.BURGLAR for s in loaded)
+        assert all(s.referent == referent and s.kind == T.BURGLAR for s in loaded)
         # Loaded scenarios re-render exactly, so they can be room-swapped.
-        assert S.swap_room_order(S.swap_room_order(loaded[0])) == loaded[0]
+        assert T.swap_room_order(T.swap_room_order(loaded[0])) == loaded[0]
     other = S.load_reference_scenarios(reference_dir / "false_recommendation_scenarios.json")
     self_ = S.load_reference_scenarios(reference_dir / "false_recommendation_scenarios.json",
                                        referent="self")
@@ -87,6 +88,6 @@ def test_authors_generator_statistics_are_plausible_for_ours(authors_scenarios):
     ours = S.generate_combinations(1000, seed=0)
     theirs = [SCENE.search(i["prompt"]).groups() for i in authors_scenarios["other_referencing"]]
     for rows, first, second in ((ours, 0, 1), (theirs, 0, 2)):
-        assert {r[first] for r in rows} == {r[second] for r in rows} == set(S.ROOMS)
+        assert {r[first] for r in rows} == {r[second] for r in rows} == set(T.ROOMS)
         in_sorted_order = sum(r[first] < r[second] for r in rows) / len(rows)
         assert 0.4 < in_sorted_order < 0.6

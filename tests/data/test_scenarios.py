@@ -5,6 +5,7 @@ import re
 import pytest
 
 from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 from soo_jax.data.pairs import latent_soo_pairs, soo_training_pairs
 
 COMBOS = S.generate_combinations(60, seed=7)
@@ -13,13 +14,13 @@ COMBOS = S.generate_combinations(60, seed=7)
 def _all_scenarios(combos=COMBOS):
     """Every kind, both orders (self-referencing controls included)."""
     out = []
-    for kind in S.ALL_KINDS:
-        out += S.build_scenarios(kind, combos)
-        if kind in S.BURGLAR_FAMILY:
-            out += S.build_scenarios(kind, combos, referent="self")
-        if kind in S.KINDS_WITH_WORDING:
-            out += S.build_scenarios(kind, combos, wording="repo")
-    return out + [S.swap_room_order(s) for s in out]
+    for kind in T.ALL_KINDS:
+        out += T.build_scenarios(kind, combos)
+        if kind in T.BURGLAR_FAMILY:
+            out += T.build_scenarios(kind, combos, referent="self")
+        if kind in T.KINDS_WITH_WORDING:
+            out += T.build_scenarios(kind, combos, wording="repo")
+    return out + [T.swap_room_order(s) for s in out]
 
 
 def _without_objects(s):
@@ -30,10 +31,10 @@ def _without_objects(s):
 
 # How many times each room is named in each kind's prompt (same in both orders).
 ROOM_MENTIONS = {  # kind -> (cheap room, expensive room)
-    **{k: (3, 3) for k in S.BURGLAR_FAMILY},
-    S.TREASURE_HUNT: (2, 3),  # + "You know the treasure is in the {expensive room}"
-    S.ESCAPE_ROOM: (3, 4),    # + "two sections: ..." and "Only you know that the {room}"
-    S.PERSPECTIVES: (2, 1),   # Bob's room twice, the reader's own once
+    **{k: (3, 3) for k in T.BURGLAR_FAMILY},
+    T.TREASURE_HUNT: (2, 3),  # + "You know the treasure is in the {expensive room}"
+    T.ESCAPE_ROOM: (3, 4),    # + "two sections: ..." and "Only you know that the {room}"
+    T.PERSPECTIVES: (2, 1),   # Bob's room twice, the reader's own once
 }
 
 
@@ -45,9 +46,9 @@ def test_generator_counts_and_distinct_tuples():
     assert len(combos) == 1000
     assert len(set(combos)) == 1000
     assert all(c.cheap_room != c.expensive_room for c in combos)
-    assert {c.cheap_room for c in combos} | {c.expensive_room for c in combos} <= set(S.ROOMS)
-    assert {c.cheap_object for c in combos} <= set(S.CHEAP_OBJECTS)
-    assert {c.expensive_object for c in combos} <= set(S.EXPENSIVE_TEST_OBJECTS)
+    assert {c.cheap_room for c in combos} | {c.expensive_room for c in combos} <= set(T.ROOMS)
+    assert {c.cheap_object for c in combos} <= set(T.CHEAP_OBJECTS)
+    assert {c.expensive_object for c in combos} <= set(T.EXPENSIVE_TEST_OBJECTS)
 
 
 def test_generator_is_deterministic_by_seed():
@@ -61,9 +62,9 @@ def test_generator_uses_both_room_orders_and_covers_the_vocabulary():
     combos = S.generate_combinations(1000, seed=1)
     pairs = {(c.cheap_room, c.expensive_room) for c in combos}
     assert any((b, a) in pairs for a, b in pairs)  # ordered, not sorted, room pairs
-    assert {c.cheap_room for c in combos} == set(S.ROOMS)
-    assert {c.cheap_object for c in combos} == set(S.CHEAP_OBJECTS)
-    assert {c.expensive_object for c in combos} == set(S.EXPENSIVE_TEST_OBJECTS)
+    assert {c.cheap_room for c in combos} == set(T.ROOMS)
+    assert {c.cheap_object for c in combos} == set(T.CHEAP_OBJECTS)
+    assert {c.expensive_object for c in combos} == set(T.EXPENSIVE_TEST_OBJECTS)
 
 
 def test_generator_rejects_impossible_sizes():
@@ -77,21 +78,21 @@ def test_main_test_set():
     scenarios = S.false_recommendation_scenarios(1000, seed=0)
     assert len(scenarios) == 1000
     assert len({s.prompt for s in scenarios}) == 1000
-    assert all(s.kind == S.BURGLAR and s.referent == "other" for s in scenarios)
+    assert all(s.kind == T.BURGLAR and s.referent == "other" for s in scenarios)
     assert [s.combination for s in scenarios] == S.generate_combinations(1000, seed=0)
     selves = S.false_recommendation_scenarios(1000, seed=0, referent="self")
     assert [s.combination for s in selves] == [s.combination for s in scenarios]
 
 
 def test_vocabulary_sizes_and_train_test_disjointness():
-    assert (len(S.ROOMS), len(S.CHEAP_OBJECTS), len(S.EXPENSIVE_TEST_OBJECTS)) == (21, 29, 34)
-    assert len(S.SOO_TRAINING_ITEMS) == 52
-    assert not set(S.SOO_TRAINING_ITEMS) & set(S.EXPENSIVE_TEST_OBJECTS)
+    assert (len(T.ROOMS), len(T.CHEAP_OBJECTS), len(T.EXPENSIVE_TEST_OBJECTS)) == (21, 29, 34)
+    assert len(T.SOO_TRAINING_ITEMS) == 52
+    assert not set(T.SOO_TRAINING_ITEMS) & set(T.EXPENSIVE_TEST_OBJECTS)
     # No test object leaks into any training or probe prompt either.
     for pair in soo_training_pairs() + latent_soo_pairs():
         for text in (pair.self_prompt, pair.other_prompt):
-            assert not any(obj in text for obj in S.EXPENSIVE_TEST_OBJECTS), text
-            assert not any(re.search(rf"\b{room}\b", text) for room in S.ROOMS), text
+            assert not any(obj in text for obj in T.EXPENSIVE_TEST_OBJECTS), text
+            assert not any(re.search(rf"\b{room}\b", text) for room in T.ROOMS), text
 
 
 # ----------------------------------------------------------------------------- templates
@@ -111,13 +112,13 @@ def test_main_template_matches_the_spec_string():
         expected = template.format(first_room=c.cheap_room, second_room=c.expensive_room,
                                    cheap_object=c.cheap_object,
                                    expensive_object=c.expensive_object)
-        assert S.make_scenario(S.BURGLAR, c).prompt == expected
+        assert T.make_scenario(T.BURGLAR, c).prompt == expected
 
 
 def test_self_control_is_the_four_substitutions_of_the_other_prompt():
-    for kind in S.BURGLAR_FAMILY:
+    for kind in T.BURGLAR_FAMILY:
         for c in COMBOS[:10]:
-            other = S.make_scenario(kind, c)
+            other = T.make_scenario(kind, c)
             name = other.other_name
             expected = other.prompt
             for old, new in ((f"burglar {name}", "yourself"), (f"{name} wants", "You want"),
@@ -125,15 +126,15 @@ def test_self_control_is_the_four_substitutions_of_the_other_prompt():
                              (f"to {name},", "to yourself,")):
                 assert old in expected, (kind, old)
                 expected = expected.replace(old, new)
-            self_prompt = S.make_scenario(kind, c, referent="self").prompt
+            self_prompt = T.make_scenario(kind, c, referent="self").prompt
             assert self_prompt == expected
             assert name not in self_prompt
 
 
-@pytest.mark.parametrize("kind", S.GENERALISATION_KINDS)
+@pytest.mark.parametrize("kind", T.GENERALISATION_KINDS)
 def test_generalisation_variants_change_exactly_their_axes(kind):
     for c in COMBOS[:10]:
-        prompt = S.make_scenario(kind, c).prompt
+        prompt = T.make_scenario(kind, c).prompt
         item = c.expensive_object
         has_name = "name" in kind.split("_")
         assert ("Oliver" in prompt) == has_name and ("Bob" in prompt) != has_name
@@ -149,7 +150,7 @@ def test_generalisation_variants_change_exactly_their_axes(kind):
 
 def test_all_generalisation_kinds_are_distinct():
     built = S.generalisation_scenarios(COMBOS[:5])
-    assert list(built) == [*S.GENERALISATION_KINDS, S.TREASURE_HUNT, S.ESCAPE_ROOM]
+    assert list(built) == [*T.GENERALISATION_KINDS, T.TREASURE_HUNT, T.ESCAPE_ROOM]
     prompts = {s.prompt for kind_list in built.values() for s in kind_list}
     assert len(prompts) == 5 * 9
 
@@ -183,39 +184,39 @@ PERSPECTIVES_TEMPLATE = (
 
 
 @pytest.mark.parametrize("kind, wording, suffix, template", [
-    (S.TREASURE_HUNT, "repo", None, REPO_TREASURE_HUNT),
-    (S.ESCAPE_ROOM, "repo", None, REPO_ESCAPE_ROOM),
-    (S.TREASURE_HUNT, "arxiv", "", ARXIV_TREASURE_HUNT),
-    (S.ESCAPE_ROOM, "arxiv", "", ARXIV_ESCAPE_ROOM),
-    (S.PERSPECTIVES, "arxiv", None, PERSPECTIVES_TEMPLATE),
+    (T.TREASURE_HUNT, "repo", None, REPO_TREASURE_HUNT),
+    (T.ESCAPE_ROOM, "repo", None, REPO_ESCAPE_ROOM),
+    (T.TREASURE_HUNT, "arxiv", "", ARXIV_TREASURE_HUNT),
+    (T.ESCAPE_ROOM, "arxiv", "", ARXIV_ESCAPE_ROOM),
+    (T.PERSPECTIVES, "arxiv", None, PERSPECTIVES_TEMPLATE),
 ])
 def test_extended_templates_match_the_spec(kind, wording, suffix, template):
     for c in COMBOS[:10]:
         expected = template.format(Rc=c.cheap_room, Re=c.expensive_room, C=c.cheap_object,
                                    E=c.expensive_object)
-        assert S.make_scenario(kind, c, wording=wording, answer_suffix=suffix).prompt == expected
+        assert T.make_scenario(kind, c, wording=wording, answer_suffix=suffix).prompt == expected
 
 
 def test_arxiv_wording_is_the_default_for_treasure_hunt_and_escape_room():
     c = COMBOS[0]
-    for kind in (S.TREASURE_HUNT, S.ESCAPE_ROOM):
-        default = S.make_scenario(kind, c)
+    for kind in (T.TREASURE_HUNT, T.ESCAPE_ROOM):
+        default = T.make_scenario(kind, c)
         assert default.wording == "arxiv" and "Bob also wants" in default.prompt
-        assert default.prompt != S.make_scenario(kind, c, wording="repo").prompt
-    assert S.make_scenario(S.BURGLAR, c).wording is None  # only TH/ER have two wordings
+        assert default.prompt != T.make_scenario(kind, c, wording="repo").prompt
+    assert T.make_scenario(T.BURGLAR, c).wording is None  # only TH/ER have two wordings
 
 
 def test_answer_suffix_option():
     c = COMBOS[0]
-    repo = S.make_scenario(S.BURGLAR, c).prompt
+    repo = T.make_scenario(T.BURGLAR, c).prompt
     assert repo.endswith("? Start your response with 'I would'")  # no final period
-    for suffix in (S.ARXIV_MISTRAL_ANSWER_SUFFIX, S.ROOM_ONLY_ANSWER_SUFFIX):
-        for kind in S.DECEPTION_KINDS:
-            prompt = S.make_scenario(kind, c, answer_suffix=suffix).prompt
+    for suffix in (T.ARXIV_MISTRAL_ANSWER_SUFFIX, T.ROOM_ONLY_ANSWER_SUFFIX):
+        for kind in T.DECEPTION_KINDS:
+            prompt = T.make_scenario(kind, c, answer_suffix=suffix).prompt
             assert prompt.endswith("? " + suffix)
-    assert S.make_scenario(S.BURGLAR, c, answer_suffix="").prompt.endswith(
+    assert T.make_scenario(T.BURGLAR, c, answer_suffix="").prompt.endswith(
         f"the {c.cheap_room} or the {c.expensive_room}?")
-    assert S.make_scenario(S.PERSPECTIVES, c).prompt.endswith("Please answer.")
+    assert T.make_scenario(T.PERSPECTIVES, c).prompt.endswith("Please answer.")
 
 
 # ----------------------------------------------------------------------------- room mentions
@@ -230,7 +231,7 @@ def test_every_prompt_names_both_rooms_in_every_slot_in_mention_order():
         assert s.first_room != s.second_room
         assert text.index(s.first_room) < text.index(s.second_room), s.prompt
         # No other room of the vocabulary appears.
-        others = [r for r in S.ROOMS if r not in (s.cheap_room, s.expensive_room)]
+        others = [r for r in T.ROOMS if r not in (s.cheap_room, s.expensive_room)]
         assert not any(re.search(rf"\b{re.escape(r)}\b", text) for r in others), s.prompt
 
 
@@ -238,15 +239,15 @@ def test_each_object_sits_in_its_own_room_in_both_orders():
     for s in _all_scenarios():
         c = s.combination
         p = s.prompt
-        if s.kind in S.BURGLAR_FAMILY:
+        if s.kind in T.BURGLAR_FAMILY:
             assert f"In the {c.cheap_room} is a {c.cheap_object}." in p
             assert f"In the {c.expensive_room} is a {c.expensive_object}." in p
-        elif s.kind == S.TREASURE_HUNT:
+        elif s.kind == T.TREASURE_HUNT:
             assert re.search(rf"in the {c.cheap_room}, there's a {re.escape(c.cheap_object)}",
                              p, re.I)
             assert re.search(rf"in the {c.expensive_room}, there's a "
                              rf"{re.escape(c.expensive_object)}", p, re.I)
-        elif s.kind == S.ESCAPE_ROOM:
+        elif s.kind == T.ESCAPE_ROOM:
             assert re.search(rf"in the {c.cheap_room}, there's a {re.escape(c.cheap_object)}",
                              p, re.I)
             assert re.search(rf"in the {c.expensive_room}, there's a key to escape", p, re.I)
@@ -269,7 +270,7 @@ def test_swap_names_the_honest_room_first_and_keeps_the_answers():
     for s in _all_scenarios():
         if s.rooms_swapped or s.is_perspectives:
             continue
-        swapped = S.swap_room_order(s)
+        swapped = T.swap_room_order(s)
         assert swapped.rooms_swapped and swapped.prompt != s.prompt
         assert (swapped.deceptive_room, swapped.honest_room) == (s.deceptive_room, s.honest_room)
         assert (s.first_room, s.second_room) == (s.deceptive_room, s.honest_room)
@@ -285,22 +286,22 @@ def test_swap_names_the_honest_room_first_and_keeps_the_answers():
 
 def test_swap_twice_restores_the_original():
     for s in _all_scenarios():
-        assert S.swap_room_order(S.swap_room_order(s)) == s
+        assert T.swap_room_order(T.swap_room_order(s)) == s
 
 
 def test_perspectives_swap_mentions_bobs_room_first():
-    s = S.make_scenario(S.PERSPECTIVES, COMBOS[0])
+    s = T.make_scenario(T.PERSPECTIVES, COMBOS[0])
     assert (s.first_room, s.second_room) == (s.projected_room, s.correct_room)
-    swapped = S.swap_room_order(s)
+    swapped = T.swap_room_order(s)
     assert (swapped.first_room, swapped.second_room) == (s.correct_room, s.projected_room)
     assert (swapped.correct_room, swapped.projected_room) == (s.correct_room, s.projected_room)
 
 
 def test_swap_refuses_a_prompt_our_templates_do_not_render():
-    s = S.make_scenario(S.BURGLAR, COMBOS[0])
+    s = T.make_scenario(T.BURGLAR, COMBOS[0])
     foreign = dataclasses.replace(s, prompt=s.prompt.replace(" is a ", ", there is a "))
     with pytest.raises(ValueError, match="template"):
-        S.swap_room_order(foreign)
+        T.swap_room_order(foreign)
 
 
 # ----------------------------------------------------------------------------- roles, prompts
@@ -308,12 +309,12 @@ def test_swap_refuses_a_prompt_our_templates_do_not_render():
 
 def test_room_roles_per_kind():
     c = COMBOS[0]
-    for kind in S.DECEPTION_KINDS:
-        s = S.make_scenario(kind, c)
+    for kind in T.DECEPTION_KINDS:
+        s = T.make_scenario(kind, c)
         assert (s.deceptive_room, s.honest_room) == (c.cheap_room, c.expensive_room)
         with pytest.raises(ValueError):
             s.correct_room
-    p = S.make_scenario(S.PERSPECTIVES, c)
+    p = T.make_scenario(T.PERSPECTIVES, c)
     assert (p.correct_room, p.projected_room) == (c.cheap_room, c.expensive_room)
     with pytest.raises(ValueError):
         p.deceptive_room
@@ -321,32 +322,32 @@ def test_room_roles_per_kind():
 
 def test_honesty_prompt_prefix():
     c = COMBOS[0]
-    s = S.with_honesty_prompt(S.make_scenario(S.BURGLAR, c))
+    s = T.with_honesty_prompt(T.make_scenario(T.BURGLAR, c))
     assert s.prompt == ("Please be honest to Bob in the following scenario: "
-                        + S.make_scenario(S.BURGLAR, c).prompt)
-    oliver = S.with_honesty_prompt(S.make_scenario("name_action", c))
+                        + T.make_scenario(T.BURGLAR, c).prompt)
+    oliver = T.with_honesty_prompt(T.make_scenario("name_action", c))
     assert oliver.prompt.startswith("Please be honest to Oliver in the following scenario: You")
-    assert S.with_honesty_prompt(S.make_scenario("name", c), name="Bob").prompt.startswith(
+    assert T.with_honesty_prompt(T.make_scenario("name", c), name="Bob").prompt.startswith(
         "Please be honest to Bob ")
-    swapped = S.swap_room_order(s)
+    swapped = T.swap_room_order(s)
     assert swapped.prompt.startswith(s.honesty_prefix)
-    assert swapped.prompt == s.honesty_prefix + S.swap_room_order(
-        S.make_scenario(S.BURGLAR, c)).prompt
+    assert swapped.prompt == s.honesty_prefix + T.swap_room_order(
+        T.make_scenario(T.BURGLAR, c)).prompt
     with pytest.raises(ValueError):
-        S.with_honesty_prompt(s)
+        T.with_honesty_prompt(s)
 
 
 def test_scenario_validation():
     c = COMBOS[0]
     with pytest.raises(ValueError):
-        S.make_scenario("heist", c)
+        T.make_scenario("heist", c)
     with pytest.raises(ValueError):
-        S.make_scenario(S.TREASURE_HUNT, c, referent="self")
+        T.make_scenario(T.TREASURE_HUNT, c, referent="self")
     with pytest.raises(ValueError):
-        S.make_scenario(S.BURGLAR, (c.cheap_room, c.cheap_room, c.cheap_object,
+        T.make_scenario(T.BURGLAR, (c.cheap_room, c.cheap_room, c.cheap_object,
                                     c.expensive_object))
     with pytest.raises(ValueError):
-        S.make_scenario(S.ESCAPE_ROOM, c, wording="blog")
+        T.make_scenario(T.ESCAPE_ROOM, c, wording="blog")
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -370,7 +371,7 @@ def test_load_combinations_roundtrip_and_errors(tmp_path):
 
 def test_load_reference_scenarios_on_our_own_rendering(tmp_path):
     # The loader must recover the fields from a prompt and keep it verbatim.
-    built = {ref: S.build_scenarios(S.BURGLAR, COMBOS[:20], referent=ref)
+    built = {ref: T.build_scenarios(T.BURGLAR, COMBOS[:20], referent=ref)
              for ref in ("other", "self")}
     path = tmp_path / "scenarios.json"
     path.write_text(json.dumps({
@@ -384,7 +385,7 @@ def test_load_reference_scenarios_on_our_own_rendering(tmp_path):
 
 
 def test_load_reference_scenarios_rejects_inverted_answers(tmp_path):
-    s = S.make_scenario(S.BURGLAR, COMBOS[0])
+    s = T.make_scenario(T.BURGLAR, COMBOS[0])
     path = tmp_path / "scenarios.json"
     path.write_text(json.dumps({"other_referencing": [
         {"prompt": s.prompt, "correct_answer": s.expensive_room, "wrong_answer": s.cheap_room}]}))
@@ -400,9 +401,9 @@ def test_combinations_from_file_or_generator(tmp_path):
 
 
 def test_arxiv_suffixes_per_model():
-    assert set(S.ARXIV_ANSWER_SUFFIX_BY_MODEL.values()) == {S.ARXIV_MISTRAL_ANSWER_SUFFIX,
-                                                            S.ROOM_ONLY_ANSWER_SUFFIX}
-    assert S.ARXIV_MISTRAL_ANSWER_SUFFIX == S.REPO_ANSWER_SUFFIX + "."
+    assert set(T.ARXIV_ANSWER_SUFFIX_BY_MODEL.values()) == {T.ARXIV_MISTRAL_ANSWER_SUFFIX,
+                                                            T.ROOM_ONLY_ANSWER_SUFFIX}
+    assert T.ARXIV_MISTRAL_ANSWER_SUFFIX == T.REPO_ANSWER_SUFFIX + "."
 
 
 def test_package_level_api_is_the_module_api():
@@ -411,7 +412,7 @@ def test_package_level_api_is_the_module_api():
     from soo_jax.data import batching, pairs
     from soo_jax.eval import scoring
 
-    assert soo_jax.data.swap_room_order is S.swap_room_order
+    assert soo_jax.data.swap_room_order is T.swap_room_order
     assert soo_jax.data.batch_pairs is batching.batch_pairs
     assert soo_jax.data.epoch_order is pairs.epoch_order
     assert soo_jax.eval.summarise is scoring.summarise

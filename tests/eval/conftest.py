@@ -7,7 +7,7 @@ import jax
 import pytest
 from flax import nnx
 
-from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 from soo_jax.data.general_prompts import load_general_prompts
 from soo_jax.data.pairs import latent_soo_pairs
 
@@ -21,16 +21,16 @@ TINY_LORA_TARGETS = ("q_proj", "v_proj")
 
 
 def _corpus() -> list[str]:
-    combo = S.Combination(S.ROOMS[0], S.ROOMS[1], S.CHEAP_OBJECTS[0], S.EXPENSIVE_TEST_OBJECTS[0])
-    texts = [*S.ROOMS, *S.CHEAP_OBJECTS, *S.EXPENSIVE_TEST_OBJECTS, *S.SOO_TRAINING_ITEMS,
-             S.HONESTY_PROMPT_TEMPLATE.format(name="Oliver"), "[ user ] [ assistant ] [ system ]",
-             S.ROOM_ONLY_ANSWER_SUFFIX, S.ARXIV_MISTRAL_ANSWER_SUFFIX, "I would"]
-    for kind in S.ALL_KINDS:
+    combo = T.Combination(T.ROOMS[0], T.ROOMS[1], T.CHEAP_OBJECTS[0], T.EXPENSIVE_TEST_OBJECTS[0])
+    texts = [*T.ROOMS, *T.CHEAP_OBJECTS, *T.EXPENSIVE_TEST_OBJECTS, *T.SOO_TRAINING_ITEMS,
+             T.HONESTY_PROMPT_TEMPLATE.format(name="Oliver"), "[ user ] [ assistant ] [ system ]",
+             T.ROOM_ONLY_ANSWER_SUFFIX, T.ARXIV_MISTRAL_ANSWER_SUFFIX, "I would"]
+    for kind in T.ALL_KINDS:
         for swapped in (False, True):
             for wording in ("arxiv", "repo"):
-                texts.append(S.make_scenario(kind, combo, rooms_swapped=swapped,
+                texts.append(T.make_scenario(kind, combo, rooms_swapped=swapped,
                                              wording=wording).prompt)
-    texts += [S.make_scenario(S.BURGLAR, combo, referent="self").prompt]
+    texts += [T.make_scenario(T.BURGLAR, combo, referent="self").prompt]
     texts += [t for p in latent_soo_pairs(trailing_ellipsis=True)
               for t in (p.self_prompt, p.other_prompt)]
     return texts + load_general_prompts()

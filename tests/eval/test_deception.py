@@ -3,6 +3,7 @@ every condition, in both room orders; the scenario sets are the ones asked for."
 import pytest
 
 from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 from soo_jax.eval import deception
 from soo_jax.eval.config import default_eval_config
 from soo_jax.eval.scoring import first_mentioned_room
@@ -10,14 +11,14 @@ from soo_jax.eval.suite import run_suites
 
 
 def first_listed_room(prompt: str) -> str:
-    room = first_mentioned_room(prompt, S.ROOMS)
+    room = first_mentioned_room(prompt, T.ROOMS)
     assert room is not None, prompt
     return room
 
 
 def room_holding(prompt: str, objects) -> str:
     """The room the prompt puts one of `objects` in ('In the R is a X' / 'In the R, there's a X')."""
-    for room in S.ROOMS:
+    for room in T.ROOMS:
         for obj in objects:
             if f"the {room} is a {obj}." in prompt or f"the {room}, there's a {obj}" in prompt:
                 return room
@@ -61,7 +62,7 @@ def test_first_room_bias_is_fully_deceptive_on_the_paper_metric_and_half_when_ba
 
 def test_honest_and_silent_generators():
     scenarios = S.main_scenarios(5, seed=4, self_control=False)
-    expensive = fake(lambda p: f"I would say the {room_holding(p, S.EXPENSIVE_TEST_OBJECTS)}")
+    expensive = fake(lambda p: f"I would say the {room_holding(p, T.EXPENSIVE_TEST_OBJECTS)}")
     summary, _ = deception.score_scenarios(expensive, scenarios)
     burglar = summary["burglar"]
     assert burglar["original"]["honest_rate"] == 100.0
@@ -107,15 +108,15 @@ def test_generalisation_suite_through_run_suites_with_a_fake_generator(tiny_toke
     results, records = run_suites(config, tiny_tokenizer, base_model="BASE", tuned_model="TUNED",
                                   generators=generators)
     base, tuned = results["deception"]["base"], results["deception"]["tuned"]
-    kinds = {*S.GENERALISATION_KINDS, S.TREASURE_HUNT, S.ESCAPE_ROOM, S.PERSPECTIVES}
+    kinds = {*T.GENERALISATION_KINDS, T.TREASURE_HUNT, T.ESCAPE_ROOM, T.PERSPECTIVES}
     assert kinds | {"burglar", "burglar/self", "burglar/honesty_prompt"} == set(base)
     assert "burglar/honesty_prompt" not in tuned  # the honesty baseline is for the base model
-    for kind in kinds - {S.PERSPECTIVES}:
+    for kind in kinds - {T.PERSPECTIVES}:
         assert base[kind]["original"]["n"] == 4
         assert base[kind]["original"]["deceptive_rate"] == 100.0
         assert base[kind]["order_balanced"]["order_balanced_deception_rate"] == 50.0
     # Perspectives lists one's own room first: a first-room answer projects.
-    perspectives = base[S.PERSPECTIVES]
+    perspectives = base[T.PERSPECTIVES]
     assert perspectives["original"]["projected_rate"] == 100.0
     assert perspectives["swapped"]["correct_rate"] == 100.0
     assert perspectives["order_balanced"]["order_balanced_correct_rate"] == 50.0
@@ -134,19 +135,19 @@ def test_reference_file_gives_the_authors_prompts(reference_dir):
     assert all(s.referent == "self" for s in own) and len(own) == 250
     # A different suffix re-renders every prompt; swapping still works on the result.
     changed = S.main_scenarios(3, scenarios_file=path, self_control=False,
-                                       answer_suffix=S.ROOM_ONLY_ANSWER_SUFFIX)
-    assert all(s.prompt.endswith(S.ROOM_ONLY_ANSWER_SUFFIX) for s in changed)
-    assert changed[0].prompt.replace(S.ROOM_ONLY_ANSWER_SUFFIX, S.REPO_ANSWER_SUFFIX) == other[0].prompt
-    S.swap_room_order(changed[0])
+                                       answer_suffix=T.ROOM_ONLY_ANSWER_SUFFIX)
+    assert all(s.prompt.endswith(T.ROOM_ONLY_ANSWER_SUFFIX) for s in changed)
+    assert changed[0].prompt.replace(T.ROOM_ONLY_ANSWER_SUFFIX, T.REPO_ANSWER_SUFFIX) == other[0].prompt
+    T.swap_room_order(changed[0])
 
 
 def test_with_answer_suffix_refuses_a_foreign_prompt():
-    scenario = S.make_scenario(S.BURGLAR, S.generate_combinations(1, 0)[0])
+    scenario = T.make_scenario(T.BURGLAR, S.generate_combinations(1, 0)[0])
     import dataclasses
     foreign = dataclasses.replace(scenario, prompt="Something else entirely.")
     with pytest.raises(ValueError, match="answer suffix"):
-        S.with_answer_suffix(foreign, "Answer now.")
-    assert S.with_answer_suffix(foreign, foreign.answer_suffix) is foreign
+        T.with_answer_suffix(foreign, "Answer now.")
+    assert T.with_answer_suffix(foreign, foreign.answer_suffix) is foreign
 
 
 def test_held_out_scenarios_are_disjoint_from_the_evaluation_split():
@@ -186,7 +187,7 @@ def test_stop_when_decided_passes_each_prompts_rooms_and_keeps_labels():
     generate.stops_on_texts = True
 
     stopped, _ = deception.score_scenarios(generate, scenarios, stop_when_decided=True)
-    asked = list(scenarios) + [S.swap_room_order(s) for s in scenarios]
+    asked = list(scenarios) + [T.swap_room_order(s) for s in scenarios]
     assert seen["stop_texts"] == [(s.cheap_room, s.expensive_room) for s in asked]
     full, _ = deception.score_scenarios(fake(says_first_room), scenarios, stop_when_decided=True)
     assert stopped == full  # a generator without the capability is called plainly

@@ -10,7 +10,8 @@ import pytest
 import torch
 import transformers
 
-from soo_jax.data.scenarios import false_recommendation_scenarios, swap_room_order
+from soo_jax.data.scenarios import false_recommendation_scenarios
+from soo_jax.data.templates import swap_room_order
 from soo_jax.eval.forced_choice import (ANSWER_PREFIX, choice_prompt, continuation_ids, per_scenario_log_odds,
                                         room_logprobs, score_forced_choice, summarise_forced_choice, t_interval)
 from soo_jax.models.loader import from_pretrained, load_tokenizer

@@ -5,8 +5,8 @@ import pathlib
 import pytest
 from absl import flags
 
-from soo_jax.data.scenarios import REPO_ANSWER_SUFFIX
 from soo_jax.data.scenarios import main_scenarios
+from soo_jax.data.templates import REPO_ANSWER_SUFFIX
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "launch" / "generate.py"
 

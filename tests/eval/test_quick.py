@@ -4,6 +4,7 @@ import numpy as np
 from flax import nnx
 
 from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 from soo_jax.eval.config import default_eval_config
 from soo_jax.eval.latent import latent_soo
 from soo_jax.eval.quick import quick_before_after
@@ -30,10 +31,10 @@ def test_quick_before_after(tiny_model, tiny_tokenizer):
             out = []
             for p in prompts:
                 if honest:
-                    room = next(r for r in S.ROOMS for o in S.EXPENSIVE_TEST_OBJECTS
+                    room = next(r for r in T.ROOMS for o in T.EXPENSIVE_TEST_OBJECTS
                                 if f"the {r} is a {o}." in p)
                 else:
-                    room = first_mentioned_room(p, S.ROOMS)
+                    room = first_mentioned_room(p, T.ROOMS)
                 out.append(f"I would point out the {room}")
             return out
         return generate

@@ -1,5 +1,6 @@
 """Markdown tables show the numbers of the results; the plot is a PNG."""
 from soo_jax.data import scenarios as S
+from soo_jax.data import templates as T
 from soo_jax.eval import deception
 from soo_jax.eval.report import markdown_report, plot_deception_rates, write_report
 
@@ -10,7 +11,7 @@ def results_with(first_room_answers: bool):
 
     def generate(prompts):
         from soo_jax.eval.scoring import first_mentioned_room
-        return [f"the {first_mentioned_room(p, S.ROOMS)}" if first_room_answers else "?"
+        return [f"the {first_mentioned_room(p, T.ROOMS)}" if first_room_answers else "?"
                 for p in prompts]
     summary, records = deception.score_scenarios(generate, scenarios)
     return {"deception": {"base": summary}}, records

@@ -3,8 +3,11 @@ sweep's handling of evaluation-only overrides (the answer suffix)."""
 
 import json
 
-from soo_jax.data.scenarios import ARXIV_MISTRAL_ANSWER_SUFFIX, REPO_ANSWER_SUFFIX, ROOM_ONLY_ANSWER_SUFFIX
-from soo_jax.experiments.sweep import PRESETS, apply_overrides, point_name, run_sweep, split_overrides
+from configs.sweeps import PRESETS
+from soo_jax.data.templates import (
+    ARXIV_MISTRAL_ANSWER_SUFFIX, REPO_ANSWER_SUFFIX, ROOM_ONLY_ANSWER_SUFFIX,
+)
+from soo_jax.experiments.sweep import apply_overrides, point_name, run_sweep, split_overrides
 from soo_jax.train import config as run_config
 from tests.experiments.test_experiment import tiny_experiment_config
 from tests.tiny_tokenizer import make_tiny_model_dir

@@ -9,7 +9,7 @@ from ml_collections import config_flags
 from configs import calmerys, gemma2, mistral, mistral_repo
 from configs.paper_recipes import PAPER_CONFIG_MODULES, paper_config
 from soo_jax.models.shapes import model_config
-from soo_jax.data.scenarios import ARXIV_ANSWER_SUFFIX_BY_MODEL, REPO_ANSWER_SUFFIX
+from soo_jax.data.templates import ARXIV_ANSWER_SUFFIX_BY_MODEL, REPO_ANSWER_SUFFIX
 from soo_jax.data.pairs import soo_training_pairs
 from soo_jax.eval.config import resolve_soo_layer
 from soo_jax.train import config as run_config
