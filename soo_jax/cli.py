@@ -236,7 +236,29 @@ def _interrupt(signum, frame):
     err = Interrupted(f"interrupted by {name}; what was saved so far is kept: rerun the same command to resume",
                       128 + signum)
     err.by_signal = True
+    err.signum = signum
     raise err
+
+
+def _redeliver_swallowed_interrupts() -> None:
+    """A signal handled while Python runs a callback whose exceptions it ignores (a gc callback
+    such as JAX's, a __del__) would be lost, and the run would go on: such an Interrupted is
+    delivered again, from a timer thread, so the handler runs once that callback has returned."""
+    previous = sys.unraisablehook
+    if getattr(previous, "redelivers_interrupts", False):
+        return
+
+    def hook(unraisable):
+        err = unraisable.exc_value
+        if isinstance(err, Interrupted) and getattr(err, "signum", None) is not None:
+            import threading
+
+            threading.Timer(0.05, signal.raise_signal, (err.signum,)).start()
+            return
+        previous(unraisable)
+
+    hook.redelivers_interrupts = True
+    sys.unraisablehook = hook
 
 
 def _exit_now(code: int) -> None:
@@ -259,6 +281,7 @@ def run(main, *, config_required: bool = True) -> None:
             _quiet_system_errors()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _interrupt)
+        _redeliver_swallowed_interrupts()
         try:
             return main(argv)
         except BrokenPipeError:

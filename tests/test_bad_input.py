@@ -539,6 +539,32 @@ def test_a_run_failing_after_its_claim_but_before_any_write_leaves_the_directory
 
 # --- Signals ---------------------------------------------------------------------------------------
 
+def test_a_signal_handled_inside_a_callback_whose_exceptions_python_ignores_is_delivered_again(tmp_path):
+    """SIGTERM landing in a gc callback (JAX registers one): its Interrupted is 'ignored' there, so
+    it must come back and stop the run, with one line and no traceback."""
+    script = tmp_path / "gc_callback.py"
+    script.write_text(
+        "import gc, os, signal, time\nfrom soo_jax import cli\n\n"
+        "def main(argv):\n"
+        "    fired = []\n"
+        "    def callback(phase, info):\n"
+        "        if not fired:\n"
+        "            fired.append(1)\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            sum(range(1000))  # the handler runs here, inside the callback\n"
+        "    gc.callbacks.append(callback)\n"
+        "    gc.collect()\n"
+        "    gc.callbacks.remove(callback)\n"
+        "    time.sleep(5)\n"
+        "    print('finished', flush=True)\n\n"
+        "cli.run(main, config_required=False)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert "finished" not in result.stdout and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("interrupted by SIGTERM") == 1, result.stderr
+
+
 def test_a_reader_that_leaves_early_ends_the_output_quietly(tmp_path):
     """`launch/X.py ... | head -1`: no BrokenPipeError traceback, the exit status a shell tool gives."""
     script = tmp_path / "many_lines.py"
