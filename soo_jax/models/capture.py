@@ -1,6 +1,9 @@
 """Which activations a forward sows, and the one place that reads sown values back (`nnx.capture`).
 
-Decoder blocks `sow` their sites (see layers.LAYER_SITES) as they always have. The layer loop
+Decoder blocks `sow` their sites (see layers.LAYER_SITES): the project's design exposes
+activations through Flax's `sow`, so a model returns (logits, cache) and not a typed output with
+activations in it, as gemma's `gm/nn` does; what that would buy (no read-back) is had here by
+reading back in this one file. The layer loop
 runs each block on its slice of the stacked parameters inside `capture_block`, collects the
 sown arrays as ordinary outputs (a `lax.scan` stacks them per layer), and the model sows the
 whole `{site: {layer: array}}` dict once, under LAYER_ACTIVATIONS; `forward_with_activations`
