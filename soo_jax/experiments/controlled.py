@@ -25,7 +25,7 @@ Layout of OUT (each piece skipped when its results exist, so a rerun resumes):
 Each seed is finished (every arm's primary, then its secondary stage) before the next starts, so
 that a finished seed needs none of its adapters again. A record directory (`ControlledPlan.record`,
 e.g. committed under docs/results/data/) carries finished seeds across machines that keep no files:
-its per_seed.csv, screen.json and plan.json are rewritten after every seed, and a seed complete
+its screen.json is written after the screen, per_seed.csv and plan.json after every seed, and a seed complete
 there is taken from it instead of being recomputed, once this machine reproduces the recorded base
 model's values. The analysis (`analyse`) is fixed in code: 95% t-intervals over seeds (ddof 1) and
 the two-sided paired t-test of SOO - LM control on the order-balanced forced-choice log-odds
@@ -385,8 +385,8 @@ def seed_complete(per_seed: dict[str, dict[int, dict]], seed: int, arms: tuple[s
     return all(done(per_seed.get(arm, {}).get(seed)) for arm in arms)
 
 
-def base_mismatch(recorded: dict, computed: dict) -> str | None:
-    """The first endpoint both hold on which a recorded base row and this machine's differ, or None."""
+def first_mismatch(recorded: dict, computed: dict) -> str | None:
+    """The first endpoint both hold on which a recorded row and this machine's differ, or None."""
     for endpoint, value in computed.items():
         if value is None or recorded.get(endpoint) is None:
             continue
@@ -402,13 +402,13 @@ def read_record(plan: ControlledPlan) -> tuple[dict[str, dict[int, dict]], dict]
     return read_per_seed_csv((plan.record / "per_seed.csv").read_text(), str(plan.record / "per_seed.csv"))
 
 
-def recorded_seeds(plan: ControlledPlan, base_values: dict) -> dict[str, dict[int, dict]]:
-    """The record's seeds that are complete for this plan, after checking that this machine
-    reproduces the record's base model; raises ValueError when it does not."""
-    recorded, recorded_base = read_record(plan)
+def recorded_seeds(plan: ControlledPlan, recorded: dict[str, dict[int, dict]], recorded_base: dict,
+                   base_values: dict) -> dict[str, dict[int, dict]]:
+    """The seeds of a record (`read_record`) that are complete for this plan, after checking that
+    this machine reproduces the record's base model; raises ValueError when it does not."""
     if not recorded:
         return {}
-    mismatch = base_mismatch(recorded_base, base_values)
+    mismatch = first_mismatch(recorded_base, base_values)
     if mismatch:
         raise ValueError(f"--record {plan.record}: this machine does not reproduce the recorded base model "
                          f"({mismatch}); finish the experiment where it started or give a new --record")
@@ -506,7 +506,6 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
                 continue
             directory.mkdir(parents=True, exist_ok=True)
             run_dir.atomic_write_text(directory / "per_seed.csv", per_seed_csv(per_seed, base_values))
-            run_dir.atomic_write_json(directory / "screen.json", screen_summary)
             run_dir.atomic_write_json(directory / "plan.json", {"seeds": list(plan.seeds), "arms": list(plan.arms),
                                                                 "wall_time_s": meta["wall_time_s"]})
         return aggregate
@@ -515,8 +514,8 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
     if plan.secondary:
         _say("base model: generated answers on the test set (secondary endpoints)")
         base_secondary = secondary_values(evaluate_base("secondary", secondary_eval), "base")
-    recorded = recorded_seeds(plan, {**base_values, **base_secondary})
-    per_seed_partial = read_record(plan)[0]
+    per_seed_partial, recorded_base = read_record(plan)
+    recorded = recorded_seeds(plan, per_seed_partial, recorded_base, {**base_values, **base_secondary})
     base_values.update(base_secondary)
     for arm, seeds in recorded.items():
         per_seed[arm].update(seeds)
@@ -543,7 +542,7 @@ def _run(config: ml_collections.ConfigDict, plan: ControlledPlan, *, progress=No
         earlier = [per_seed_partial.get(arm, {}).get(seed) for arm in plan.arms]
         if any(earlier):
             _say(f"seed {seed}: recorded partial values reproduced: " + ", ".join(
-                f"{arm} {base_mismatch(values, per_seed[arm][seed]) or 'equal'}"
+                f"{arm} {first_mismatch(values, per_seed[arm][seed]) or 'equal'}"
                 for arm, values in zip(plan.arms, earlier) if values))
         write_analysis(final=False)
         left = (time.time() - started) / (done + 1) * (len(todo) - done - 1)
