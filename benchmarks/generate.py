@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import inspect
 import json
 import os
 import pathlib
@@ -130,6 +131,63 @@ def run_torch(model, batches: Batches, max_new_tokens: int, eos: set[int], pad_i
     return Run("transformers generate", wall, sum(map(len, completions)), completions)
 
 
+def decode_step_times(ours, torch_model, tokens: np.ndarray, mask: np.ndarray, steps: int,
+                      device: str) -> tuple[list[float], list[float]]:
+    """Seconds per decode step, ours and transformers', after prefilling the same batch.
+
+    Each side prefills `tokens` [B, T] (untimed), then takes `steps` single-token greedy steps
+    one call each (ours: the jitted model call the generation loop runs; transformers: a forward
+    with its KV cache). The first step of each side is a warm-up and not counted."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from soo_jax.models.transformer import extend_cache, init_cache
+
+    batch, length = tokens.shape
+    graphdef, state = nnx.split(ours)
+
+    @jax.jit
+    def step(state, token, cache):
+        logits, cache = nnx.merge(graphdef, state)(token[:, None], jnp.ones((batch, 1), bool),
+                                                  cache=cache, logits="last")
+        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), cache
+
+    @jax.jit
+    def prefill(state, tokens, mask):
+        cache = init_cache(ours.config, batch, length, ours.dtype)
+        logits, cache = nnx.merge(graphdef, state)(tokens, mask, cache=cache, logits="last")
+        return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), extend_cache(cache, steps + 1)
+
+    token, cache = prefill(state, jnp.asarray(tokens), jnp.asarray(mask, bool))
+    ours_times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        token, cache = jax.block_until_ready(step(state, token, cache))
+        ours_times.append(time.perf_counter() - start)
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    # transformers renamed past_key_values to cache (5.25); requirements allow either side.
+    cache_arg = "cache" if "cache" in inspect.signature(torch_model.forward).parameters else "past_key_values"
+    torch_times = []
+    with torch.inference_mode():
+        ids = torch.as_tensor(tokens, dtype=torch.long, device=device)
+        attention = torch.as_tensor(mask, dtype=torch.long, device=device)
+        out = torch_model(input_ids=ids, attention_mask=attention, use_cache=True)
+        cache, token_t = getattr(out, cache_arg), out.logits[:, -1].argmax(-1)
+        for _ in range(steps + 1):
+            attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=1)
+            sync()
+            start = time.perf_counter()
+            out = torch_model(input_ids=token_t[:, None], attention_mask=attention,
+                              use_cache=True, **{cache_arg: cache})
+            cache, token_t = getattr(out, cache_arg), out.logits[:, -1].argmax(-1)
+            sync()
+            torch_times.append(time.perf_counter() - start)
+    return ours_times[1:], torch_times[1:]
+
+
 def load_models(args, tokenizer):
     """(our model, torch model, description)."""
     import torch
@@ -199,6 +257,9 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--work-dir", default=None, help="where the random model is written")
+    parser.add_argument("--decode-steps", type=int, default=0,
+                        help="also time this many single decode steps on the first batch, "
+                             "ours vs transformers (median per step)")
     parser.add_argument("--json", help="also write the rows as JSON here")
     args = parser.parse_args()
     load_at_start = load_average()  # before we add our own threads
@@ -250,9 +311,20 @@ def main() -> None:
     if torch_run is not None:
         same = sum(a == b for a, b in zip(runs[1].completions, torch_run.completions))
         print(f"identical completions (ours warm vs transformers): {same}/{len(torch_run.completions)}")
+    decode = None
+    if args.decode_steps:
+        ours_times, torch_times = decode_step_times(ours, torch_model, batches.tokens[0], batches.masks[0],
+                                                    args.decode_steps, args.device)
+        decode = {"rows": int(batches.tokens[0].shape[0]), "prompt_width": int(batches.tokens[0].shape[1]),
+                  "steps": args.decode_steps, "ours_ms": 1e3 * float(np.median(ours_times)),
+                  "torch_ms": 1e3 * float(np.median(torch_times))}
+        print(f"one decode step, {decode['rows']} rows after a {decode['prompt_width']}-token prefill "
+              f"(median of {args.decode_steps}): ours {decode['ours_ms']:.1f} ms, transformers "
+              f"{decode['torch_ms']:.1f} ms, ours / torch speed {decode['torch_ms'] / decode['ours_ms']:.2f}x")
+        print(load_line(load_at_start, load_average()))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
-            {"model": model_name, "dtype": args.dtype, "rows": rows}, indent=2) + "\n")
+            {"model": model_name, "dtype": args.dtype, "rows": rows, "decode_step": decode}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -83,14 +83,9 @@ def generate(args: SimpleNamespace) -> None:
         print(f"[scenario {n}] {prompt}", file=sys.stderr)
     import jax
 
-    from soo_jax.models.embedded import use_compilation_cache
-
-    # Compiled programs persist across runs: the second run of a prompt shape skips compilation.
-    use_compilation_cache("default")
-
-    from soo_jax.lora import set_dropout
+    from soo_jax.eval.runtime import load_models
     from soo_jax.models.generate import SamplingConfig, generate_text
-    from soo_jax.models.loader import from_pretrained, load_config, load_tokenizer, resolve_model_path
+    from soo_jax.models.loader import load_config, resolve_model_path
 
     started = time.perf_counter()
     path = resolve_model_path(args.model)
@@ -99,13 +94,9 @@ def generate(args: SimpleNamespace) -> None:
         from soo_jax.peft_io import read_peft_config
 
         read_peft_config(args.adapter)
-    model = from_pretrained(path, dtype=args.dtype)
-    tokenizer = load_tokenizer(path)
-    if args.adapter:
-        from soo_jax.peft_io import load_peft_adapter
-
-        load_peft_adapter(model, args.adapter)
-        set_dropout(model, False)
+    # The persistent compilation cache is on: a second run of a prompt shape skips compilation.
+    base, tuned, tokenizer = load_models(str(path), args.dtype, adapter=args.adapter)
+    model = tuned if tuned is not None else base
     loaded = time.perf_counter()
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
     completions = generate_text(model, tokenizer, prompts, sampling=sampling, chat=not args.raw,

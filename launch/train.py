@@ -40,10 +40,12 @@ def main(argv):
 def _evaluator():
     def evaluate(model, tokenizer, config):
         from soo_jax.eval.quick import quick_before_after
+        from soo_jax.eval.runtime import tqdm_progress
 
         # base_model=None: the base is the tuned model with zeroed adapters (no second copy).
         return quick_before_after(None, model, tokenizer, config.eval, soo_layer=int(config.loss.layers[0]),
-                                  soo_site=config.loss.site, n_scenarios=int(config.train.eval_scenarios))
+                                  soo_site=config.loss.site, n_scenarios=int(config.train.eval_scenarios),
+                                  progress=tqdm_progress(True))
 
     return evaluate
 

@@ -34,7 +34,7 @@ NO_CONFIG = ("generate", "rl_pool")
 def _launcher(name: str):
     """launch/<name>.py loaded as a module; its flags, the signal handlers and log filters that
     cli.run installs are removed again afterwards."""
-    foreign = _foreign_flags()  # (test_evaluate_cli imports launch/evaluate.py, whose flags stay)
+    foreign = _foreign_flags()  # (a launcher module another test imported keeps its flags there)
     for flag in foreign:
         delattr(flags.FLAGS, flag)
     names = set(flags.FLAGS)
@@ -458,7 +458,7 @@ MISSING_FILES = [
     ("experiment", ["--sets", "authors,generated", "--scenarios", "nope/scenarios.json"], SCENARIOS_HINT),
     ("sweep", ["--scenarios", "nope/scenarios.json"], SCENARIOS_HINT),
     ("evaluate", ["--config.eval.combinations_file=nope.json"], ["combinations file", "not found"]),
-    ("evaluate", ["--mtbench-questions", "nope.jsonl"], ["MT-Bench question file", "nope.jsonl not found"]),
+    ("evaluate", ["--mtbench_questions", "nope.jsonl"], ["MT-Bench question file", "nope.jsonl not found"]),
     ("evaluate", ["--adapter", "nope_adapter"], ["--adapter nope_adapter not found", "PEFT adapter directory"]),
     ("evaluate", ["--checkpoint", "nope_checkpoints"], ["--checkpoint nope_checkpoints not found"]),
     ("train", ["--config.model.path=/nonexistent/model"], ["model path not found: /nonexistent/model", "give a"]),

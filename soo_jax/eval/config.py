@@ -247,7 +247,7 @@ def check_files(eval_config: ml_collections.ConfigDict) -> None:
                          "give the authors' unique_combinations.json, or '' for our generator's combinations")
     if eval_config.capability.mtbench_questions:
         check_input_file(eval_config.capability.mtbench_questions,
-                         "MT-Bench question file (--mtbench-questions, config.eval.capability.mtbench_questions)",
+                         "MT-Bench question file (--mtbench_questions, config.eval.capability.mtbench_questions)",
                          "give FastChat's question.jsonl, or '' to skip MT-Bench answers")
 
 

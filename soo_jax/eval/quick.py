@@ -15,7 +15,7 @@ from soo_jax.eval import deception, latent
 from soo_jax.eval.capability import base_view
 from soo_jax.eval.runtime import evaluation_view
 from soo_jax.eval.config import default_eval_config
-from soo_jax.eval.suite import forced_choice_views
+from soo_jax.eval.suite import ProgressFactory, forced_choice_views
 
 __all__ = ["quick_before_after", "format_summary"]
 
@@ -23,7 +23,7 @@ __all__ = ["quick_before_after", "format_summary"]
 def quick_before_after(base_model, tuned_model, tokenizer,
                        config: ml_collections.ConfigDict | None = None, *, soo_layer: int,
                        soo_site: str = "o_proj", n_scenarios: int = 50, generated: bool = False,
-                       generate_factory=None) -> dict:
+                       generate_factory=None, progress: ProgressFactory | None = None) -> dict:
     """Before/after numbers for a fine-tuned model.
 
     base_model: the model before fine-tuning, or None (recommended) for
@@ -34,6 +34,8 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     soo_layer, soo_site: the training site.
     generated: also generate answers and score them (`generate_factory` implies it).
     generate_factory: (model) -> Generate, for tests; default our greedy generator.
+    progress: a ProgressFactory (`eval.runtime.tqdm_progress`): a progress display for the
+      forced choice and the latent SOO of each view; None for none.
 
     Returns {"n_scenarios", "scenarios", "answer_suffix", "chat_template" (the prompts as
     asked), "forced_choice": {"before", "after"} (each `forced_choice.summarise_forced_choice`),
@@ -66,7 +68,7 @@ def quick_before_after(base_model, tuned_model, tokenizer,
     if generated:
         result["deception"] = {}
     result["forced_choice"], _ = forced_choice_views(config, {"before": base_model, "after": tuned_model}, tokenizer,
-                                                     scenarios)
+                                                     scenarios, progress=progress)
     for label, model in (("before", base_model), ("after", tuned_model)):
         if generated:
             summary, _ = deception.score_scenarios(generate_factory(model), scenarios,
@@ -78,7 +80,8 @@ def quick_before_after(base_model, tuned_model, tokenizer,
                                      chat_template=config.latent.chat_template,
                                      soo_site=soo_site, soo_layer=soo_layer,
                                      soo_pooling=config.latent.soo_pooling,
-                                     batch_size=config.latent.batch_size)
+                                     batch_size=config.latent.batch_size,
+                                     progress=progress(f"latent SOO ({label})", unit="pair") if progress else None)
         result["latent_soo"][label] = measured["training_site"]["value"]
     result["summary"] = format_summary(result)
     return result

@@ -42,25 +42,32 @@ def tuned_view(base, *, adapter: str | None = None, checkpoint: str | None = Non
 
 
 def load_base(config) -> tuple[str, object, object]:
-    """What every runner that trains and evaluates a run config starts with: the compilation cache
-    (`eval.compilation_cache_dir`), then (model path, base model, tokenizer) of `model.path`."""
-    from soo_jax.models.embedded import use_compilation_cache
-    from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
+    """What every runner that trains and evaluates a run config starts with: (model path, base
+    model, tokenizer) of `model.path`, with `eval.compilation_cache_dir` on (`load_models`)."""
+    from soo_jax.models.loader import resolve_model_path
 
-    use_compilation_cache(config.eval.compilation_cache_dir)
     model_path = str(resolve_model_path(config.model.path))
-    return model_path, from_pretrained(model_path, dtype=config.model.dtype), load_tokenizer(model_path)
+    base, _, tokenizer = load_models(model_path, config.model.dtype,
+                                     compilation_cache_dir=config.eval.compilation_cache_dir)
+    return model_path, base, tokenizer
 
 
-def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None):
-    """(base model, tuned model or None, tokenizer). The tuned model is `tuned_view` of the
-    base weights; with one, the base model returned is `base_view(tuned)` (zeroed adapters: the
-    base outputs, the tuned graph, so both share every compilation). Dropout is off in both."""
+def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None,
+                compilation_cache_dir: str = "default"):
+    """(base model, tuned model or None, tokenizer): the one model setup of every launcher.
+
+    JAX's persistent compilation cache goes on first (`compilation_cache_dir`, as
+    `eval.compilation_cache_dir`: "default", a directory, or "" for none), so a rerun skips
+    compilation. The tuned model is `tuned_view` of the base weights; with one, the base model
+    returned is `base_view(tuned)` (zeroed adapters: the base outputs, the tuned graph, so both
+    share every compilation). Dropout is off in both."""
     from soo_jax.eval.capability import base_view
+    from soo_jax.models.embedded import use_compilation_cache
     from soo_jax.models.loader import from_pretrained, load_tokenizer, resolve_model_path
 
     if adapter and checkpoint:
         raise ValueError("give --adapter or --checkpoint, not both")
+    use_compilation_cache(compilation_cache_dir)
     model_path = str(resolve_model_path(model_path))
     base = from_pretrained(model_path, dtype=dtype)
     tokenizer = load_tokenizer(model_path)
@@ -91,7 +98,7 @@ def progress_line(description: str, done: int, total: int, elapsed_s: float, uni
     return line
 
 
-def line_progress(description: str, *, unit: str = "prompt", every_s: float = 30.0,
+def line_progress(description: str, *, unit: str = "prompt", every_s: float = 10.0,
                   write=None, clock=time.monotonic):
     """A Progress callback printing one line per update, at most one every `every_s` seconds
     except the last: for logs and pipes, where a tqdm bar is one long unterminated line that a

@@ -56,7 +56,10 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
     """A copy of `config` with the overrides set; ValueError names the override that is not
-    `key=value` of an existing key with a value of its type."""
+    `key=value` of an existing key with a value of its type. (ConfigDict's own
+    `update_from_flattened_dict` adds an unknown key unless the config is locked, and its errors
+    name neither the override nor the field; the setting itself is ConfigDict's, with its type
+    checks.)"""
     config = copy.deepcopy(config)
     for text in overrides:
         key, value = parse_override(text)

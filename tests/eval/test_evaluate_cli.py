@@ -31,7 +31,7 @@ def cli_run(tiny_model_dir, tiny_adapter_dir, tmp_path_factory):
                                      "turns": ["What is 12 times 11?"]}) + "\n")
     proc = run_cli("--config", TINY_CONFIG, f"--config.model.path={tiny_model_dir}",
                    "--adapter", tiny_adapter_dir, "--suite", "forced_choice,main,latent,capability",
-                   "--out", out / "results", "--mtbench-questions", questions,
+                   "--out", out / "results", "--mtbench_questions", questions,
                    "--config.eval.latent.soo_layer=1",
                    f"--config.eval.compilation_cache_dir={out / 'jax_cache'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -159,31 +159,23 @@ def test_unknown_config_key_is_rejected_before_loading(tmp_path):
 
 
 def test_model_ids_name_base_and_tuned():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import evaluate as launcher
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    from soo_jax.eval import run as evaluation_run
     # Without an adapter there is only the base model to name.
-    assert launcher.model_ids("/m/SmolLM2.gguf", None, None) == {"base": "SmolLM2"}
-    assert launcher.model_ids("/m/smol/", "/a/soo_seed1/", None) == {
+    assert evaluation_run.model_ids("/m/SmolLM2.gguf", None, None) == {"base": "SmolLM2"}
+    assert evaluation_run.model_ids("/m/smol/", "/a/soo_seed1/", None) == {
         "base": "smol", "tuned": "smol-soo_seed1"}
 
 
 def test_start_line_says_where_the_scenarios_come_from():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import evaluate as launcher
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    from soo_jax.eval import run as evaluation_run
     config = default_eval_config()
-    assert launcher.scenario_source(config) == (
+    assert evaluation_run.scenario_source(config) == (
         "burglar scenarios from our generator (seed 0; --scenarios FILE for the authors' set); "
         "generalisation combinations from our generator (seed 1)")
     config.suites, config.scenarios_file = "main,latent", "authors.json"
-    assert launcher.scenario_source(config) == "burglar scenarios from authors.json"
+    assert evaluation_run.scenario_source(config) == "burglar scenarios from authors.json"
     config.suites = "latent"
-    assert launcher.scenario_source(config) == ""
+    assert evaluation_run.scenario_source(config) == ""
 
 
 def test_default_eval_config():

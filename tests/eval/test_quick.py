@@ -79,3 +79,19 @@ def test_quick_check_without_generation_reports_forced_choice_only(tiny_model, t
     assert "deception" not in result and set(result["forced_choice"]) == {"before", "after"}
     assert result["forced_choice"]["after"]["n_scenarios"] == 3
     assert "Generated answers" not in result["summary"]
+
+
+def test_quick_check_reports_progress_of_every_measurement_to_the_end(tiny_model, tiny_tokenizer):
+    tuned = perturbed_adapter(nnx.merge(*nnx.split(tiny_model)), dropout=0.0)[0]
+    updates: dict[str, list] = {}
+
+    def progress(description, unit="prompt"):
+        updates[description] = []
+        return lambda done, total: updates[description].append((done, total))
+
+    quick_before_after(None, tuned, tiny_tokenizer, default_eval_config(), soo_layer=1, n_scenarios=3,
+                       progress=progress)
+    assert set(updates) == {"forced_choice (before)", "forced_choice (after)",
+                            "latent SOO (before)", "latent SOO (after)"}
+    for description, calls in updates.items():
+        assert calls and calls[-1][0] == calls[-1][1] > 0, description  # the last update says done
