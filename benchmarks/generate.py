@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import inspect
 import json
 import os
@@ -148,7 +149,8 @@ def decode_step_times(ours, torch_model, tokens: np.ndarray, mask: np.ndarray, s
     batch, length = tokens.shape
     graphdef, state = nnx.split(ours)
 
-    @jax.jit
+    # The cache is donated, as the generation loop's carry is updated in place.
+    @functools.partial(jax.jit, donate_argnums=(2,))
     def step(state, token, cache):
         logits, cache = nnx.merge(graphdef, state)(token[:, None], jnp.ones((batch, 1), bool),
                                                   cache=cache, logits="last")

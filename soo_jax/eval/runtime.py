@@ -98,7 +98,7 @@ def progress_line(description: str, done: int, total: int, elapsed_s: float, uni
     return line
 
 
-def line_progress(description: str, *, unit: str = "prompt", every_s: float = 10.0,
+def line_progress(description: str, *, unit: str = "prompt", every_s: float = 5.0,
                   write=None, clock=time.monotonic):
     """A Progress callback printing one line per update, at most one every `every_s` seconds
     except the last: for logs and pipes, where a tqdm bar is one long unterminated line that a
