@@ -15,6 +15,7 @@ from typing import Callable, TypeVar
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
+from jax.ad_checkpoint import checkpoint_name
 
 from soo_jax.models.config import ModelConfig
 
@@ -104,6 +105,8 @@ class Linear(nnx.Module):
             y = y + self.bias[...].astype(self.dtype)
         if self.lora is not None:
             y = y + self.lora(x).astype(self.dtype)
+        # Named by its site, so a remat policy can keep exactly it (REMAT_POLICIES "save_o_proj").
+        y = checkpoint_name(y, self.site)
         if sow:
             self.sow(nnx.Intermediate, "activation", y)
         return y

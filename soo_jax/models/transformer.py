@@ -43,6 +43,7 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
     "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_o_proj": jax.checkpoint_policies.save_only_these_names("o_proj"),
 }
 
 __all__ = ["ACTIVATION_AXES", "Capture", "CausalLM", "KVCache", "LogitsMode", "MODEL_SITES", "REMAT_POLICIES",

@@ -74,7 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
         dtype="float32",       # compute dtype
         param_dtype="",        # storage dtype of the frozen base; "" = same as dtype
         scan_layers=True,      # lax.scan over the stacked layers (False: a Python loop, for debugging)
-        remat="none",          # none | full | dots_saveable | dots_with_no_batch_dims_saveable (per layer)
+        remat="none",          # none | full | dots_saveable | dots_with_no_batch_dims_saveable | save_o_proj (per layer)
     ))
     # The lora, loss, train and optimizer sections are their dataclasses' fields with the defaults
     # those state (`LoRAConfig`, `LossConfig`, `TrainConfig`, `OptimizerConfig`: each field's

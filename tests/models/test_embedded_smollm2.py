@@ -126,6 +126,7 @@ def test_imported_model_is_smollm2_shaped_and_loads_every_weight(imported_model_
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
 
 
+@pytest.mark.slow
 def test_imported_model_matches_transformers_gguf_model(gguf_path, conversion, imported_model_and_info,
                                                         imported_tokenizer):
     reference = transformers_gguf_model(gguf_path)

@@ -27,7 +27,8 @@ def greedy_without_cache(model, tokens, mask, steps):
     return np.stack(out, axis=1)
 
 
-@pytest.mark.parametrize("name", ["llama_tied", "mistral_window", "gemma2_27b_style", "qwen2"])
+@pytest.mark.parametrize("name", ["llama_tied", *(pytest.param(n, marks=pytest.mark.slow)
+                                                   for n in ("mistral_window", "gemma2_27b_style", "qwen2"))])
 def test_cached_greedy_equals_uncached_and_transformers(name, tmp_path):
     torch_model = make_tiny_checkpoint(name, tmp_path)
     model = from_pretrained(tmp_path)

@@ -105,8 +105,14 @@ def pair_rows(vocab_size):
     return tokens, mask
 
 
-@pytest.mark.parametrize("name", ["llama_tied", "qwen2", "gemma2_27b_style"])
-@pytest.mark.parametrize("logits", [False, True])
+def fast_first(*cases):
+    """pytest params: the first case in the fast tier, the others only in the whole suite."""
+    return [cases[0], *(pytest.param(*c, marks=pytest.mark.slow) for c in cases[1:])]
+
+
+@pytest.mark.parametrize("name,logits", fast_first(
+    ("llama_tied", False), ("llama_tied", True), ("qwen2", False), ("qwen2", True),
+    ("gemma2_27b_style", False), ("gemma2_27b_style", True)))
 def test_scanned_equals_unrolled_loss_and_lora_gradients(name, logits):
     """SOO loss at layer 1 (the forward stops there) or with a KL term on the logits (every layer runs)."""
     model = lora_model(name)
@@ -125,8 +131,9 @@ def test_scanned_equals_unrolled_loss_and_lora_gradients(name, logits):
         assert_close(grads[key], ref_grads[key], RTOL, key)
 
 
-@pytest.mark.parametrize("scan_layers", [True, False])
-@pytest.mark.parametrize("remat", sorted(set(REMAT_POLICIES) - {"none"}))
+@pytest.mark.parametrize("remat,scan_layers", fast_first(
+    ("full", True), *((remat, scan) for remat in sorted(set(REMAT_POLICIES) - {"none"}) for scan in (True, False)
+                      if (remat, scan) != ("full", True))))
 def test_remat_changes_no_number(scan_layers, remat):
     model = lora_model("gemma2_27b_style", scan_layers=scan_layers)
     tokens, mask = pair_rows(model.config.vocab_size)
@@ -137,6 +144,42 @@ def test_remat_changes_no_number(scan_layers, remat):
     assert_close(loss, ref_loss, REMAT_RTOL, "loss")
     for key in ref_grads:
         assert_close(grads[key], ref_grads[key], REMAT_RTOL, key)
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_the_save_o_proj_policy_keeps_the_attention_output_and_full_keeps_none(scan_layers):
+    """The SOO site is named (checkpoint_name) so that a policy can keep it: "save_o_proj" stores
+    each layer's o_proj output [B, T, D] for the backward, which "full" recomputes."""
+    import contextlib
+    import io
+
+    model = lora_model("llama_tied", scan_layers=scan_layers)
+    tokens, mask = pair_rows(model.config.vocab_size)
+    width = model.config.hidden_size
+
+    def residuals(remat):
+        split = SplitModel(with_layer_loop(model, scan_layers=scan_layers, remat=remat))
+
+        def loss_of(lora):
+            m = split.merge(lora)
+            nnx.reseed(m, dropout=jax.random.key(5), policy="match_shape")
+            return soo_loss(m, tokens, mask, LossConfig(layers=(1,)))[0]
+
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            jax.ad_checkpoint.print_saved_residuals(loss_of, split.initial_lora)
+        return printed.getvalue().splitlines()
+
+    def activations(lines):  # residuals shaped like a layer's output: [B, T, D], or [1, B, T, D] from a scan
+        shapes = (f"[{len(tokens)},{tokens.shape[1]},{width}]", f"[1,{len(tokens)},{tokens.shape[1]},{width}]")
+        return sum(any(shape in line for shape in shapes) and "argument" not in line for line in lines)
+
+    # "full" keeps each layer's input; "save_o_proj" also keeps o_proj outputs (layer 1's, the SOO
+    # site, leaves its step as the sown activation under either policy).
+    saved, full = residuals("save_o_proj"), residuals("full")
+    assert activations(saved) > activations(full)
+    if not scan_layers:  # outside a scan the residual keeps its name
+        assert any("named 'o_proj'" in line for line in saved) and not any("named" in line for line in full)
 
 
 def test_the_remat_step_donates_its_state():
