@@ -20,7 +20,11 @@ def test_the_training_sections_are_their_dataclasses_defaults():
     assert run_config.loss_config(c) == LossConfig()
     assert run_config.optimizer_config(c, total_steps=OptimizerConfig.total_steps) == OptimizerConfig()
     assert run_config.train_config(c) == run_config.TrainConfig()
+    assert run_config.model_settings(c) == run_config.ModelSettings()
+    assert run_config.data_settings(c) == run_config.DataSettings()
     assert set(c.train) == {f.name for f in dataclasses.fields(run_config.TrainConfig)}
+    assert set(c.model) == {f.name for f in dataclasses.fields(run_config.ModelSettings)}
+    assert set(c.data) == {f.name for f in dataclasses.fields(run_config.DataSettings)}
     assert set(c.loss) == {f.name for f in dataclasses.fields(LossConfig)}
     assert set(c.optimizer) == {f.name for f in dataclasses.fields(OptimizerConfig)} - {"total_steps"}
     assert set(c.lora) == {f.name for f in dataclasses.fields(LoRAConfig)} - {"param_dtype"}
@@ -68,3 +72,25 @@ def test_the_train_section_is_checked_by_its_dataclass(key, value, message):
     assert str(err.value) == message
     typed = run_config.train_config(run_config.base_config())
     assert isinstance(typed.seed, int) and typed.evaluate is True
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model.dtype", "float64", "config.model.dtype: 'float64' is not one of ('float32', 'bfloat16')"),
+    ("model.param_dtype", "int8", "config.model.param_dtype: 'int8' is not one of ('float32', 'bfloat16') or ''"),
+    ("model.remat", "most", "config.model.remat: 'most' is not one of ('none', 'full', 'dots_saveable', "
+                            "'dots_with_no_batch_dims_saveable', 'save_o_proj')"),
+    ("model.path", "", "config.model.path: must be a model directory, a .gguf file or 'embedded', got ''"),
+    ("data.pairing", "shuffled", "config.data.pairing: 'shuffled' is not one of ('matched', 'mismatched')"),
+    ("data.max_length", 0, "config.data.max_length: must be >= 1, got 0"),
+])
+def test_the_model_and_data_sections_are_checked_by_their_dataclasses(key, value, message):
+    from soo_jax.train import config as run_config
+
+    c = run_config.base_config()
+    section, name = key.split(".")
+    c[section][name] = value
+    with pytest.raises(ValueError) as err:
+        run_config.validate(c)
+    assert str(err.value) == message
+    typed = run_config.model_settings(run_config.base_config())
+    assert typed.scan_layers is True and typed.remat == "none"

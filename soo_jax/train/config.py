@@ -35,6 +35,45 @@ NOT_RESULT_CHANGING = ("train.out_dir", "train.checkpoint_every", "train.max_to_
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """The model section: which model, in which dtypes, and how its layer loop runs (`model_settings`)."""
+
+    path: str = "embedded"  # HF model directory, a .gguf file, "embedded" (SmolLM2-135M-Instruct), or an opt-in name
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = ""  # storage dtype of the frozen base; "" = same as dtype
+    scan_layers: bool = True  # lax.scan over the stacked layers (False: a Python loop, for debugging)
+    remat: str = "none"  # a REMAT_POLICIES name, per layer: none | full | dots_saveable | ... | save_o_proj
+
+    def __post_init__(self):
+        if not isinstance(self.path, str) or not self.path:
+            raise ValueError(f"path: must be a model directory, a .gguf file or 'embedded', got {self.path!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: {self.dtype!r} is not one of {DTYPES}")
+        if self.param_dtype not in DTYPES + ("",):
+            raise ValueError(f"param_dtype: {self.param_dtype!r} is not one of {DTYPES} or ''")
+        object.__setattr__(self, "scan_layers", checks.field_flag("scan_layers", self.scan_layers))
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat: {self.remat!r} is not one of {tuple(REMAT_POLICIES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """The data section: how the training prompt pairs are built and batched (`data_settings`)."""
+
+    chat_template: bool = False  # wrap each training prompt as a user turn of the chat template
+    pairing: str = "matched"  # "matched" (the paper's pairs) or "mismatched" (self i with other i+1: a control)
+    pad_to_multiple_of: int = 8
+    max_length: int = 256
+
+    def __post_init__(self):
+        object.__setattr__(self, "chat_template", checks.field_flag("chat_template", self.chat_template))
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"pairing: {self.pairing!r} is not one of {PAIRINGS}")
+        for name in ("pad_to_multiple_of", "max_length"):
+            object.__setattr__(self, name, checks.field_number(name, getattr(self, name), integer=True, low=1))
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The train section: the run's length, batches, seed and outputs, as the training loop reads
     them (`train_config`)."""
@@ -69,30 +108,21 @@ class TrainConfig:
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict(dict(
-        path="embedded",       # HF model directory, a .gguf file, "embedded" (SmolLM2-135M-Instruct), or an opt-in name
-        dtype="float32",       # compute dtype
-        param_dtype="",        # storage dtype of the frozen base; "" = same as dtype
-        scan_layers=True,      # lax.scan over the stacked layers (False: a Python loop, for debugging)
-        remat="none",          # none | full | dots_saveable | dots_with_no_batch_dims_saveable | save_o_proj (per layer)
-    ))
-    # The lora, loss, train and optimizer sections are their dataclasses' fields with the defaults
-    # those state (`LoRAConfig`, `LossConfig`, `TrainConfig`, `OptimizerConfig`: each field's
-    # meaning and valid values).
+    # Every section but the mesh is its dataclass's fields with the defaults it states
+    # (`ModelSettings`, `LoRAConfig`, `LossConfig`, `DataSettings`, `TrainConfig`,
+    # `OptimizerConfig`: each field's meaning and valid values).
+    c.model = ml_collections.ConfigDict(checks.defaults(ModelSettings))
     c.lora = ml_collections.ConfigDict(dict(
         checks.defaults(LoRAConfig, exclude=("param_dtype",)),  # no setting: trained LoRA weights are float32
         layers=(),  # () = every layer (LoRAConfig's None)
     ))
     c.loss = ml_collections.ConfigDict(checks.defaults(LossConfig))
-    c.data = ml_collections.ConfigDict(dict(
-        chat_template=False,    # wrap each training prompt as a user turn of the chat template
-        pairing="matched",      # "matched" (the paper's pairs) or "mismatched" (self i with other i+1: a control)
-        pad_to_multiple_of=8,
-        max_length=256,
-    ))
+    c.data = ml_collections.ConfigDict(checks.defaults(DataSettings))
     c.train = ml_collections.ConfigDict(checks.defaults(TrainConfig))
     # total_steps is no setting: the run's epochs and batches give it (optimizer_config).
     c.optimizer = ml_collections.ConfigDict(checks.defaults(OptimizerConfig, exclude=("total_steps",)))
+    # Written out: data=-1 (every device not given to another axis) differs on purpose from
+    # MeshConfig's defaults, which describe one device.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     return c
 
@@ -115,33 +145,12 @@ def _fail_field(section: str, error: ValueError):
 
 
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Every training setting, before anything is loaded. The lora, loss, train and optimizer
-    sections are checked by their dataclasses (`LoRAConfig`, `LossConfig`, `TrainConfig`,
+    """Every training setting, before anything is loaded. Each section but the mesh is checked by
+    its dataclass (`ModelSettings`, `LoRAConfig`, `LossConfig`, `DataSettings`, `TrainConfig`,
     `OptimizerConfig`), once."""
-    if c.model.dtype not in DTYPES:
-        _fail("model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
-    if c.model.param_dtype not in DTYPES + ("",):
-        _fail("model.param_dtype", f"{c.model.param_dtype!r} is not one of {DTYPES} or ''")
-    if c.model.remat not in REMAT_POLICIES:
-        _fail("model.remat", f"{c.model.remat!r} is not one of {tuple(REMAT_POLICIES)}")
-    if not isinstance(c.model.path, str) or not c.model.path:
-        _fail("model.path", f"must be a model directory, a .gguf file or 'embedded', got {c.model.path!r}")
+    model_settings(c)
     loss_config(c)
-    if c.data.pairing not in PAIRINGS:
-        _fail("data.pairing", f"{c.data.pairing!r} is not one of {PAIRINGS}")
-    # Valid ranges of the sections without a dataclass of their own (NaN and infinity never valid).
-    for key in ("data.pad_to_multiple_of", "data.max_length"):
-        section, name = key.split(".")
-        try:
-            checks.field_number(key, c[section][name], integer=True, low=1)
-        except ValueError as e:
-            _fail_field("", e)
-    for key in ("model.scan_layers", "data.chat_template"):
-        section, name = key.split(".")
-        try:
-            checks.field_flag(key, c[section][name])
-        except ValueError as e:
-            _fail_field("", e)
+    data_settings(c)
     train_config(c)
     optimizer_config(c, total_steps=1)  # the schedule's name is checked here, not after the model has loaded
     for axis in ("data", "fsdp", "tensor"):
@@ -186,11 +195,23 @@ def loss_config(c: ml_collections.ConfigDict) -> LossConfig:
         _fail_field("loss", e)
 
 
-def train_config(c: ml_collections.ConfigDict) -> TrainConfig:
+def _section(c: ml_collections.ConfigDict, name: str, cls: type):
     try:
-        return TrainConfig(**{f.name: c.train[f.name] for f in dataclasses.fields(TrainConfig)})
+        return cls(**{f.name: c[name][f.name] for f in dataclasses.fields(cls)})
     except ValueError as e:
-        _fail_field("train", e)
+        _fail_field(name, e)
+
+
+def model_settings(c: ml_collections.ConfigDict) -> ModelSettings:
+    return _section(c, "model", ModelSettings)
+
+
+def data_settings(c: ml_collections.ConfigDict) -> DataSettings:
+    return _section(c, "data", DataSettings)
+
+
+def train_config(c: ml_collections.ConfigDict) -> TrainConfig:
+    return _section(c, "train", TrainConfig)
 
 
 def optimizer_config(c: ml_collections.ConfigDict, total_steps: int) -> OptimizerConfig:

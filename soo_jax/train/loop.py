@@ -84,9 +84,9 @@ class Schedule:
         return pairs.tokens[rows_of], pairs.mask[rows_of]
 
 
-def tokenize_pairs(tokenizer, pairs: list[PromptPair], c: ml_collections.ConfigDict) -> PairBatch:
-    return batch_pairs(tokenizer, pairs, use_chat_template=bool(c.data.chat_template),
-                       max_length=int(c.data.max_length), pad_to_multiple_of=int(c.data.pad_to_multiple_of))
+def tokenize_pairs(tokenizer, pairs: list[PromptPair], data: run_config.DataSettings) -> PairBatch:
+    return batch_pairs(tokenizer, pairs, use_chat_template=data.chat_template, max_length=data.max_length,
+                       pad_to_multiple_of=data.pad_to_multiple_of)
 
 
 def _is_main_process() -> bool:
@@ -137,7 +137,7 @@ def run_training(c: ml_collections.ConfigDict, *, evaluate: Callable | None = No
     t = run_config.train_config(c)
     initialize_distributed()
     out_dir = pathlib.Path(t.out_dir).absolute()
-    model_path = resolve_model_path(c.model.path)
+    model_path = resolve_model_path(run_config.model_settings(c).path)
     check_before_claim(c, model_path)
     with run_dir.claim(out_dir, train_settings(c, model_path), kind="train", fresh=fresh, fresh_hint=FRESH_HINT,
                        info={"model": str(model_path)}, enabled=_is_main_process()):
@@ -156,7 +156,7 @@ def check_before_claim(c: ml_collections.ConfigDict, model_path: pathlib.Path) -
         mesh = make_mesh(_mesh_config(c))
     except ValueError as err:
         raise ValueError(f"config.mesh: {err}") from None
-    schedule = Schedule.of(len(training_pairs(c.data.pairing)), run_config.train_config(c))
+    schedule = Schedule.of(len(training_pairs(run_config.data_settings(c).pairing)), run_config.train_config(c))
     try:
         check_global_batch(mesh, schedule.batch_size // schedule.grad_accum)
     except ValueError as err:
@@ -173,15 +173,16 @@ def _train(c: ml_collections.ConfigDict, t: run_config.TrainConfig, out_dir: pat
     _say(f"model: {model_path}\nmesh: {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} "
          f"device(s), {jax.process_count()} process(es)")
 
-    model = from_pretrained(model_path, dtype=c.model.dtype, param_dtype=c.model.param_dtype or None, mesh=mesh,
+    settings, data = run_config.model_settings(c), run_config.data_settings(c)
+    model = from_pretrained(model_path, dtype=settings.dtype, param_dtype=settings.param_dtype or None, mesh=mesh,
                             rules=DEFAULT_RULES, progress=_is_main_process(),
-                            scan_layers=bool(c.model.scan_layers), remat=c.model.remat)
+                            scan_layers=settings.scan_layers, remat=settings.remat)
     lora_cfg = run_config.lora_config(c)
     loss_cfg = run_config.loss_config(c)
     apply_lora(model, lora_cfg, rngs=nnx.Rngs(params=t.seed, dropout=t.seed))
 
     tokenizer = load_tokenizer(model_path)
-    pairs = tokenize_pairs(tokenizer, training_pairs(c.data.pairing), c)
+    pairs = tokenize_pairs(tokenizer, training_pairs(data.pairing), data)
     schedule = Schedule.of(pairs.num_pairs, t)
     micro_pairs = schedule.batch_size // schedule.grad_accum
     check_global_batch(mesh, micro_pairs)

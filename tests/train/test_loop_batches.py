@@ -8,6 +8,7 @@ import pytest
 
 from configs import tiny
 from soo_jax.data.pairs import PromptPair, soo_training_pairs
+from soo_jax.train.config import data_settings
 from soo_jax.train.loop import Schedule, tokenize_pairs
 from tests.tiny_tokenizer import tiny_tokenizer
 
@@ -41,7 +42,7 @@ def expected_microbatches(tokenizer, pairs, config, step, batch_size, grad_accum
 @pytest.mark.parametrize("batch_size, grad_accum", [(2, 1), (4, 2), (6, 3)])
 def test_microbatches_are_the_pairs_of_the_step_interleaved(batch_size, grad_accum):
     tokenizer, config = tiny_tokenizer(), tiny.get_config()
-    pairs = tokenize_pairs(tokenizer, PAIRS, config)
+    pairs = tokenize_pairs(tokenizer, PAIRS, data_settings(config))
     schedule = Schedule(pairs.num_pairs, batch_size, grad_accum, epochs=3, seed=5)
     for step in range(schedule.total_steps):
         tokens, mask = schedule.microbatches(pairs, step)
@@ -60,7 +61,7 @@ def test_microbatches_of_the_training_set_with_the_tiny_config():
     """The real SOO training pairs, the tiny config's batch (8 pairs in 2 microbatches), seed 0."""
     tokenizer, config = tiny_tokenizer(), tiny.get_config()
     pairs_list = soo_training_pairs()
-    pairs = tokenize_pairs(tokenizer, pairs_list, config)
+    pairs = tokenize_pairs(tokenizer, pairs_list, data_settings(config))
     schedule = Schedule(pairs.num_pairs, int(config.train.batch_size), int(config.train.grad_accum),
                         int(config.train.epochs), int(config.train.seed))
     for step in (0, 1, schedule.steps_per_epoch - 1, schedule.steps_per_epoch, schedule.total_steps - 1):

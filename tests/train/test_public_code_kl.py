@@ -16,6 +16,7 @@ from soo_jax.lora import apply_lora
 from soo_jax.models.loader import from_pretrained, load_tokenizer
 from soo_jax.soo import soo_loss
 from soo_jax.train import config as run_config
+from soo_jax.train.config import data_settings
 from soo_jax.train.loop import tokenize_pairs
 from soo_jax.train.step import SplitModel, init_train_state, make_train_step
 from tests.tiny_tokenizer import make_tiny_model_dir
@@ -43,7 +44,7 @@ def log_softmax(x):
 def test_kl_equals_numpy_on_the_public_codes_padded_batches(repo_setup):
     path, torch_model, tokenizer, config = repo_setup
     pairs = soo_training_pairs()[:N_PAIRS]  # templates 1, 2, 3, 1 (template 2's other is longer)
-    batch = tokenize_pairs(tokenizer, pairs, config)  # rows self_0, other_0, self_1, ... (the step's layout)
+    batch = tokenize_pairs(tokenizer, pairs, data_settings(config))  # rows self_0, other_0, self_1, ...
     tokens, mask = batch.tokens, batch.mask
     assert tokens.shape == (2 * N_PAIRS, mistral_repo.PAD_TO)
 
@@ -87,7 +88,7 @@ def test_microbatch_gradients_add_up_as_the_code_accumulates(repo_setup):
     divided by its 4 accumulation steps); "mean" would average them: exactly 1/A of the sum."""
     path, _, tokenizer, config = repo_setup
     pairs = soo_training_pairs()[:2 * N_PAIRS]
-    batch = tokenize_pairs(tokenizer, pairs, config)
+    batch = tokenize_pairs(tokenizer, pairs, data_settings(config))
     tokens, mask = batch.tokens.reshape(2, 2 * N_PAIRS, -1), batch.mask.reshape(2, 2 * N_PAIRS, -1)  # A = 2 microbatches
 
     model = from_pretrained(path)
