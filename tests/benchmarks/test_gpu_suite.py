@@ -12,7 +12,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def test_the_gpu_suite_runs_its_tiny_shapes_on_the_cpu(tmp_path):
     out = tmp_path / "suite.json"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    # The script runs `python` from PATH: this interpreter's, whether or not its venv is activated.
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
+           "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "--tiny", "--out", str(out)],
                           capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     report = json.loads(out.read_text())
