@@ -45,7 +45,7 @@ def _evaluator():
         # base_model=None: the base is the tuned model with zeroed adapters (no second copy).
         return quick_before_after(None, model, tokenizer, config.eval, soo_layer=int(config.loss.layers[0]),
                                   soo_site=config.loss.site, n_scenarios=int(config.train.eval_scenarios),
-                                  progress=tqdm_progress(True))
+                                  progress=tqdm_progress(bool(config.eval.progress)))
 
     return evaluate
 

@@ -54,7 +54,8 @@ def load_base(config) -> tuple[str, object, object]:
 
 def load_models(model_path: str, dtype: str, *, adapter: str | None = None, checkpoint: str | None = None,
                 compilation_cache_dir: str = "default"):
-    """(base model, tuned model or None, tokenizer): the one model setup of every launcher.
+    """(base model, tuned model or None, tokenizer): the one model setup of evaluation, generation
+    and the experiments (training loads its sharded model in `train.loop`).
 
     JAX's persistent compilation cache goes on first (`compilation_cache_dir`, as
     `eval.compilation_cache_dir`: "default", a directory, or "" for none), so a rerun skips
