@@ -133,8 +133,9 @@ def run_torch(model, batches: Batches, max_new_tokens: int, eos: set[int], pad_i
 
 
 def decode_step_times(ours, torch_model, tokens: np.ndarray, mask: np.ndarray, steps: int,
-                      device: str) -> tuple[list[float], list[float]]:
-    """Seconds per decode step, ours and transformers', after prefilling the same batch.
+                      device: str) -> tuple[list[float], list[float], bool]:
+    """Seconds per decode step, ours and transformers', after prefilling the same batch, and
+    whether both sides chose the same greedy tokens at every step (the same work).
 
     Each side prefills `tokens` [B, T] (untimed), then takes `steps` single-token greedy steps
     one call each (ours: the jitted model call the generation loop runs; transformers: a forward
@@ -163,31 +164,38 @@ def decode_step_times(ours, torch_model, tokens: np.ndarray, mask: np.ndarray, s
         return jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), extend_cache(cache, steps + 1)
 
     token, cache = prefill(state, jnp.asarray(tokens), jnp.asarray(mask, bool))
-    ours_times = []
+    ours_times, ours_tokens = [], [np.asarray(token)]
     for _ in range(steps + 1):
         start = time.perf_counter()
         token, cache = jax.block_until_ready(step(state, token, cache))
         ours_times.append(time.perf_counter() - start)
+        ours_tokens.append(np.asarray(token))
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     # transformers renamed past_key_values to cache (5.25); requirements allow either side.
     cache_arg = "cache" if "cache" in inspect.signature(torch_model.forward).parameters else "past_key_values"
-    torch_times = []
+    torch_times, torch_tokens = [], []
     with torch.inference_mode():
         ids = torch.as_tensor(tokens, dtype=torch.long, device=device)
         attention = torch.as_tensor(mask, dtype=torch.long, device=device)
-        out = torch_model(input_ids=ids, attention_mask=attention, use_cache=True)
+        # Positions count real tokens only, as `generate` (and our model) number left-padded rows.
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = torch_model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True)
         cache, token_t = getattr(out, cache_arg), out.logits[:, -1].argmax(-1)
+        torch_tokens.append(token_t.cpu().numpy())
         for _ in range(steps + 1):
             attention = torch.cat([attention, attention.new_ones((batch, 1))], dim=1)
+            positions = positions[:, -1:] + 1
             sync()
             start = time.perf_counter()
-            out = torch_model(input_ids=token_t[:, None], attention_mask=attention,
+            out = torch_model(input_ids=token_t[:, None], attention_mask=attention, position_ids=positions,
                               use_cache=True, **{cache_arg: cache})
             cache, token_t = getattr(out, cache_arg), out.logits[:, -1].argmax(-1)
             sync()
             torch_times.append(time.perf_counter() - start)
-    return ours_times[1:], torch_times[1:]
+            torch_tokens.append(token_t.cpu().numpy())
+    same = all(np.array_equal(a, b) for a, b in zip(ours_tokens, torch_tokens))
+    return ours_times[1:], torch_times[1:], same
 
 
 def load_models(args, tokenizer):
@@ -315,14 +323,15 @@ def main() -> None:
         print(f"identical completions (ours warm vs transformers): {same}/{len(torch_run.completions)}")
     decode = None
     if args.decode_steps:
-        ours_times, torch_times = decode_step_times(ours, torch_model, batches.tokens[0], batches.masks[0],
-                                                    args.decode_steps, args.device)
+        ours_times, torch_times, same = decode_step_times(ours, torch_model, batches.tokens[0], batches.masks[0],
+                                                          args.decode_steps, args.device)
         decode = {"rows": int(batches.tokens[0].shape[0]), "prompt_width": int(batches.tokens[0].shape[1]),
                   "steps": args.decode_steps, "ours_ms": 1e3 * float(np.median(ours_times)),
-                  "torch_ms": 1e3 * float(np.median(torch_times))}
+                  "torch_ms": 1e3 * float(np.median(torch_times)), "same_tokens": same}
         print(f"one decode step, {decode['rows']} rows after a {decode['prompt_width']}-token prefill "
               f"(median of {args.decode_steps}): ours {decode['ours_ms']:.1f} ms, transformers "
-              f"{decode['torch_ms']:.1f} ms, ours / torch speed {decode['torch_ms'] / decode['ours_ms']:.2f}x")
+              f"{decode['torch_ms']:.1f} ms, ours / torch speed {decode['torch_ms'] / decode['ours_ms']:.2f}x; "
+              f"same greedy tokens at every step: {'yes' if same else 'NO'}")
         print(load_line(load_at_start, load_average()))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
