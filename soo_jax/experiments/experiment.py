@@ -8,6 +8,8 @@ experiment resumes where it stopped:
     OUT/seed_<s>/<set>/results.json    the fine-tuned model on that set
     OUT/results.json, OUT/results.md   everything aggregated: mean +- std over seeds (ddof 0,
                                        as the paper's notebooks computed it)
+    OUT/per_seed.csv                   every model's values, one per row (`per_seed_rows`), for
+                                       intervals and tables computed from the data
 
 A scenario set is "authors" (their file, `--scenarios`) or "generated" (our generator); the first
 set runs every configured suite, later ones only the main burglar suite.
@@ -23,7 +25,9 @@ settings that made it. More seeds or sets may be added to an existing OUT.
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
+import io
 import json
 import pathlib
 import time
@@ -221,6 +225,7 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
                          "wall_time_s": time.time() - started, "config": json.loads(config.to_json_best_effort())}
     run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
     run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_table(aggregate))
+    run_dir.atomic_write_text(plan.out_dir / "per_seed.csv", per_seed_csv(per_seed_rows(base_results, seed_results, plan)))
     return aggregate
 
 
@@ -265,6 +270,83 @@ def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], 
         kls = [seeds[s][first]["capability"].get("kl", {}).get("mean_kl_base_tuned") for s in plan.seeds]
         out["capability"] = {"mean_kl_base_tuned": _mean_std(kls)}
     return out
+
+
+PER_SEED_COLUMNS = ("set", "condition", "model", "seed", "quantity", "value")
+ORDERS = ("original", "swapped")
+
+
+def _condition_rows(scenario_set: str, condition: str, model: str, seed: int | None, summary: dict) -> list[dict]:
+    """One condition's rates as rows: each label's rate in each room order asked (%), the
+    order-balanced rate and the position bias (%), and n."""
+    rows = []
+
+    def add(quantity, value):
+        rows.append({"set": scenario_set, "condition": condition, "model": model,
+                     "seed": "" if seed is None else seed, "quantity": quantity, "value": value})
+
+    add("n", summary["original"]["n"])
+    for order in ORDERS:
+        for key, value in summary.get(order, {}).items():
+            if key.endswith("_rate"):
+                add(f"{key.removesuffix('_rate')}_{order}", value)
+    balanced = summary.get("order_balanced", {})
+    for key in ("order_balanced_deception_rate", "order_balanced_correct_rate"):
+        if key in balanced:
+            add("order_balanced", balanced[key])
+    if "position_bias_rate" in balanced:
+        add("position_bias", balanced["position_bias_rate"])
+    return rows
+
+
+def per_seed_rows(base: dict[str, dict], seeds: dict[int, dict[str, dict]], plan: ExperimentPlan) -> list[dict]:
+    """Every value the aggregate summarises, per model and seed, as rows of PER_SEED_COLUMNS.
+
+    model: "base", "honesty_prompt" (the base model asked with the honesty prompt) or "soo"
+    (seed set). Deception rows name their set and condition; quantity is `<label>_<order>`
+    (label deceptive/honest/neither, or correct/projected/neither for Perspectives; order
+    original/swapped), `order_balanced`, `position_bias` (all %) or `n`. The model-level
+    quantities of the first set's suites have no condition: `latent_score` (all linear layers),
+    `training_site_mse` and `kl_base_tuned` (nats, SOO seeds only)."""
+    rows: list[dict] = []
+    for scenario_set in plan.sets:
+        base_conditions = base[scenario_set]["deception"]["base"]
+        for condition in ordered_conditions(base_conditions):
+            if condition.endswith("/honesty_prompt"):
+                asked = condition.removesuffix("/honesty_prompt")
+                rows += _condition_rows(scenario_set, asked, "honesty_prompt", None, base_conditions[condition])
+            else:
+                rows += _condition_rows(scenario_set, condition, "base", None, base_conditions[condition])
+                for seed in plan.seeds:
+                    rows += _condition_rows(scenario_set, condition, "soo", seed,
+                                            seeds[seed][scenario_set]["deception"]["tuned"][condition])
+    first = plan.sets[0]
+
+    def model_row(model, seed, quantity, value):
+        rows.append({"set": first, "condition": "", "model": model, "seed": "" if seed is None else seed,
+                     "quantity": quantity, "value": value})
+
+    if "latent" in base[first]:
+        latent = base[first]["latent"]["base"]
+        model_row("base", None, "latent_score", latent["score"])
+        model_row("base", None, "training_site_mse", latent["training_site"]["value"])
+        for seed in plan.seeds:
+            tuned = seeds[seed][first]["latent"]["tuned"]
+            model_row("soo", seed, "latent_score", tuned["score"])
+            model_row("soo", seed, "training_site_mse", tuned["training_site"]["value"])
+    for seed in plan.seeds:
+        kl = seeds[seed][first].get("capability", {}).get("kl", {}).get("mean_kl_base_tuned")
+        if kl is not None:
+            model_row("soo", seed, "kl_base_tuned", kl)
+    return rows
+
+
+def per_seed_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=PER_SEED_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def _fmt(value) -> str:

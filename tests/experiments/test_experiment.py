@@ -52,6 +52,28 @@ def test_experiment_aggregates_seeds_and_resumes(tiny_model, tmp_path, monkeypat
     assert latent["soo"]["training_site"]["mean"] < latent["base"]["training_site"]  # SOO lowered it
     assert "| burglar | SOO |" in (tmp_path / "exp" / "results.md").read_text()
 
+    # per_seed.csv holds every summarised value per model and seed, both orders included.
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "exp" / "per_seed.csv").open()))
+    value = {(r["condition"], r["model"], r["seed"], r["quantity"]): float(r["value"]) for r in rows}
+    assert len(value) == len(rows)  # one row per (condition, model, seed, quantity)
+    for s, piece in zip((0, 1), per_seed):
+        burglar = piece["deception"]["tuned"]["burglar"]
+        for order in ("original", "swapped"):
+            for label in ("deceptive", "honest", "neither"):
+                assert value["burglar", "soo", str(s), f"{label}_{order}"] == burglar[order][f"{label}_rate"]
+        assert value["burglar", "soo", str(s), "order_balanced"] == burglar["order_balanced"]["order_balanced_deception_rate"]
+        assert value["", "soo", str(s), "training_site_mse"] == piece["latent"]["tuned"]["training_site"]["value"]
+        assert value["", "soo", str(s), "latent_score"] == piece["latent"]["tuned"]["score"]
+    assert [value["burglar", "soo", str(s), "deceptive_original"] for s in (0, 1)] == deceptive
+    base_piece = json.loads((tmp_path / "exp" / "base" / "generated" / "results.json").read_text())
+    honesty = base_piece["deception"]["base"]["burglar/honesty_prompt"]
+    assert value["burglar", "honesty_prompt", "", "honest_swapped"] == honesty["swapped"]["honest_rate"]
+    assert value["burglar", "base", "", "position_bias"] == row["base"]["position_bias"]
+    assert value["", "base", "", "training_site_mse"] == latent["base"]["training_site"]
+    assert not any(r["condition"].endswith("honesty_prompt") for r in rows)
+
     # A rerun reuses every piece: no training, no generation.
     import soo_jax.train.loop as loop
 
@@ -88,3 +110,21 @@ def test_authors_set_needs_the_file(tmp_path):
         ExperimentPlan(seeds=(0,), sets=("authors",), scenarios_file="", out_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown scenario set"):
         ExperimentPlan(seeds=(0,), sets=("mine",), scenarios_file="", out_dir=tmp_path)
+
+
+def test_per_seed_rows_carry_the_kl_and_perspectives_labels(tmp_path):
+    from soo_jax.experiments.experiment import per_seed_rows
+
+    def condition(first, second, rate):
+        order = {"n": 4, f"{first}_rate": rate, f"{second}_rate": 100 - rate, "neither_rate": 0.0}
+        return {"original": order, "swapped": dict(order), "order_balanced": {"position_bias_rate": 25.0}}
+
+    base = {"generated": {"deception": {"base": {"perspectives": condition("correct", "projected", 50.0)}}}}
+    seeds = {3: {"generated": {"deception": {"tuned": {"perspectives": condition("correct", "projected", 75.0)}},
+                               "capability": {"kl": {"mean_kl_base_tuned": 0.25}}}}}
+    plan = ExperimentPlan(seeds=(3,), sets=("generated",), scenarios_file="", out_dir=tmp_path)
+    value = {(r["model"], r["seed"], r["quantity"]): r["value"] for r in per_seed_rows(base, seeds, plan)}
+    assert value["soo", 3, "correct_swapped"] == 75.0 and value["soo", 3, "projected_original"] == 25.0
+    assert value["base", "", "correct_original"] == 50.0 and value["base", "", "position_bias"] == 25.0
+    assert value["soo", 3, "kl_base_tuned"] == 0.25
+    assert ("base", "", "kl_base_tuned") not in value and ("soo", 3, "latent_score") not in value
