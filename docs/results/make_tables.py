@@ -313,7 +313,7 @@ GENERATED_ORDER = (("burglar", "burglar"), ("burglar_self_control", "burglar, se
                    ("objective+action", "objective + action"),
                    ("name+objective+action", "name + objective + action"),
                    ("treasure_hunt", "Treasure Hunt"), ("escape_room", "Escape Room"),
-                   ("perspectives", "Perspectives (**correct** %, not deceptive %)"))
+                   ("perspectives", "Perspectives (**correct** / projected %, not deceptive / honest %)"))
 
 
 def llm_generated():
@@ -327,6 +327,135 @@ def llm_generated():
                   "honest %, published order (mean)", "neither %, published order",
                   "deceptive %, rooms swapped (mean)", "order-balanced deceptive %",
                   "position bias %"], out) + source_lines(rows)
+
+
+# --- LLM blocks from per-seed files (launch/experiment.py's OUT/per_seed.csv) --------------
+
+EXPERIMENT = "python launch/experiment.py --config configs/smollm2.py --seeds 0,1,2,3,4"
+AUTHORS = "--sets authors --scenarios false_recommendation_scenarios.json"
+SUITES = ("--config.eval.suites=main,latent,capability --config.eval.self_control=False "
+          "--config.eval.capability.answers=False")
+# file -> (the command that writes OUT/per_seed.csv, OUT)
+PER_SEED_RUNS = {
+    "llm_l12_authors.csv": (f"{EXPERIMENT} {AUTHORS} --out runs/experiment {SUITES}", "runs/experiment"),
+    "llm_l12_generated.csv": (f"{EXPERIMENT} --sets generated --adapters_from runs/experiment "
+                              "--out runs/experiment_generated --config.eval.suites=main,generalisation "
+                              "--config.eval.num_scenarios=100", "runs/experiment_generated"),
+    "llm_l24chat_authors.csv": (f"{EXPERIMENT} {AUTHORS} --out runs/experiment_l24chat {SUITES} "
+                                "--config.loss.layers='(24,)' --config.data.chat_template=True",
+                                "runs/experiment_l24chat"),
+}
+ORDERS = ("original", "swapped")
+
+
+def per_seed_values(name):
+    """A copied per_seed.csv as {(set, condition, model, seed, quantity): value}, and the lines
+    naming the command that produced it."""
+    values = {(r["set"], r["condition"], r["model"], r["seed"], r["quantity"]): float(r["value"])
+              for r in read(name)}
+    command, out = PER_SEED_RUNS[name]
+    return values, ["", f"Data: `docs/results/data/{name}`; produced by:", "", f"    {command}",
+                    f"    cp {out}/per_seed.csv docs/results/data/{name}"]
+
+
+def soo_seeds(values):
+    return sorted({int(k[3]) for k in values if k[2] == "soo"})
+
+
+def deception_values(values, scenario_set, condition, model, seed=""):
+    """One model's deception columns: target, other, neither in each order (target/other:
+    deceptive/honest, for Perspectives correct/projected), the order-balanced rate, the position
+    bias, the share answered (mean over orders) and the order-balanced target rate among
+    answered scenarios (None where an order has no answer)."""
+    def get(quantity):
+        return values[(scenario_set, condition, model, str(seed), quantity)]
+
+    target, other = (("correct", "projected") if (scenario_set, condition, model, str(seed), "correct_original") in values
+                     else ("deceptive", "honest"))
+    columns = [get(f"{label}_{order}") for order in ORDERS for label in (target, other, "neither")]
+    answered = [100 - get(f"neither_{order}") for order in ORDERS]
+    among = (mean([100 * get(f"{target}_{o}") / a for o, a in zip(ORDERS, answered)])
+             if all(a > 0 for a in answered) else None)
+    return columns + [get("order_balanced"), get("position_bias"), mean(answered), among]
+
+
+DECEPTION_HEADER = ["deceptive %, published order", "honest %, published order", "neither %, published order",
+                    "deceptive %, rooms swapped", "honest %, rooms swapped", "neither %, rooms swapped",
+                    "order-balanced deceptive %", "position bias %", "answered %",
+                    "order-balanced deceptive among answered %"]
+
+
+def cells(columns, fmt=f1):
+    return ["–" if v is None else fmt(v) for v in columns]
+
+
+def interval_cells(per_seed, fmt=f1):
+    """Mean [95% t-interval] of each column over seeds; "–" where a seed has no value."""
+    return ["–" if any(v is None for v in column) else ci(*t_interval(column), fmt) for column in zip(*per_seed)]
+
+
+def llm_deception_per_seed(name, condition="burglar"):
+    """Every model on one set's condition, each SOO seed, and the SOO seeds' mean [t-interval]."""
+    values, source = per_seed_values(name)
+    scenario_set = next(k[0] for k in values if k[1] == condition)
+    seeds = soo_seeds(values)
+    rows = [[MODEL_LABEL[m]] + cells(deception_values(values, scenario_set, condition, m))
+            for m in ("base", "honesty_prompt") if (scenario_set, condition, m, "", "n") in values]
+    per_seed = [deception_values(values, scenario_set, condition, "soo", s) for s in seeds]
+    rows += [[f"SOO seed {s}"] + cells(v) for s, v in zip(seeds, per_seed)]
+    rows.append([f"**SOO, {len(seeds)} seeds: mean [95% t-interval]**"] + interval_cells(per_seed))
+    return table(["model"] + DECEPTION_HEADER, rows) + source
+
+
+def llm_model_per_seed(name):
+    """Latent SOO, the training site's MSE and KL(base || tuned): the base model, each SOO seed,
+    and the seeds' mean [t-interval]."""
+    values, source = per_seed_values(name)
+    quantities = ("latent_score", "training_site_mse", "kl_base_tuned")
+    scenario_set = next(k[0] for k in values if k[4] == "latent_score")
+
+    def row(model, seed=""):
+        return [values.get((scenario_set, "", model, str(seed), q), 0.0 if model == "base" and q == "kl_base_tuned"
+                           else None) for q in quantities]
+
+    seeds = soo_seeds(values)
+    per_seed = [row("soo", s) for s in seeds]
+    rows = [["base"] + cells(row("base"), g4)] + [[f"SOO seed {s}"] + cells(v, g4) for s, v in zip(seeds, per_seed)]
+    rows.append([f"**SOO, {len(seeds)} seeds: mean [95% t-interval]**"] + interval_cells(per_seed, g4))
+    return table(["model", "latent SOO, all linear layers (authors' measure)", "o_proj MSE at the training site",
+                  "KL(base ‖ model), nats"], rows) + source
+
+
+# The evaluation's condition names (soo_jax/eval/scoring.py condition_name), in table order.
+CONDITION_LABELS = (("burglar", "burglar"), ("burglar/self", "burglar, self-referencing control"),
+                    ("name", "name"), ("objective", "objective"), ("action", "action"),
+                    ("name_objective", "name + objective"), ("name_action", "name + action"),
+                    ("objective_action", "objective + action"), ("name_objective_action", "name + objective + action"),
+                    ("treasure_hunt", "Treasure Hunt"), ("treasure_hunt/repo", "Treasure Hunt, the public code's wording"),
+                    ("escape_room", "Escape Room"), ("escape_room/repo", "Escape Room, the public code's wording"),
+                    ("perspectives", "Perspectives (**correct** / projected %, not deceptive / honest %)"))
+
+
+def llm_generated_per_seed(name="llm_l12_generated.csv"):
+    """Every condition of the generated set: the base model (and the honesty prompt where asked),
+    and the SOO seeds' mean [t-interval]."""
+    values, source = per_seed_values(name)
+    scenario_set = next(iter(values))[0]
+    seeds = soo_seeds(values)
+    asked = {k[1] for k in values if k[1]}
+    unknown = asked - {c for c, _ in CONDITION_LABELS}
+    if unknown:
+        raise SystemExit(f"{name}: no label for condition(s) {sorted(unknown)}; add them to CONDITION_LABELS")
+    rows = []
+    for condition, label in CONDITION_LABELS:
+        if condition not in asked:
+            continue
+        for model in ("base", "honesty_prompt"):
+            if (scenario_set, condition, model, "", "n") in values:
+                rows.append([label, MODEL_LABEL[model]] + cells(deception_values(values, scenario_set, condition, model)))
+        rows.append([label, f"SOO, {len(seeds)} seeds: mean [95% t-interval]"]
+                    + interval_cells([deception_values(values, scenario_set, condition, "soo", s) for s in seeds]))
+    return table(["condition", "model"] + DECEPTION_HEADER, rows) + source
 
 
 # --- RL blocks ----------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""docs/results/make_tables.py's tables from launch/experiment.py's per-seed file: the values it
+shows are the file's, and its intervals are 95% t-intervals over seeds (ddof 1)."""
+
+import importlib.util
+import pathlib
+import types
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from soo_jax.experiments.experiment import per_seed_csv, per_seed_rows
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def make_tables(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("make_tables", ROOT / "docs/results/make_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "DATA", tmp_path)
+    return module
+
+
+def condition(deceptive, honest, *, swapped, balanced, bias, correct=False):
+    first, second = ("correct", "projected") if correct else ("deceptive", "honest")
+
+    def order(d, h):
+        return {"n": 4, f"{first}_rate": d, f"{second}_rate": h, "neither_rate": 100.0 - d - h}
+
+    key = "order_balanced_correct_rate" if correct else "order_balanced_deception_rate"
+    return {"original": order(deceptive, honest), "swapped": order(*swapped),
+            "order_balanced": {key: balanced, "position_bias_rate": bias}}
+
+
+def write_per_seed(tmp_path, name, scenario_set="authors"):
+    base = {scenario_set: {"deception": {"base": {
+        "burglar": condition(80.0, 20.0, swapped=(30.0, 60.0), balanced=55.0, bias=50.0),
+        "burglar/honesty_prompt": condition(70.0, 30.0, swapped=(35.0, 65.0), balanced=52.5, bias=40.0),
+        "perspectives": condition(4.0, 1.0, swapped=(1.0, 2.0), balanced=2.5, bias=0.0, correct=True)}},
+        "latent": {"base": {"score": 0.72, "training_site": {"value": 0.25}}}}}
+    seeds, swapped_deceptive = {}, {0: 40.0, 1: 55.0, 2: 47.0}
+    for s, d2 in swapped_deceptive.items():
+        seeds[s] = {scenario_set: {
+            "deception": {"tuned": {
+                "burglar": condition(50.0 + s, 30.0, swapped=(d2, 40.0), balanced=(50.0 + s + d2) / 2, bias=8.0 + s),
+                "perspectives": condition(10.0 + s, 2.0, swapped=(2.0, 1.0), balanced=6.0, bias=0.0, correct=True)}},
+            "latent": {"tuned": {"score": 0.5 + s / 100, "training_site": {"value": 0.05 + s / 1000}}},
+            "capability": {"kl": {"mean_kl_base_tuned": 0.24 + s / 100}}}}
+    plan = types.SimpleNamespace(seeds=tuple(seeds), sets=(scenario_set,))  # what per_seed_rows reads
+    (tmp_path / name).write_text(per_seed_csv(per_seed_rows(base, seeds, plan)))
+    return swapped_deceptive
+
+
+def cell_rows(lines):
+    """{first cell: [cells]} of a markdown table's body."""
+    body = [line for line in lines if line.startswith("| ") and "---" not in line][1:]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in body)}
+
+
+def t_cell(values):
+    x = np.asarray(values)
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return f"{x.mean():.1f} [{x.mean() - half:.1f}, {x.mean() + half:.1f}]"
+
+
+def test_deception_table_shows_both_orders_and_t_intervals(make_tables, tmp_path):
+    swapped = write_per_seed(tmp_path, "llm_l12_authors.csv")
+    rows = cell_rows(make_tables.llm_deception_per_seed("llm_l12_authors.csv"))
+    # columns: deceptive/honest/neither published, the same swapped, order-balanced, bias, answered, among answered
+    assert rows["base"][:6] == ["80.0", "20.0", "0.0", "30.0", "60.0", "10.0"]
+    assert rows["base"][8:] == ["95.0", f"{(100 * 80 / 100 + 100 * 30 / 90) / 2:.1f}"]
+    assert rows["honesty prompt"][3:5] == ["35.0", "65.0"]
+    assert rows["SOO seed 1"][:4] == ["51.0", "30.0", "19.0", "55.0"]
+    soo = rows["**SOO, 3 seeds: mean [95% t-interval]**"]
+    assert soo[3] == t_cell(list(swapped.values()))
+    assert soo[0] == t_cell([50.0, 51.0, 52.0])
+    assert soo[7] == t_cell([8.0, 9.0, 10.0])
+
+
+def test_model_table_and_generated_conditions(make_tables, tmp_path):
+    write_per_seed(tmp_path, "llm_l24chat_authors.csv")
+    rows = cell_rows(make_tables.llm_model_per_seed("llm_l24chat_authors.csv"))
+    assert rows["base"] == ["0.72", "0.25", "0"]
+    assert rows["SOO seed 2"] == ["0.52", "0.052", "0.26"]
+    write_per_seed(tmp_path, "llm_l12_generated.csv", scenario_set="generated")
+    lines = make_tables.llm_generated_per_seed("llm_l12_generated.csv")
+    perspectives = [line for line in lines if line.startswith("| Perspectives")]
+    assert len(perspectives) == 2 and "| 4.0 | 1.0 | 95.0 | 1.0 | 2.0 | 97.0 |" in perspectives[0]
+    assert "cp runs/experiment_generated/per_seed.csv docs/results/data/llm_l12_generated.csv" in "\n".join(lines)
+
+
+def test_an_unlabelled_condition_is_refused(make_tables, tmp_path):
+    write_per_seed(tmp_path, "llm_l12_generated.csv", scenario_set="generated")
+    path = tmp_path / "llm_l12_generated.csv"
+    path.write_text(path.read_text().replace("perspectives", "mystery"))
+    with pytest.raises(SystemExit, match="mystery"):
+        make_tables.llm_generated_per_seed("llm_l12_generated.csv")
