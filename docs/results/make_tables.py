@@ -9,7 +9,9 @@ owns it, everything else in the pages is prose. Standard library only (no numpy,
 it runs anywhere; t quantiles come from the table below.
 
 What is recomputed, and from what (each CSV row names the command that produced it):
-- means over seeds and 95% t-intervals (ddof 1) from per-seed values (llm_authors_l24chat.csv);
+- means over seeds and 95% t-intervals (ddof 1) from per-seed values (llm_authors_l24chat.csv,
+  and the per-seed files launch/experiment.py writes as OUT/per_seed.csv, copied here under the
+  names of PER_SEED_RUNS: both room orders, the share answered and the rates among answered);
 - the same t-intervals from printed mean +- SD with ddof 0 over n seeds, where the per-seed
   values are gone (llm_seed_summaries.csv, rl_deception_behavioural_difference.csv):
   SD_ddof1 = SD_ddof0 * sqrt(n / (n - 1)), exact up to the rounding of the printed SD;
@@ -298,15 +300,6 @@ MODEL_LABEL = {"base": "base", "honesty_prompt": "honesty prompt",
                "soo": "SOO, 5 seeds: mean [95% t-interval]"}
 
 
-def llm_l12():
-    rows, by = summaries("layer12_raw")
-    out = [[MODEL_LABEL[m]] + list(rest) for m, *rest in burglar_rows(by, "burglar", ("base", "honesty_prompt", "soo"))]
-    main = [r for r in rows if r["condition"] == "burglar"]
-    return table(["model", "deceptive %, published order", "honest %, published order (mean)",
-                  "neither %, published order", "deceptive %, rooms swapped (mean)",
-                  "order-balanced deceptive %", "position bias %"], out) + source_lines(main)
-
-
 GENERATED_ORDER = (("burglar", "burglar"), ("burglar_self_control", "burglar, self-referencing control"),
                    ("name", "name"), ("objective", "objective"), ("action", "action"),
                    ("name+objective", "name + objective"), ("name+action", "name + action"),
@@ -566,8 +559,8 @@ def rl_deception_8seed():
 
 BLOCKS = {
     "llm.md": {"llm-sweep": llm_sweep, "llm-l24-per-seed": llm_l24_per_seed,
-               "llm-l24-latent": lambda: llm_latent("layer24_chat"), "llm-l12": llm_l12,
-               "llm-l12-latent": lambda: llm_latent("layer12_raw"), "llm-generated": llm_generated},
+               "llm-l24-latent": lambda: llm_latent("layer24_chat"), "llm-l12": lambda: llm_deception_per_seed("llm_l12_authors.csv"),
+               "llm-l12-latent": lambda: llm_model_per_seed("llm_l12_authors.csv"), "llm-generated": llm_generated},
     "rl.md": {"rl-check": rl_check, "rl-prestated": rl_prestated,
               "rl-replicate-alone": rl_replicate_alone, "rl-power": rl_power,
               "rl-deception-8seed": rl_deception_8seed},
