@@ -8,7 +8,8 @@ A block is the text between `<!-- make_tables: NAME -->` and `<!-- /make_tables 
 owns it, everything else in the pages is prose. Standard library only (no numpy, no scipy), so
 it runs anywhere; t quantiles come from the table below.
 
-What is recomputed, and from what (each CSV row names the command that produced it):
+What is recomputed, and from what (each CSV row names the command that produced it; for the
+per-seed files, PER_SEED_RUNS does):
 - means over seeds and 95% t-intervals (ddof 1) from per-seed values (llm_authors_l24chat.csv,
   and the per-seed files launch/experiment.py writes as OUT/per_seed.csv, copied here under the
   names of PER_SEED_RUNS: both room orders, the share answered and the rates among answered);
