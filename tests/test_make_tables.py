@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from soo_jax.experiments.experiment import per_seed_csv, per_seed_rows
+from soo_jax.experiments.experiment import per_seed_rows
+from soo_jax.run_dir import per_seed_csv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -25,9 +25,7 @@ settings that made it. More seeds or sets may be added to an existing OUT.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import io
 import json
 import pathlib
 import time
@@ -225,7 +223,7 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
                          "wall_time_s": time.time() - started, "config": json.loads(config.to_json_best_effort())}
     run_dir.atomic_write_json(plan.out_dir / "results.json", aggregate)
     run_dir.atomic_write_text(plan.out_dir / "results.md", markdown_table(aggregate))
-    run_dir.atomic_write_text(plan.out_dir / "per_seed.csv", per_seed_csv(per_seed_rows(base_results, seed_results, plan)))
+    run_dir.atomic_write_text(plan.out_dir / "per_seed.csv", run_dir.per_seed_csv(per_seed_rows(base_results, seed_results, plan)))
     return aggregate
 
 
@@ -272,7 +270,6 @@ def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], 
     return out
 
 
-PER_SEED_COLUMNS = ("set", "condition", "model", "seed", "quantity", "value")
 ORDERS = ("original", "swapped")
 
 
@@ -300,7 +297,7 @@ def _condition_rows(scenario_set: str, condition: str, model: str, seed: int | N
 
 
 def per_seed_rows(base: dict[str, dict], seeds: dict[int, dict[str, dict]], plan: ExperimentPlan) -> list[dict]:
-    """Every value the aggregate summarises, per model and seed, as rows of PER_SEED_COLUMNS.
+    """Every value the aggregate summarises, per model and seed, as rows of run_dir.PER_SEED_COLUMNS.
 
     model: "base", "honesty_prompt" (the base model asked with the honesty prompt) or "soo"
     (seed set). Deception rows name their set and condition; quantity is `<label>_<order>`
@@ -339,14 +336,6 @@ def per_seed_rows(base: dict[str, dict], seeds: dict[int, dict[str, dict]], plan
         if kl is not None:
             model_row("soo", seed, "kl_base_tuned", kl)
     return rows
-
-
-def per_seed_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=PER_SEED_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
 
 
 def _fmt(value) -> str:

@@ -1,7 +1,7 @@
 """The factorial's evaluation: endpoints per training seed, paired SOO-minus-twin effects, the
 paper's own estimator per training seed, and classification per pair. `<workdir>/evaluate/`:
-results.json, results.md, figures, and one cached piece per model (`pieces/<model>.npz`) so an
-interrupted evaluation resumes.
+results.json, results.md, per_seed.csv (every per-seed value, `per_seed_rows`), figures, and one
+cached piece per model (`pieces/<model>.npz`) so an interrupted evaluation resumes.
 
 Models: the two baselines and every arm. Each is rolled out deterministically (eval mode, no
 noise) on the same episode keys, twice: against its co-trained adversary, and against the frozen
@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import pathlib
 import time
 
 import numpy as np
@@ -44,7 +45,7 @@ from soo_jax.rl.env import ADVERSARY, BLUE
 NOISE_FLOOR = "deceptive_repeat"  # the deceptive baseline on independent episodes
 GRID_ENDPOINTS = ("honest_position", "honest_position_frozen", "honest_projection", "honest_projection_frozen")
 from soo_jax.rl.stages import format_duration, is_finished, load_agents, short_commit, stage_dir
-from soo_jax.run_dir import atomic_write_json, atomic_write_text, read_json
+from soo_jax.run_dir import atomic_write_json, atomic_write_text, per_seed_csv, read_json
 
 VIEWS = ("cotrained", "frozen")
 ENDPOINTS = {
@@ -295,6 +296,50 @@ def results_from_pieces(config: ConfigDict, pieces: dict) -> tuple[dict, dict]:
     return results, grids
 
 
+# Classification rows of per_seed.csv: (results key, quantity). Each value is one training seed's
+# accuracy at the largest episode count: the share of evaluation seeds on which the model named
+# first in the quantity has the lower mean SOO.
+CLASSIFICATION_QUANTITIES = (("arm_less_deceptive_than_deceptive", "classified_below_deceptive"),
+                             ("arm_more_deceptive_than_honest", "classified_above_honest"))
+
+
+def per_seed_rows(results: dict, seed_sets: dict[int, str]) -> list[dict]:
+    """Every per-seed value of an evaluation's (or a pooling's) results as rows of
+    run_dir.PER_SEED_COLUMNS: set = the run the seed was trained in (`seed_sets`, seed -> name),
+    condition empty; quantity = an endpoint (ENDPOINTS), `paper_view_reproduced` (1 where the
+    authors' estimator puts the arm closer to honest), `paper_view_mse_vs_honest` /
+    `_vs_deceptive`, or a classification accuracy (CLASSIFICATION_QUANTITIES; the honest
+    baseline's `classified_below_deceptive` is the deceptive-vs-honest pair). NaN where a seed
+    has no value."""
+    seeds = results["seeds"]
+    rows = []
+
+    def add(model, quantity, values):
+        if len(values) != len(seeds):
+            raise ValueError(f"{model} {quantity}: {len(values)} values for {len(seeds)} seeds")
+        rows.extend({"set": seed_sets[seed], "condition": "", "model": model, "seed": seed,
+                     "quantity": quantity, "value": float(v)} for seed, v in zip(seeds, values))
+
+    for model, endpoints in results["endpoints"].items():
+        for endpoint in results["endpoint_labels"]:
+            add(model, endpoint, endpoints[endpoint]["per_seed"])
+    for arm, view in results["paper_view"].items():
+        add(arm, "paper_view_reproduced", [int(r) for r in view["reproduced"]])
+        add(arm, "paper_view_mse_vs_honest", view["mse_vs_honest"])
+        add(arm, "paper_view_mse_vs_deceptive", view["mse_vs_deceptive"])
+    classification = results["classification"]
+    add("honest", "classified_below_deceptive", classification["deceptive_vs_honest"]["per_pair_at_max"])
+    for key, quantity in CLASSIFICATION_QUANTITIES:
+        for arm, accuracy in classification[key].items():
+            add(arm, quantity, accuracy["per_pair_at_max"])
+    return rows
+
+
+def write_per_seed(out_dir: pathlib.Path, results: dict, seed_sets: dict[int, str]) -> None:
+    """`out_dir/per_seed.csv` from `results` (deterministic: rewriting it changes nothing)."""
+    atomic_write_text(pathlib.Path(out_dir) / "per_seed.csv", per_seed_csv(per_seed_rows(results, seed_sets)))
+
+
 # ------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------
@@ -403,7 +448,9 @@ def _figures(config: ConfigDict, out_dir, grids, effects, histories) -> dict:
 
 def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
     out_dir, finished = evaluate.claim_evaluation(config, log)
+    seed_sets = dict.fromkeys(config.seeds, pathlib.Path(config.workdir).name)
     if finished is not None:
+        write_per_seed(out_dir, finished, seed_sets)
         return finished
     done = out_dir / "results.json"
     start = time.time()
@@ -419,6 +466,7 @@ def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=
         "figures": _figures(config, out_dir, grids, results["soo_effects"], histories),
     })
     (out_dir / "results.md").write_text(markdown(results))
+    write_per_seed(out_dir, results, seed_sets)
     atomic_write_json(done, results)  # last: marks the stage finished
     log(f"[evaluate] done in {format_duration(time.time() - start)}; results in {out_dir}")
     log(markdown(results))

@@ -9,8 +9,9 @@ pool by concatenating the per-seed values and summarising again: means, t-interv
 sign tests and the power statement of the pooled design. Pooling is refused unless the
 evaluations share every setting but their seeds, and their seeds are disjoint.
 
-`<out>/`: results.json (factorial_evaluate's schema, plus `replicates`), results.md, and the
-SOO-effect figure.
+`<out>/`: results.json (factorial_evaluate's schema, plus `replicates`), results.md, per_seed.csv
+(every per-seed value, each row naming the run its seed was trained in), and the SOO-effect
+figure.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ def pool_results(results: list[dict]) -> dict:
     return pooled
 
 
+def seed_sets(replicates: list[dict]) -> dict[int, str]:
+    """Training seed -> the name of the run that trained it (its workdir's last part)."""
+    return {seed: pathlib.Path(r["workdir"]).name for r in replicates for seed in r["seeds"]}
+
+
 def _stages(evaluations: list[dict]) -> dict:
     """Each run's stages (and its evaluation) under `<run>/<stage>`, for the wall-time table."""
     out = {}
@@ -148,6 +154,7 @@ def run_pool(workdirs: list[str], out_dir, log=functools.partial(print, flush=Tr
     if done.exists():
         previous = run_dir.read_json(done)
         if previous.get("replicates") == replicates:
+            fe.write_per_seed(out_dir, previous, seed_sets(replicates))
             log(f"[pool] already pooled these runs; results in {done}")
             return previous
         raise run_dir.RunDirError(f"{out_dir} holds a pooling of other runs or of earlier results of them "
@@ -166,6 +173,7 @@ def run_pool(workdirs: list[str], out_dir, log=functools.partial(print, flush=Tr
                                "seeds, pooled), 95% intervals")
         pooled["figures"] = {"soo_effects": str(figure)}
     run_dir.atomic_write_text(out_dir / "results.md", markdown(pooled))
+    fe.write_per_seed(out_dir, pooled, seed_sets(replicates))
     run_dir.atomic_write_json(done, pooled)  # last: marks the pooling done
     log(f"[pool] results in {out_dir}")
     log(markdown(pooled))

@@ -13,8 +13,8 @@ their differences), `lock` (`DirLock`), `files` (atomic writes, JSON, hashes), `
 """
 
 from soo_jax.run_dir.files import (
-    atomic_write_json, atomic_write_text, file_digest, model_identity, move_aside, prepare_directory,
-    read_json,
+    PER_SEED_COLUMNS, atomic_write_json, atomic_write_text, file_digest, model_identity, move_aside,
+    per_seed_csv, prepare_directory, read_json,
 )
 from soo_jax.run_dir.lock import LOCK_NAME, DirLock, utc_now
 from soo_jax.run_dir.manifest import MANIFEST_NAME, check_manifest, claim, git_commit, start_fresh
@@ -23,8 +23,8 @@ from soo_jax.run_dir.settings import differences, flatten, without
 from soo_jax.run_dir.signals import Interrupted, StopRequest
 
 __all__ = [
-    "LOCK_NAME", "MANIFEST_NAME", "DirLock", "Interrupted", "RunDirError", "StopRequest",
+    "LOCK_NAME", "MANIFEST_NAME", "PER_SEED_COLUMNS", "DirLock", "Interrupted", "RunDirError", "StopRequest",
     "atomic_write_json", "atomic_write_text", "check_manifest", "claim", "differences", "file_digest",
-    "flatten", "git_commit", "model_identity", "move_aside", "prepare_directory", "read_json", "say",
+    "flatten", "git_commit", "model_identity", "move_aside", "per_seed_csv", "prepare_directory", "read_json", "say",
     "start_fresh", "unwritable", "utc_now", "without",
 ]

@@ -3,7 +3,9 @@ one), JSON reading with one-line errors, content hashes, and directories made or
 
 from __future__ import annotations
 
+import csv
 import datetime
+import io
 import json
 import os
 import pathlib
@@ -11,6 +13,20 @@ import tempfile
 from typing import Any
 
 from soo_jax.run_dir.messages import RunDirError, unwritable
+
+# The long format of every run's per-seed values (one value per row), read by
+# docs/results/make_tables.py: `set` names the scenario set or seed set, `condition` what was
+# asked ("" where nothing varies), `seed` is empty for models trained by no seed.
+PER_SEED_COLUMNS = ("set", "condition", "model", "seed", "quantity", "value")
+
+
+def per_seed_csv(rows: list[dict]) -> str:
+    """Rows with the keys PER_SEED_COLUMNS as CSV text, header first."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=PER_SEED_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> pathlib.Path:

@@ -225,6 +225,9 @@ def test_a_small_factorial_runs_end_to_end_and_resumes(baselines, tmp_path):
     assert results["twins"] == {"soo_action_mse_scratch": "cap_mse_scratch"}
     assert results["paper_view"]["honest_finetune"]["n_seeds"] == len(config.seeds)
     assert markdown.count("| soo_action_mse_scratch |") >= 2
+    per_seed = (tmp_path / "f" / "evaluate" / "per_seed.csv").read_text().splitlines()
+    first_value = results["endpoints"]["honest_finetune"]["trap_rate"]["per_seed"][0]
+    assert f"f,,honest_finetune,{config.seeds[0]},trap_rate,{first_value!r}" in per_seed
     # The deceptive baseline's two views coincide (its own adversary is the frozen one).
     dec = results["endpoints"]["deceptive"]
     assert dec["entry_rate"]["per_seed"] == dec["entry_rate_frozen"]["per_seed"]

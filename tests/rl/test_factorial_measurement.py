@@ -216,6 +216,33 @@ def test_pooling_runs_on_disjoint_seeds_equals_evaluating_all_seeds_at_once():
     assert pooled["classification"]["deceptive_vs_honest"]["reversed_pairs"] == 1
 
 
+def _read_per_seed(path) -> dict:
+    import csv
+    with open(path) as f:
+        return {(r["set"], r["model"], int(r["seed"]), r["quantity"]): float(r["value"]) for r in csv.DictReader(f)}
+
+
+def test_per_seed_csv_holds_every_seed_value_and_the_run_that_trained_it(tmp_path):
+    pieces = _pieces()
+    pieces["honest"]["soo_sum"][1] = 0.0  # a reversed pair: classification differs per seed
+    results, _ = fe.results_from_pieces(_config(seeds=(7, 9)), pieces)
+    fe.write_per_seed(tmp_path, results, {7: "run_a", 9: "run_b"})
+    rows = _read_per_seed(tmp_path / "per_seed.csv")
+    for model, endpoints in results["endpoints"].items():
+        for endpoint, summary in endpoints.items():
+            got = [rows[(run, model, seed, endpoint)] for run, seed in (("run_a", 7), ("run_b", 9))]
+            np.testing.assert_equal(got, summary["per_seed"], err_msg=f"{model} {endpoint}")
+    # The SOO effect is recomputable from the file: arm minus twin, per seed.
+    effect = [rows[(r, "soo_a", s, "honest_position")] - rows[(r, "cap_a", s, "honest_position")]
+              for r, s in (("run_a", 7), ("run_b", 9))]
+    np.testing.assert_allclose(effect, results["soo_effects"]["soo_a"]["honest_position"]["per_seed"])
+    assert [rows[(r, "honest", s, "classified_below_deceptive")] for r, s in (("run_a", 7), ("run_b", 9))] == \
+        results["classification"]["deceptive_vs_honest"]["per_pair_at_max"] == [1.0, 0.0]
+    assert rows[("run_a", "soo_a", 7, "paper_view_reproduced")] == float(results["paper_view"]["soo_a"]["reproduced"][0])
+    with pytest.raises(KeyError):
+        fe.per_seed_rows(results, {7: "run_a"})  # a seed without its run is refused
+
+
 def _evaluation(workdir, seeds, **settings):
     results, _ = fe.results_from_pieces(_config(seeds=(0,)), {m: _one_seed(p, 0) for m, p in _pieces().items()})
     results.update(seeds=list(seeds), stages={"deceptive": {"wall_time_s": 60.0, "device": "cpu", "commit": "abc"}},
@@ -251,8 +278,13 @@ def test_a_pooling_is_written_once_and_a_rerun_with_other_inputs_is_refused(tmp_
     text = (tmp_path / "out" / "results.md").read_text()
     assert text.startswith("Pooled from factorial evaluations") and "Training seeds: 2 (1 2)" in text
     assert (tmp_path / "out" / "rl_factorial_soo_effects.png").stat().st_size > 0
+    per_seed = _read_per_seed(tmp_path / "out" / "per_seed.csv")
+    assert per_seed[("a", "soo_a", 1, "trap_rate")] == pooled["endpoints"]["soo_a"]["trap_rate"]["per_seed"][0]
+    assert {k[0] for k in per_seed} == {"a", "b"}
+    (tmp_path / "out" / "per_seed.csv").unlink()  # a pooling from before the file existed gets it on a rerun
     again = factorial_pool.run_pool([a, b], tmp_path / "out", logs.append)
     assert again == json.loads((tmp_path / "out" / "results.json").read_text()) and "already pooled" in logs[-1]
+    assert _read_per_seed(tmp_path / "out" / "per_seed.csv") == per_seed
     with pytest.raises(run_dir.RunDirError, match="holds a pooling of other runs"):
         factorial_pool.run_pool([a, c], tmp_path / "out", logs.append)
     # b evaluated again with other results: the stored pooling is no longer of these inputs.
