@@ -98,3 +98,74 @@ def test_an_unlabelled_condition_is_refused(make_tables, tmp_path):
     path.write_text(path.read_text().replace("perspectives", "mystery"))
     with pytest.raises(SystemExit, match="mystery"):
         make_tables.llm_generated_per_seed("llm_l12_generated.csv")
+
+
+# --- RL: the factorial's per-seed file (soo_jax/rl/factorial_evaluate.py per_seed_rows) ---------
+
+RL_MODELS = ("deceptive", "deceptive_repeat", "honest", "honest_finetune", "scratch_deceptive",
+             "cap_logmse_baseline", "soo_action_logmse_baseline", "soo_hidden_logmse_baseline")
+RL_QUANTITIES = ("entry_rate", "entry_rate_frozen", "trap_rate", "trap_rate_frozen", "honest_position",
+                 "honest_position_frozen", "honest_projection", "honest_projection_frozen", "mean_soo",
+                 "classified_below_deceptive", "classified_above_honest", "paper_view_reproduced")
+
+
+def write_rl_per_seed(tmp_path):
+    """Two runs of 8 seeds; every value a known function of (run, model, seed, quantity)."""
+    rng = np.random.default_rng(0)
+    values, rows = {}, []
+    for run, seeds in (("rl_factorial", range(100, 108)), ("rl_factorial_replicate", range(1, 9))):
+        for model in RL_MODELS:
+            for seed in seeds:
+                for q in RL_QUANTITIES:
+                    v = {"deceptive": 0.0, "honest": 1.0}.get(model, float(rng.normal(0.4, 0.2)))
+                    if q.startswith(("classified", "paper_view")):
+                        v = float(rng.integers(0, 2))
+                    values[(run, model, seed, q)] = v
+                    rows.append({"set": run, "condition": "", "model": model, "seed": seed, "quantity": q, "value": v})
+    (tmp_path / "rl_factorial_per_seed.csv").write_text(per_seed_csv(rows))
+    return values
+
+
+def effect_text(diffs):
+    x = np.asarray(diffs)
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    pos, neg = int((x > 0).sum()), int((x < 0).sum())
+    p = stats.binomtest(pos, pos + neg).pvalue
+    p_text = f"{p:.4f}" if p < 0.001 else f"{p:.3f}"
+    return f"{x.mean():+.3f} [{x.mean() - half:+.3f}, {x.mean() + half:+.3f}]; {pos}+/{neg}-, p = {p_text}"
+
+
+def test_rl_effects_are_arm_minus_twin_per_seed_with_t_intervals_and_sign_tests(make_tables, tmp_path):
+    v = write_rl_per_seed(tmp_path)
+    arm, twin = "soo_action_logmse_baseline", "cap_logmse_baseline"
+
+    def diffs(runs, q="honest_position"):
+        return [v[(r, arm, s, q)] - v[(r, twin, s, q)] for r, seeds in runs for s in seeds]
+
+    paper, fresh = ("rl_factorial", range(100, 108)), ("rl_factorial_replicate", range(1, 9))
+    pooled = cell_rows(make_tables.rl_effects_table()[2:])
+    assert pooled[arm][4] == effect_text(diffs([paper, fresh]))
+    assert pooled[arm][8] == effect_text(diffs([paper, fresh], "mean_soo"))
+    fresh_only = cell_rows(make_tables.rl_effects_table("rl_factorial_replicate")[2:])
+    assert fresh_only[arm][4] == effect_text(diffs([fresh]))
+    prestated = cell_rows(make_tables.rl_prestated_per_seed())
+    assert prestated[arm][:3] == [effect_text(diffs([paper])), effect_text(diffs([fresh])),
+                                  effect_text(diffs([paper, fresh]))]
+    needed = 13 - sum(d > 0 for d in diffs([paper]))
+    assert prestated[arm][3] == f"{needed} of 8: {stats.binom.sf(needed - 1, 8, 0.5):.3f}"
+
+
+def test_rl_controls_and_endpoints_are_paired_against_the_deceptive_baseline(make_tables, tmp_path):
+    v = write_rl_per_seed(tmp_path)
+    runs = (("rl_factorial", range(100, 108)), ("rl_factorial_replicate", range(1, 9)))
+    controls = cell_rows(make_tables.rl_controls())
+    floor = [v[(r, "deceptive_repeat", s, "honest_projection")] for r, seeds in runs for s in seeds]
+    assert controls["deceptive_repeat"][2] == effect_text(floor)  # minus the deceptive baseline's 0
+    bounds = cell_rows(make_tables.rl_bounds())
+    x = np.asarray([v[(r, "soo_hidden_logmse_baseline", s, "honest_position_frozen")]
+                    - v[(r, "cap_logmse_baseline", s, "honest_position_frozen")] for r, seeds in runs for s in seeds])
+    hi = x.mean() + stats.t.ppf(0.975, 15) * x.std(ddof=1) / 4
+    assert f"{hi:+.2f}]" in bounds["soo_hidden_logmse_baseline"][1]
+    classified = cell_rows(make_tables.rl_classification_and_paper_view())
+    got = [v[(r, "honest_finetune", s, "paper_view_reproduced")] for r, seeds in runs for s in seeds]
+    assert classified["honest_finetune"][2] == f"{int(sum(got))} of 16"

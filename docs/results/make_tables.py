@@ -20,6 +20,11 @@ per-seed files, PER_SEED_RUNS does):
   (the order-balanced rate is the mean of the two orders' rates), and rates among answered
   scenarios where the recorded numbers determine them (bounds where they do not);
 - the sweep's selection rule (soo_jax/experiments/sweep.py) applied to the sweep's points;
+- from the RL factorial's per-seed file (rl_factorial_per_seed.csv, the pooling's per_seed.csv):
+  every model's grid endpoints, SOO-minus-twin and control-minus-deceptive effects with 95%
+  t-intervals and exact sign tests per run and pooled, the bounds a null leaves, power from the
+  observed spread, classification and the authors' estimator, and a check of the per-seed
+  values against the effects the first run printed (rl_paired_effects.csv);
 - exact two-sided sign-test p-values from the +/- counts of the RL paired effects, the
   replicate's own counts and means (pooled 16 minus the paper's 8 seeds), the probability of
   the confirmation criterion under the null given the discovery seeds, and power: the
@@ -556,6 +561,250 @@ def rl_deception_8seed():
                     f"{m:,.0f} [{lo:,.0f}, {hi:,.0f}]"])
     return table(["comparison", "printed: mean ± SD (ddof 0)", "mean [95% t-interval], 8 seeds"],
                  out) + source_lines(rows)
+
+
+# --- RL blocks from the factorial's per-seed file -----------------------------------------
+# runs/rl_factorial_pooled/per_seed.csv (soo_jax/rl/factorial_evaluate.py per_seed_rows): every
+# model's endpoints per training seed, each row naming the run that trained the seed.
+
+RL_PER_SEED = "rl_factorial_per_seed.csv"
+RL_COMMANDS = ("python launch/rl.py --config configs/rl_factorial.py",
+               "python launch/rl.py --config configs/rl_factorial.py:replicate",
+               "python launch/rl_pool.py runs/rl_factorial runs/rl_factorial_replicate --out runs/rl_factorial_pooled",
+               f"cp runs/rl_factorial_pooled/per_seed.csv docs/results/data/{RL_PER_SEED}")
+# (run, label): the discovery run on the paper's seeds, the replicate on fresh seeds, both.
+RL_SETS = (("rl_factorial", "paper's 8 seeds (discovery)"),
+           ("rl_factorial_replicate", "fresh 8 seeds (the confirmatory test)"),
+           (None, "pooled 16"))
+RL_ENDPOINTS = ("entry_rate", "entry_rate_frozen", "trap_rate", "trap_rate_frozen", "honest_position",
+                "honest_position_frozen", "honest_projection", "honest_projection_frozen", "mean_soo")
+RL_GRID = ("honest_position", "honest_position_frozen", "honest_projection", "honest_projection_frozen")
+RL_NOISE_FLOOR = "deceptive_repeat"
+
+
+def rl_source():
+    return ["", f"Data: `docs/results/data/{RL_PER_SEED}`; produced by:", ""] + [f"    {c}" for c in RL_COMMANDS]
+
+
+def rl_values():
+    """{(run, model, seed, quantity): value} of the per-seed file, and its runs' seeds in file order."""
+    values, seeds = {}, {}
+    for r in read(RL_PER_SEED):
+        seed = int(r["seed"])
+        values[(r["set"], r["model"], seed, r["quantity"])] = float(r["value"])
+        seeds.setdefault(r["set"], [])
+        if seed not in seeds[r["set"]]:
+            seeds[r["set"]].append(seed)
+    return values, seeds
+
+
+def rl_twin(arm):
+    """soo_<target>_<loss>_<init> -> cap_<loss>_<init> (configs/rl_factorial.py)."""
+    _, _, loss, init = arm.split("_")
+    return f"cap_{loss}_{init}"
+
+
+def rl_soo_arms(values):
+    return sorted({k[1] for k in values if k[1].startswith("soo_")})
+
+
+def rl_series(values, seeds, model, quantity, run=None, minus=None):
+    """One value per training seed of `run` (None: every run), `model`'s minus `minus`'s where
+    given; NaN (no value) dropped."""
+    out = []
+    for r, run_seeds in seeds.items():
+        if run is not None and r != run:
+            continue
+        for s in run_seeds:
+            v = values[(r, model, s, quantity)]
+            if minus is not None:
+                v -= values[(r, minus, s, quantity)]
+            if not math.isnan(v):
+                out.append(v)
+    return out
+
+
+def g3(x):
+    return f"{x:+.3f}"
+
+
+def t_cell(xs, n_all, fmt=g3):
+    """mean [95% t-interval] over seeds, with n where seeds lacked a value."""
+    if len(xs) < 2:
+        return "–"
+    text = ci(*t_interval(xs), fmt)
+    return text if len(xs) == n_all else f"{text} (n = {len(xs)})"
+
+
+def effect_cell(xs, n_all, fmt=g3):
+    """A paired effect: mean [95% t-interval]; seeds positive / negative; exact sign test."""
+    if len(xs) < 2:
+        return "–"
+    pos, neg = sum(x > 0 for x in xs), sum(x < 0 for x in xs)
+    return f"{t_cell(xs, n_all, fmt)}; {pos}+/{neg}-, p = {fp(sign_test_p(pos, neg))}"
+
+
+def rl_n(seeds, run=None):
+    return sum(len(v) for r, v in seeds.items() if run is None or r == run)
+
+
+def rl_endpoints():
+    """Where every model lands on the four grid endpoints, pooled over every seed."""
+    values, seeds = rl_values()
+    n = rl_n(seeds)
+    models = ["deceptive", RL_NOISE_FLOOR, "honest", "honest_finetune", "scratch_deceptive"]
+    models += sorted({k[1] for k in values if k[1].startswith("cap_")}) + rl_soo_arms(values)
+    labels = {"deceptive": "deceptive baseline (its own episodes)",
+              RL_NOISE_FLOOR: "**noise floor**: deceptive baseline, independent episodes",
+              "honest": "honest baseline", "honest_finetune": "positive control: honest reward from the deceptive baseline",
+              "scratch_deceptive": "undertraining control: fresh networks, deceptive reward"}
+    rows = [[labels.get(m, m)] + [t_cell(rl_series(values, seeds, m, e), n) if m not in ("deceptive", "honest")
+                                  else ci(*t_interval(rl_series(values, seeds, m, e)), g3) for e in RL_GRID]
+            for m in models]
+    return table([f"model ({n} seeds: mean [95% t-interval])", "grid position, co-trained adversary",
+                  "grid position, frozen adversary", "projection, co-trained adversary",
+                  "projection, frozen adversary"], rows) + rl_source()
+
+
+def rl_effects_table(run=None):
+    """SOO arm minus its capability-only twin per seed, every endpoint, one run or all."""
+    values, seeds = rl_values()
+    n = rl_n(seeds, run)
+    arms = rl_soo_arms(values)
+    comparisons = len(arms) * len(RL_ENDPOINTS)
+    rows = [[arm] + [effect_cell(rl_series(values, seeds, arm, e, run, minus=rl_twin(arm)), n)
+                     for e in RL_ENDPOINTS] for arm in arms]
+    note = (f"SOO arm minus its capability-only twin, {n} seeds: mean [95% t-interval]; seeds positive / "
+            f"negative; exact two-sided sign test. {comparisons} comparisons: p below 0.05 / {comparisons} = "
+            f"{0.05 / comparisons:.5f} is Bonferroni-safe; with {n} seeds the smallest possible p is "
+            f"{fp(sign_test_p(n, 0))}.")
+    return [note, ""] + table(["SOO arm"] + list(RL_ENDPOINTS), rows) + rl_source()
+
+
+
+
+def rl_prestated_per_seed():
+    """The pre-stated hypothesis: grid position (co-trained) of the two tested arms beyond their
+    twins, on the discovery seeds, the fresh seeds alone (the confirmatory test) and pooled."""
+    values, seeds = rl_values()
+    need16 = sign_test_needs(16, 0.025)
+    rows = []
+    for arm in ARMS_TESTED:
+        cells = []
+        for run, _ in RL_SETS:
+            xs = rl_series(values, seeds, arm, "honest_position", run, minus=rl_twin(arm))
+            cells.append(effect_cell(xs, rl_n(seeds, run)))
+        discovery_pos = sum(x > 0 for x in rl_series(values, seeds, arm, "honest_position", RL_SETS[0][0],
+                                                      minus=rl_twin(arm)))
+        need_fresh = need16 - discovery_pos
+        null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
+        rows.append([arm] + cells + [f"{need_fresh} of 8: {null_p:.3f}"])
+    return table(["arm (grid position, co-trained adversary; mean [95% t-interval])"] + [label for _, label in RL_SETS]
+                 + [f"fresh seeds the pooled criterion ({need16} of 16) needed, and its chance under no effect"],
+                 rows) + rl_source()
+
+
+def rl_bounds():
+    """Per SOO arm and grid endpoint, pooled: the paired effect's 95% t-interval, read as the
+    largest effect it leaves (in units of the baselines' gap: both grid endpoints put the
+    deceptive baseline at 0 and the honest one at 1)."""
+    values, seeds = rl_values()
+    n = rl_n(seeds)
+    rows = []
+    for arm in rl_soo_arms(values):
+        cells = []
+        for e in RL_GRID:
+            m, lo, hi = t_interval(rl_series(values, seeds, arm, e, minus=rl_twin(arm)))
+            reading = (f"no effect above {hi:+.2f}" if lo <= 0 <= hi
+                       else f"toward honest, {lo:+.2f} or more" if lo > 0 else f"away from honest, {hi:+.2f} or less")
+            cells.append(f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]: {reading}")
+        rows.append([arm] + cells)
+    return table([f"SOO arm minus twin ({n} seeds), in units of the deceptive-to-honest gap"] + list(RL_GRID),
+                 rows) + rl_source()
+
+
+def rl_controls():
+    """How far each control moves from the deceptive baseline (paired per seed), beside the
+    noise floor: what the assay has shown it can detect."""
+    values, seeds = rl_values()
+    n = rl_n(seeds)
+    models = ([RL_NOISE_FLOOR, "honest", "honest_finetune", "scratch_deceptive"]
+              + sorted({k[1] for k in values if k[1].startswith("cap_")}))
+    rows = [[m] + [effect_cell(rl_series(values, seeds, m, e, minus="deceptive"), n) for e in RL_GRID] for m in models]
+    return table([f"model minus the deceptive baseline ({n} seeds)"] + list(RL_GRID), rows) + rl_source()
+
+
+def rl_power_per_seed():
+    """Power of the sign test (the decision rule) and of the paired t, from the observed spread
+    of the SOO-minus-twin differences (median SD over the SOO arms), at the discovery run's n and
+    pooled."""
+    values, seeds = rl_values()
+    arms = rl_soo_arms(values)
+    rows = []
+    for run, label in (RL_SETS[0], RL_SETS[2]):
+        n = rl_n(seeds, run)
+        for e in RL_ENDPOINTS:
+            sds = sorted(sd1(xs) for xs in (rl_series(values, seeds, a, e, run, minus=rl_twin(a)) for a in arms)
+                         if len(xs) > 1)
+            if not sds:
+                rows.append([label, n, e] + ["–"] * 6)
+                continue
+            sd = sds[len(sds) // 2] if len(sds) % 2 else (sds[len(sds) // 2 - 1] + sds[len(sds) // 2]) / 2
+            gap = mean(rl_series(values, seeds, "honest", e, run, minus="deceptive"))
+            mde_t = (t975(n - 1) + t80(n - 1)) * sd / math.sqrt(n)
+            needs = sign_test_needs(n)
+            mde_s = sign_test_mde(sd, n) if needs is not None and sd > 0 else None
+            rows.append([label, n, e, f"{sd:.3g}", f"{mde_t:.3g}", f"{needs} of {n}" if needs else "never",
+                         "–" if mde_s is None else f"{mde_s:.3g}", f"{gap:+.3g}",
+                         f"{mde_s / abs(gap):.2f}" if gap and mde_s is not None else "–"])
+    return table(["seeds", "n", "endpoint", "SD of the paired differences (median over SOO arms)",
+                  "MDE, paired t (80%, 5%)", "sign test needs", "MDE, sign test (80%)",
+                  "honest - deceptive baseline", "sign-test MDE / gap"], rows) + rl_source()
+
+
+def rl_classification_and_paper_view():
+    """Classification by mean SOO at the largest episode count, and the authors' estimator
+    (one trained model per condition) per training seed."""
+    values, seeds = rl_values()
+    n = rl_n(seeds)
+
+    def share(model, quantity):
+        xs = rl_series(values, seeds, model, quantity)
+        return f"{mean(xs):.2f} ({sum(x == 1.0 for x in xs)} of {len(xs)} perfect)" if xs else "–"
+
+    arms = (["honest_finetune", "scratch_deceptive"] + sorted({k[1] for k in values if k[1].startswith("cap_")})
+            + rl_soo_arms(values))
+    rows = [["honest baseline", share("honest", "classified_below_deceptive"), "–", "–"]]
+    for a in arms:
+        reproduced = rl_series(values, seeds, a, "paper_view_reproduced")
+        rows.append([a, share(a, "classified_below_deceptive"), share(a, "classified_above_honest"),
+                     f"{int(sum(reproduced))} of {len(reproduced)}"])
+    return table([f"model ({n} seeds)", "mean SOO below the deceptive baseline's (accuracy)",
+                  "mean SOO above the honest baseline's (accuracy)",
+                  "the authors' estimator puts it closer to honest (seeds)"], rows) + rl_source()
+
+
+def rl_rerun_check():
+    """The per-seed file against the numbers the first run printed (rl_paired_effects.csv):
+    the paper seeds' and the pooled means and sign counts of every SOO-minus-twin effect."""
+    values, seeds = rl_values()
+    printed = tagged("rl_paired_effects.csv")
+    runs = {"paper8": RL_SETS[0][0], "pooled16": None}
+    same_counts = close_means = 0
+    differing = []
+    for r in printed:
+        xs = rl_series(values, seeds, r["arm"], r["endpoint"], runs[r["seed_set"]], minus=r["twin"])
+        counts = (sum(x > 0 for x in xs), sum(x < 0 for x in xs))
+        ok_counts = counts == (int(r["positive"]), int(r["negative"]))
+        ok_mean = abs(mean(xs) - float(r["mean"])) <= 0.0005 + 1e-9 * abs(float(r["mean"]))
+        same_counts += ok_counts
+        close_means += ok_mean
+        if not (ok_counts and ok_mean):
+            differing.append(f"{r['seed_set']} {r['arm']} {r['endpoint']}: printed {r['mean']} "
+                             f"({r['positive']}+/{r['negative']}-), rerun {mean(xs):+.4f} ({counts[0]}+/{counts[1]}-)")
+    lines = [f"The rerun's per-seed values against the first run's printed effects: {close_means} of "
+             f"{len(printed)} means equal to the printed 3 decimals, {same_counts} of {len(printed)} sign counts equal."]
+    return lines + ([""] + [f"- {d}" for d in differing] if differing else [])
 
 
 BLOCKS = {
