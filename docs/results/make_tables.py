@@ -658,9 +658,7 @@ def rl_endpoints():
               RL_NOISE_FLOOR: "**noise floor**: deceptive baseline, independent episodes",
               "honest": "honest baseline", "honest_finetune": "positive control: honest reward from the deceptive baseline",
               "scratch_deceptive": "undertraining control: fresh networks, deceptive reward"}
-    rows = [[labels.get(m, m)] + [t_cell(rl_series(values, seeds, m, e), n) if m not in ("deceptive", "honest")
-                                  else ci(*t_interval(rl_series(values, seeds, m, e)), g3) for e in RL_GRID]
-            for m in models]
+    rows = [[labels.get(m, m)] + [t_cell(rl_series(values, seeds, m, e), n) for e in RL_GRID] for m in models]
     return table([f"model ({n} seeds: mean [95% t-interval])", "grid position, co-trained adversary",
                   "grid position, frozen adversary", "projection, co-trained adversary",
                   "projection, frozen adversary"], rows) + rl_source()
