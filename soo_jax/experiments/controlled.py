@@ -316,7 +316,9 @@ def markdown_report(analysis: dict, screen: dict | None, meta: dict) -> str:
         if all(c == "–" for c in cells):
             continue
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", f"Seeds: {', '.join(map(str, meta['seeds']))}; wall time so far {meta['wall_time_s'] / 60:.1f} min.", ""]
+    # A resumed experiment's earlier invocations are not summed: plan.json keeps the last one's.
+    lines += ["", f"Seeds: {', '.join(map(str, meta['seeds']))}; wall time of the command's last run "
+              f"{meta['wall_time_s'] / 60:.1f} min (earlier runs that it resumed not included).", ""]
     return "\n".join(lines)
 
 

@@ -222,3 +222,21 @@ def test_launcher_reports_from_the_data_files_without_a_config(tmp_path):
     assert "**Primary test (final)**" in proc.stdout and "+0.1500" in proc.stdout  # mean of 0.4 and -0.1
     missing = run("--report_from", str(tmp_path / "nothing"))
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: --report_from")
+
+
+def test_the_results_page_shows_the_report_recomputed_from_the_committed_record():
+    """docs/results/llm.md's controlled-experiment tables are `launch/controlled.py --report_from
+    DIR` of the committed record, verbatim (less its title): an edited table or record fails."""
+    import pathlib
+    import re
+
+    from soo_jax.experiments.controlled import report_from_dir
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    text = (root / "docs/results/llm.md").read_text()
+    blocks = re.findall(r"<!-- report_from: (\S+) -->\n(.*?)<!-- /report_from -->", text, re.S)
+    assert blocks, "docs/results/llm.md has no report_from block"
+    for directory, body in blocks:
+        report = report_from_dir(root / directory)
+        assert report.startswith("# Controlled SOO experiment\n\n")
+        assert body.strip() == report.removeprefix("# Controlled SOO experiment\n\n").strip(), directory
