@@ -99,8 +99,13 @@ class TrainCheckpointer:
             return False
         if step in self._manager.all_steps():
             return False
-        self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                         meta=ocp.args.JsonSave(meta)), force=True)
+        # Finished before training goes on (a LoRA state is small): a failed write (a full disk)
+        # is raised here, and tensorstore's late callbacks' 'Event loop is closed' tracebacks are
+        # held back with it instead of landing between progress lines.
+        with _stderr_held_back():
+            self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                             meta=ocp.args.JsonSave(meta)), force=True)
+            self._manager.wait_until_finished()
         return True
 
     def restore(self, abstract_state: Any, step: int | None = None, *,
