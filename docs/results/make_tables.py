@@ -39,6 +39,7 @@ import csv
 import math
 import pathlib
 import re
+import statistics
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -604,8 +605,9 @@ def rl_twin(arm):
     return f"cap_{loss}_{init}"
 
 
-def rl_soo_arms(values):
-    return sorted({k[1] for k in values if k[1].startswith("soo_")})
+def rl_models(values, prefix):
+    """The file's models whose names start with `prefix` ("soo_" arms, "cap_" twins), sorted."""
+    return sorted({k[1] for k in values if k[1].startswith(prefix)})
 
 
 def rl_series(values, seeds, model, quantity, run=None, minus=None):
@@ -653,7 +655,7 @@ def rl_endpoints():
     values, seeds = rl_values()
     n = rl_n(seeds)
     models = ["deceptive", RL_NOISE_FLOOR, "honest", "honest_finetune", "scratch_deceptive"]
-    models += sorted({k[1] for k in values if k[1].startswith("cap_")}) + rl_soo_arms(values)
+    models += rl_models(values, "cap_") + rl_models(values, "soo_")
     labels = {"deceptive": "deceptive baseline (its own episodes)",
               RL_NOISE_FLOOR: "**noise floor**: deceptive baseline, independent episodes",
               "honest": "honest baseline", "honest_finetune": "positive control: honest reward from the deceptive baseline",
@@ -668,7 +670,7 @@ def rl_effects_table(run=None):
     """SOO arm minus its capability-only twin per seed, every endpoint, one run or all."""
     values, seeds = rl_values()
     n = rl_n(seeds, run)
-    arms = rl_soo_arms(values)
+    arms = rl_models(values, "soo_")
     comparisons = len(arms) * len(RL_ENDPOINTS)
     rows = [[arm] + [effect_cell(rl_series(values, seeds, arm, e, run, minus=rl_twin(arm)), n)
                      for e in RL_ENDPOINTS] for arm in arms]
@@ -679,8 +681,6 @@ def rl_effects_table(run=None):
     return [note, ""] + table(["SOO arm"] + list(RL_ENDPOINTS), rows) + rl_source()
 
 
-
-
 def rl_prestated_per_seed():
     """The pre-stated hypothesis: grid position (co-trained) of the two tested arms beyond their
     twins, on the discovery seeds, the fresh seeds alone (the confirmatory test) and pooled."""
@@ -688,13 +688,9 @@ def rl_prestated_per_seed():
     need16 = sign_test_needs(16, 0.025)
     rows = []
     for arm in ARMS_TESTED:
-        cells = []
-        for run, _ in RL_SETS:
-            xs = rl_series(values, seeds, arm, "honest_position", run, minus=rl_twin(arm))
-            cells.append(effect_cell(xs, rl_n(seeds, run)))
-        discovery_pos = sum(x > 0 for x in rl_series(values, seeds, arm, "honest_position", RL_SETS[0][0],
-                                                      minus=rl_twin(arm)))
-        need_fresh = need16 - discovery_pos
+        by_run = [rl_series(values, seeds, arm, "honest_position", run, minus=rl_twin(arm)) for run, _ in RL_SETS]
+        cells = [effect_cell(xs, rl_n(seeds, run)) for xs, (run, _) in zip(by_run, RL_SETS)]
+        need_fresh = need16 - sum(x > 0 for x in by_run[0])
         null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
         rows.append([arm] + cells + [f"{need_fresh} of 8: {null_p:.3f}"])
     return table(["arm (grid position, co-trained adversary; mean [95% t-interval])"] + [label for _, label in RL_SETS]
@@ -709,7 +705,7 @@ def rl_bounds():
     values, seeds = rl_values()
     n = rl_n(seeds)
     rows = []
-    for arm in rl_soo_arms(values):
+    for arm in rl_models(values, "soo_"):
         cells = []
         for e in RL_GRID:
             m, lo, hi = t_interval(rl_series(values, seeds, arm, e, minus=rl_twin(arm)))
@@ -727,7 +723,7 @@ def rl_controls():
     values, seeds = rl_values()
     n = rl_n(seeds)
     models = ([RL_NOISE_FLOOR, "honest", "honest_finetune", "scratch_deceptive"]
-              + sorted({k[1] for k in values if k[1].startswith("cap_")}))
+              + rl_models(values, "cap_"))
     rows = [[m] + [effect_cell(rl_series(values, seeds, m, e, minus="deceptive"), n) for e in RL_GRID] for m in models]
     return table([f"model minus the deceptive baseline ({n} seeds)"] + list(RL_GRID), rows) + rl_source()
 
@@ -737,17 +733,17 @@ def rl_power_per_seed():
     of the SOO-minus-twin differences (median SD over the SOO arms), at the discovery run's n and
     pooled."""
     values, seeds = rl_values()
-    arms = rl_soo_arms(values)
+    arms = rl_models(values, "soo_")
     rows = []
     for run, label in (RL_SETS[0], RL_SETS[2]):
         n = rl_n(seeds, run)
         for e in RL_ENDPOINTS:
-            sds = sorted(sd1(xs) for xs in (rl_series(values, seeds, a, e, run, minus=rl_twin(a)) for a in arms)
-                         if len(xs) > 1)
+            sds = [sd1(xs) for xs in (rl_series(values, seeds, a, e, run, minus=rl_twin(a)) for a in arms)
+                   if len(xs) > 1]
             if not sds:
                 rows.append([label, n, e] + ["–"] * 6)
                 continue
-            sd = sds[len(sds) // 2] if len(sds) % 2 else (sds[len(sds) // 2 - 1] + sds[len(sds) // 2]) / 2
+            sd = statistics.median(sds)
             gap = mean(rl_series(values, seeds, "honest", e, run, minus="deceptive"))
             mde_t = (t975(n - 1) + t80(n - 1)) * sd / math.sqrt(n)
             needs = sign_test_needs(n)
@@ -770,8 +766,8 @@ def rl_classification_and_paper_view():
         xs = rl_series(values, seeds, model, quantity)
         return f"{mean(xs):.2f} ({sum(x == 1.0 for x in xs)} of {len(xs)} perfect)" if xs else "–"
 
-    arms = (["honest_finetune", "scratch_deceptive"] + sorted({k[1] for k in values if k[1].startswith("cap_")})
-            + rl_soo_arms(values))
+    arms = (["honest_finetune", "scratch_deceptive"] + rl_models(values, "cap_")
+            + rl_models(values, "soo_"))
     rows = [["honest baseline", share("honest", "classified_below_deceptive"), "–", "–"]]
     for a in arms:
         reproduced = rl_series(values, seeds, a, "paper_view_reproduced")

@@ -2,6 +2,7 @@
 the three-condition truncation, endpoints and per-pair classification, and the pooling of runs on
 disjoint seeds (host NumPy only)."""
 
+import csv
 import json
 import math
 import pathlib
@@ -217,7 +218,6 @@ def test_pooling_runs_on_disjoint_seeds_equals_evaluating_all_seeds_at_once():
 
 
 def _read_per_seed(path) -> dict:
-    import csv
     with open(path) as f:
         return {(r["set"], r["model"], int(r["seed"]), r["quantity"]): float(r["value"]) for r in csv.DictReader(f)}
 
