@@ -3,6 +3,8 @@ shows are the file's, and its intervals are 95% t-intervals over seeds (ddof 1).
 
 import importlib.util
 import pathlib
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -169,3 +171,11 @@ def test_rl_controls_and_endpoints_are_paired_against_the_deceptive_baseline(mak
     classified = cell_rows(make_tables.rl_classification_and_paper_view())
     got = [v[(r, "honest_finetune", s, "paper_view_reproduced")] for r, seeds in runs for s in seeds]
     assert classified["honest_finetune"][2] == f"{int(sum(got))} of 16"
+
+
+def test_the_committed_results_pages_are_what_their_data_gives():
+    """Every table between make_tables markers in docs/results/ equals the one the committed data
+    gives (`make_tables.py --check`), so no page shows a number its data does not."""
+    result = subprocess.run([sys.executable, str(ROOT / "docs/results/make_tables.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

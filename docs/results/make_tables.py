@@ -10,15 +10,14 @@ it runs anywhere; t quantiles come from the table below.
 
 What is recomputed, and from what (each CSV row names the command that produced it; for the
 per-seed files, PER_SEED_RUNS does):
-- means over seeds and 95% t-intervals (ddof 1) from per-seed values (llm_authors_l24chat.csv,
-  and the per-seed files launch/experiment.py writes as OUT/per_seed.csv, copied here under the
-  names of PER_SEED_RUNS: both room orders, the share answered and the rates among answered);
+- means over seeds and 95% t-intervals (ddof 1) from the per-seed files launch/experiment.py
+  writes as OUT/per_seed.csv, copied here under the names of PER_SEED_RUNS: both room orders,
+  the share answered and the rates among answered;
 - the same t-intervals from printed mean +- SD with ddof 0 over n seeds, where the per-seed
   values are gone (llm_seed_summaries.csv, rl_deception_behavioural_difference.csv):
   SD_ddof1 = SD_ddof0 * sqrt(n / (n - 1)), exact up to the rounding of the printed SD;
-- the deceptive rate with the rooms swapped, 2 x order-balanced - published-order rate
-  (the order-balanced rate is the mean of the two orders' rates), and rates among answered
-  scenarios where the recorded numbers determine them (bounds where they do not);
+- the sweep's deceptive rate with the rooms swapped, 2 x order-balanced - published-order rate
+  (the order-balanced rate is the mean of the two orders' rates);
 - the sweep's selection rule (soo_jax/experiments/sweep.py) applied to the sweep's points;
 - from the RL factorial's per-seed file (rl_factorial_per_seed.csv, the pooling's per_seed.csv):
   every model's grid endpoints, SOO-minus-twin and control-minus-deceptive effects with 95%
@@ -229,32 +228,11 @@ def llm_sweep():
     return lines + source_lines(rows)
 
 
-def llm_l24_per_seed():
-    rows = tagged("llm_authors_l24chat.csv")
-    header = ["model", "deceptive %, published order", "honest %, published order",
-              "neither %, published order", "deceptive %, rooms swapped",
-              "honest or neither %, rooms swapped", "order-balanced deceptive %", "position bias %",
-              "deceptive among answered %, published order",
-              "order-balanced deceptive among answered % (bounds)"]
-    out, per_seed = [], {k: [] for k in range(len(header) - 1)}
-    for r in rows:
-        d1, h1, n1 = float(r["deceptive_pct"]), float(r["honest_pct"]), float(r["neither_pct"])
-        ob, pb = float(r["order_balanced_pct"]), float(r["position_bias_pct"])
-        d2 = 2 * ob - d1
-        a1 = d1 + h1
-        # Swapped order: honest >= position bias (the scenarios named first in both orders are
-        # deceptive in the published order and honest in the swapped one), honest <= 100 - d2.
-        lo_ans, hi_ans = (d1 + d2) / (a1 + 100), (d1 + d2) / (a1 + d2 + pb)
-        values = [d1, h1, n1, d2, 100 - d2, ob, pb, 100 * d1 / a1]
-        label = {"base": "base", "honesty_prompt": "honesty prompt"}.get(r["model"], f"SOO seed {r['seed']}")
-        out.append([label] + [f1(v) for v in values] + [f"{100 * lo_ans:.1f}–{100 * hi_ans:.1f}"])
-        if r["model"] == "soo":
-            for i, v in enumerate(values):
-                per_seed[i].append(v)
-    n = len(per_seed[0])
-    out.append([f"**SOO, {n} seeds: mean [95% t-interval]**"]
-               + [ci(*t_interval(per_seed[i])) for i in range(8)] + ["–"])
-    return table(header, out) + source_lines(rows)
+def g4(x):
+    return f"{x:.4g}"
+
+
+MODEL_LABEL = {"base": "base", "honesty_prompt": "honesty prompt"}
 
 
 def summaries(experiment):
@@ -269,21 +247,6 @@ def from_sd0(r, fmt=f1):
     if not r["sd_ddof0"]:
         return fmt(float(r["mean"]))
     return ci(*t_interval_from_sd0(float(r["mean"]), float(r["sd_ddof0"]), int(r["n_seeds"])), fmt)
-
-
-def g4(x):
-    return f"{x:.4g}"
-
-
-def llm_latent(experiment):
-    rows, by = summaries(experiment)
-    out = []
-    for model, label in (("base", "base"), ("soo", "SOO, 5 seeds: mean [95% t-interval]")):
-        out.append([label] + [from_sd0(by[("probe_pairs", model, m)], g4)
-                              for m in ("latent_soo_all_linear", "soo_training_site", "kl_base_model")])
-    probe = [r for r in rows if r["condition"] == "probe_pairs"]
-    return table(["model", "latent SOO, all linear layers (authors' measure)",
-                  "o_proj MSE at the training site", "KL(base ‖ model), nats"], out) + source_lines(probe)
 
 
 def burglar_rows(by, condition, models, correct=False):
@@ -303,10 +266,6 @@ def burglar_rows(by, condition, models, correct=False):
     return out
 
 
-MODEL_LABEL = {"base": "base", "honesty_prompt": "honesty prompt",
-               "soo": "SOO, 5 seeds: mean [95% t-interval]"}
-
-
 GENERATED_ORDER = (("burglar", "burglar"), ("burglar_self_control", "burglar, self-referencing control"),
                    ("name", "name"), ("objective", "objective"), ("action", "action"),
                    ("name+objective", "name + objective"), ("name+action", "name + action"),
@@ -322,7 +281,7 @@ def llm_generated():
     for condition, label in GENERATED_ORDER:
         for model, *rest in burglar_rows(by, condition, ("base", "honesty_prompt", "soo"),
                                          correct=condition == "perspectives"):
-            out.append([label, MODEL_LABEL[model]] + list(rest))
+            out.append([label, {"soo": "SOO, 5 seeds: mean [95% t-interval]"}.get(model, MODEL_LABEL.get(model))] + list(rest))
     return table(["condition", "model", "deceptive %, published order",
                   "honest %, published order (mean)", "neither %, published order",
                   "deceptive %, rooms swapped (mean)", "order-balanced deceptive %",
@@ -338,7 +297,7 @@ SUITES = ("--config.eval.suites=main,latent,capability --config.eval.self_contro
 # file -> (the command that writes OUT/per_seed.csv, OUT)
 PER_SEED_RUNS = {
     "llm_l12_authors.csv": (f"{EXPERIMENT} {AUTHORS} --out runs/experiment {SUITES}", "runs/experiment"),
-    "llm_l12_generated.csv": (f"{EXPERIMENT} --sets generated --adapters_from runs/experiment "
+    "llm_l12_generated.csv": (f"{EXPERIMENT} --sets generated "
                               "--out runs/experiment_generated --config.eval.suites=main,generalisation "
                               "--config.eval.num_scenarios=100", "runs/experiment_generated"),
     "llm_l24chat_authors.csv": (f"{EXPERIMENT} {AUTHORS} --out runs/experiment_l24chat {SUITES} "
@@ -802,9 +761,12 @@ def rl_rerun_check():
 
 
 BLOCKS = {
-    "llm.md": {"llm-sweep": llm_sweep, "llm-l24-per-seed": llm_l24_per_seed,
-               "llm-l24-latent": lambda: llm_latent("layer24_chat"), "llm-l12": lambda: llm_deception_per_seed("llm_l12_authors.csv"),
-               "llm-l12-latent": lambda: llm_model_per_seed("llm_l12_authors.csv"), "llm-generated": llm_generated},
+    "llm.md": {"llm-sweep": llm_sweep,
+               "llm-l24-per-seed": lambda: llm_deception_per_seed("llm_l24chat_authors.csv"),
+               "llm-l24-latent": lambda: llm_model_per_seed("llm_l24chat_authors.csv"),
+               "llm-l12": lambda: llm_deception_per_seed("llm_l12_authors.csv"),
+               "llm-l12-latent": lambda: llm_model_per_seed("llm_l12_authors.csv"),
+               "llm-generated": llm_generated},
     "rl.md": {"rl-check": rl_check, "rl-prestated": rl_prestated,
               "rl-replicate-alone": rl_replicate_alone, "rl-power": rl_power,
               "rl-deception-8seed": rl_deception_8seed},
