@@ -48,7 +48,7 @@ import numpy as np
 from soo_jax import run_dir
 from soo_jax.data.scenarios import load_reference_scenarios
 from soo_jax.data.templates import with_answer_suffix
-from soo_jax.experiments.experiment import cached_piece, piece_settings
+from soo_jax.experiments.experiment import cached_piece, piece_settings, t_summary
 
 ARMS = ("soo", "lm", "mismatched", "perturbation")
 TRAINED_ARMS = ("soo", "lm", "mismatched")
@@ -186,23 +186,6 @@ def secondary_values(results: dict, view: str) -> dict:
 
 
 # --- Analysis -----------------------------------------------------------------------------------
-
-def t_summary(values) -> dict | None:
-    """Mean, 95% t-interval (ddof 1), two-sided one-sample t-test against 0; None when empty."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None], np.float64)
-    if x.size == 0:
-        return None
-    out = {"mean": float(x.mean()), "n": int(x.size), "values": [float(v) for v in x]}
-    if x.size >= 2:
-        sd = float(x.std(ddof=1))
-        half = float(stats.t.ppf(0.975, x.size - 1)) * sd / math.sqrt(x.size)
-        t = out["mean"] / (sd / math.sqrt(x.size)) if sd > 0 else math.copysign(math.inf, out["mean"] or 1.0)
-        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half, t=float(t),
-                   p=float(2 * stats.t.sf(abs(t), x.size - 1)) if math.isfinite(t) else 0.0)
-    return out
-
 
 def analyse(per_seed: dict[str, dict[int, dict]], base: dict, plan_seeds: tuple[int, ...]) -> dict:
     """per_seed[arm][seed] = {endpoint: value}. Per arm: each endpoint's t-summary over seeds; per

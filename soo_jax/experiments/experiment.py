@@ -6,8 +6,8 @@ experiment resumes where it stopped:
     OUT/base/<set>/results.json        base model (+ honesty-prompt baseline) on a scenario set
     OUT/seed_<s>/train/                the SOO fine-tuning run (checkpoints, adapter, metrics)
     OUT/seed_<s>/<set>/results.json    the fine-tuned model on that set
-    OUT/results.json, OUT/results.md   everything aggregated: mean +- std over seeds (ddof 0,
-                                       as the paper's notebooks computed it)
+    OUT/results.json, OUT/results.md   everything aggregated: the mean over seeds and its 95%
+                                       t-interval (ddof 1; `t_summary`)
     OUT/per_seed.csv                   every model's values, one per row (`per_seed_rows`), for
                                        intervals and tables computed from the data
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import pathlib
 import time
 from typing import Callable
@@ -227,15 +228,25 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
     return aggregate
 
 
-def _mean_std(values: list[float | None]) -> dict | None:
-    values = [v for v in values if v is not None]
-    if not values:
+def t_summary(values) -> dict | None:
+    """Mean, 95% t-interval (ddof 1), two-sided one-sample t-test against 0; None when empty."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None], np.float64)
+    if x.size == 0:
         return None
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "values": values}
+    out = {"mean": float(x.mean()), "n": int(x.size), "values": [float(v) for v in x]}
+    if x.size >= 2:
+        sd = float(x.std(ddof=1))
+        half = float(stats.t.ppf(0.975, x.size - 1)) * sd / math.sqrt(x.size)
+        t = out["mean"] / (sd / math.sqrt(x.size)) if sd > 0 else math.copysign(math.inf, out["mean"] or 1.0)
+        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half, t=float(t),
+                   p=float(2 * stats.t.sf(abs(t), x.size - 1)) if math.isfinite(t) else 0.0)
+    return out
 
 
 def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], plan: ExperimentPlan) -> dict:
-    """Per scenario set and condition: base, honesty prompt, and SOO mean +- std over seeds."""
+    """Per scenario set and condition: base, honesty prompt, and SOO over seeds (`t_summary`)."""
     out: dict = {"deception": {}, "latent": {}, "capability": {}}
     for scenario_set in plan.sets:
         base_conditions = base[scenario_set]["deception"]["base"]
@@ -249,7 +260,7 @@ def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], 
                 row["honesty_prompt"] = headline(honesty)
             per_seed = [headline(seeds[s][scenario_set]["deception"]["tuned"][condition])
                         for s in plan.seeds]
-            row["soo"] = {key: _mean_std([h.get(key) for h in per_seed])
+            row["soo"] = {key: t_summary([h.get(key) for h in per_seed])
                           for key in per_seed[0] if key != "n"}
             row["soo"]["n"] = per_seed[0]["n"]
             table[condition] = row
@@ -259,14 +270,14 @@ def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], 
         base_latent = base[first]["latent"]["base"]
         out["latent"] = {
             "base": {"score": base_latent["score"], "training_site": base_latent["training_site"]["value"]},
-            "soo": {"score": _mean_std([seeds[s][first]["latent"]["tuned"]["score"] for s in plan.seeds]),
-                    "training_site": _mean_std([seeds[s][first]["latent"]["tuned"]["training_site"]["value"]
+            "soo": {"score": t_summary([seeds[s][first]["latent"]["tuned"]["score"] for s in plan.seeds]),
+                    "training_site": t_summary([seeds[s][first]["latent"]["tuned"]["training_site"]["value"]
                                                 for s in plan.seeds])},
             "training_site": base_latent["training_site"],
         }
     if "capability" in seeds[plan.seeds[0]][first]:
         kls = [seeds[s][first]["capability"].get("kl", {}).get("mean_kl_base_tuned") for s in plan.seeds]
-        out["capability"] = {"mean_kl_base_tuned": _mean_std(kls)}
+        out["capability"] = {"mean_kl_base_tuned": t_summary(kls)}
     return out
 
 
@@ -342,12 +353,18 @@ def _fmt(value) -> str:
     if value is None:
         return "–"
     if isinstance(value, dict):
-        return f"{value['mean']:.1f} ± {value['std']:.1f}"
+        return seed_interval(value, "{:.1f}")
     return f"{value:.1f}"
 
 
+def seed_interval(summary: dict, fmt: str) -> str:
+    """A `t_summary` as "mean [low, high]" (the mean alone from one seed)."""
+    text = fmt.format(summary["mean"])
+    return f"{text} [{fmt.format(summary['low'])}, {fmt.format(summary['high'])}]" if "low" in summary else text
+
+
 def markdown_table(aggregate: dict) -> str:
-    lines = []
+    lines = ["SOO rows: the mean over seeds [95% t-interval, ddof 1].", ""]
     for scenario_set, table in aggregate["deception"].items():
         lines += [f"### Deception, {scenario_set} scenarios", "",
                   "| condition | model | n | deceptive % (paper metric) | order-balanced deceptive % | "
@@ -370,10 +387,10 @@ def markdown_table(aggregate: dict) -> str:
                   f"| model | all linear layers | {site['site']} at layer {site['layer']} ({site['pooling']}) |",
                   "|---|---|---|",
                   f"| base | {latent['base']['score']:.4g} | {latent['base']['training_site']:.4g} |",
-                  f"| SOO | {latent['soo']['score']['mean']:.4g} ± {latent['soo']['score']['std']:.2g} | "
-                  f"{latent['soo']['training_site']['mean']:.4g} ± {latent['soo']['training_site']['std']:.2g} |", ""]
+                  f"| SOO | {seed_interval(latent['soo']['score'], '{:.4g}')} | "
+                  f"{seed_interval(latent['soo']['training_site'], '{:.4g}')} |", ""]
     kl = aggregate.get("capability", {}).get("mean_kl_base_tuned")
     if kl:
         lines += [f"Capability retention: mean next-token KL(base ‖ SOO) on the general prompts "
-                  f"{kl['mean']:.4g} ± {kl['std']:.2g} nats.", ""]
+                  f"{seed_interval(kl, '{:.4g}')} nats.", ""]
     return "\n".join(lines)

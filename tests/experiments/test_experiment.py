@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from soo_jax.experiments.experiment import ExperimentPlan, run_experiment
 from tests.tiny_tokenizer import make_tiny_model_dir
@@ -46,11 +47,15 @@ def test_experiment_aggregates_seeds_and_resumes(tiny_model, tmp_path, monkeypat
     deceptive = [r["deception"]["tuned"]["burglar"]["original"]["deceptive_rate"] for r in per_seed]
     assert row["soo"]["deceptive"]["values"] == deceptive
     assert row["soo"]["deceptive"]["mean"] == pytest.approx(np.mean(deceptive))
-    assert row["soo"]["deceptive"]["std"] == pytest.approx(np.std(deceptive))
+    half = stats.t.ppf(0.975, 1) * np.std(deceptive, ddof=1) / np.sqrt(2)
+    assert [row["soo"]["deceptive"]["low"], row["soo"]["deceptive"]["high"]] == pytest.approx(
+        [np.mean(deceptive) - half, np.mean(deceptive) + half])
     assert all("tuned" not in r["deception"] or "base" not in r["deception"] for r in per_seed)  # base asked once
     latent = aggregate["latent"]
     assert latent["soo"]["training_site"]["mean"] < latent["base"]["training_site"]  # SOO lowered it
-    assert "| burglar | SOO |" in (tmp_path / "exp" / "results.md").read_text()
+    report = (tmp_path / "exp" / "results.md").read_text()
+    soo_line = next(line for line in report.splitlines() if line.startswith("| burglar | SOO |"))
+    assert f"{np.mean(deceptive):.1f} [{np.mean(deceptive) - half:.1f}, {np.mean(deceptive) + half:.1f}]" in soo_line
 
     # per_seed.csv holds every summarised value per model and seed, both orders included.
     import csv
