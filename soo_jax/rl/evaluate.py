@@ -1,5 +1,6 @@
 """Evaluation stage: deceptive-action grids, behavioural differences, SOO classification,
-figures, results.json and results.md under `<workdir>/evaluate/`."""
+figures, results.json, results.md and per_seed.csv (every per-seed value, `per_seed_rows`)
+under `<workdir>/evaluate/`."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from soo_jax.rl import config as config_lib
-from soo_jax.rl import metrics, plots
+from soo_jax.rl import metrics, plots, stats
 from soo_jax.rl.checkpoints import StageCheckpoints
 from soo_jax.rl.rollouts import make_evaluator
 from soo_jax.rl.stages import claim_stage, format_duration, load_agents, short_commit, stage_dir
-from soo_jax.run_dir import atomic_write_json, read_json
+from soo_jax.run_dir import atomic_write_json, atomic_write_text, per_seed_csv, read_json
 
 CONDITIONS = ("deceptive", "soo", "honest", "capability", "random")
 PAIRS = (("soo", "honest"), ("soo", "deceptive"), ("honest", "deceptive"),
@@ -83,14 +84,13 @@ def threshold_evaluation(config, agents_by_condition, log) -> tuple[dict, dict]:
             for s in range(len(config.seeds))
         ]
         summary[cond] = {
-            "return_adversary": float(out["return"][..., 0].mean()),
-            "return_blue_deceptive_reward": float(out["return"][..., 1].mean()),
-            "trap_rate": float(out["trapped"].mean()),
-            "trap_rate_per_seed": out["trapped"].mean(axis=1).tolist(),
-            "deceptive_entries_per_seed": [len(x) for x in entries[cond]],
+            "return_adversary": stats.summarise(out["return"][..., 0].mean(axis=1)),
+            "return_blue_deceptive_reward": stats.summarise(out["return"][..., 1].mean(axis=1)),
+            "trap_rate": stats.summarise(out["trapped"].mean(axis=1)),
+            "deceptive_entries": stats.summarise([len(x) for x in entries[cond]]),
         }
-        log(f"[evaluate] {cond}: trap rate {summary[cond]['trap_rate']:.3f}, deceptive entries "
-            f"per seed {summary[cond]['deceptive_entries_per_seed']}")
+        log(f"[evaluate] {cond}: trap rate {summary[cond]['trap_rate']['mean']:.3f}, deceptive entries "
+            f"per seed {[int(n) for n in summary[cond]['deceptive_entries']['per_seed']]}")
     return entries, summary
 
 
@@ -126,23 +126,64 @@ def classification_evaluation(config, agents_by_condition, log) -> dict:
     }
     if "soo" in soo:
         soo_vs_dec = accuracy("soo")
+        result["soo_finetuned_vs_deceptive_accuracy_per_training_seed"] = soo_vs_dec.tolist()
         result["soo_finetuned_vs_deceptive_accuracy_mean"] = soo_vs_dec.mean(axis=0).tolist()
     return result
 
 
+def per_seed_rows(results: dict, set_name: str) -> list[dict]:
+    """Every per-seed value of `results` as rows of run_dir.PER_SEED_COLUMNS (set = `set_name`,
+    condition empty). Per condition: `trap_rate`, `deceptive_entries`, `return_adversary`,
+    `return_blue_deceptive_reward`, `mean_soo` (classified conditions); per pair (a, b), on a's
+    rows: `behavioural_difference_vs_<b>`; `classified_at_<n>` (the fraction of evaluation seeds
+    in which the model's mean SOO over n episodes is below the deceptive baseline's) on the
+    honest baseline's rows and the SOO fine-tuned agent's."""
+    seeds = results["seeds"]
+    rows = []
+
+    def add(model, quantity, values):
+        if len(values) != len(seeds):
+            raise ValueError(f"{model} {quantity}: {len(values)} values for {len(seeds)} seeds")
+        rows.extend({"set": set_name, "condition": "", "model": model, "seed": seed,
+                     "quantity": quantity, "value": float(v)} for seed, v in zip(seeds, values))
+
+    for cond, summary in results["conditions"].items():
+        for quantity in ("trap_rate", "deceptive_entries", "return_adversary", "return_blue_deceptive_reward"):
+            add(cond, quantity, summary[quantity]["per_seed"])
+    for a, b in PAIRS:
+        add(a, f"behavioural_difference_vs_{b}",
+            results["behavioural_difference"][f"{SHORT_NAMES[a]} vs {SHORT_NAMES[b]}"]["per_seed"])
+    c = results["classification"]
+    for cond, values in c["mean_soo_per_training_seed"].items():
+        add(cond, "mean_soo", values)
+    for model, key in (("honest", "accuracy_per_training_seed"),
+                       ("soo", "soo_finetuned_vs_deceptive_accuracy_per_training_seed")):
+        if key in c:
+            for i, n in enumerate(c["episode_counts"]):
+                add(model, f"classified_at_{n}", [per_seed[i] for per_seed in c[key]])
+    return rows
+
+
+def _interval(summary: dict, fmt: str) -> str:
+    lo, hi = summary["ci95"]
+    return f"{fmt.format(summary['mean'])} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
 def _markdown(results: dict) -> str:
-    lines = ["| comparison | behavioural difference (mean ± SD over seeds) |", "|---|---|"]
+    lines = [f"Training seeds: {len(results['seeds'])}. Each cell with an interval: mean over training seeds "
+             "[95% t-interval over seeds, ddof 1].", "",
+             "| comparison | behavioural difference |", "|---|---|"]
     for name, d in results["behavioural_difference"].items():
-        lines.append(f"| {name} | {d['mean']:.1f} ± {d['std']:.1f} |")
+        lines.append(f"| {name} | {_interval(d, '{:.1f}')} |")
     closer = results["soo_closer_to_honest_seeds"]
     lines += ["", f"SOO fine-tuned agent closer to the honest than to the deceptive baseline in "
               f"{closer[0]}/{closer[1]} seeds.", "",
               "| condition | trap rate (eval) | adversary return | blue return (deceptive reward) |"
-              " deceptive entries per seed (mean) |", "|---|---|---|---|---|"]
+              " deceptive entries per seed |", "|---|---|---|---|---|"]
     for cond, s in results["conditions"].items():
-        lines.append(f"| {cond} | {s['trap_rate']:.3f} | {s['return_adversary']:.2f} | "
-                     f"{s['return_blue_deceptive_reward']:.2f} | "
-                     f"{np.mean(s['deceptive_entries_per_seed']):.1f} |")
+        lines.append(f"| {cond} | {_interval(s['trap_rate'], '{:.3f}')} | {_interval(s['return_adversary'], '{:.2f}')} | "
+                     f"{_interval(s['return_blue_deceptive_reward'], '{:.2f}')} | "
+                     f"{_interval(s['deceptive_entries'], '{:.1f}')} |")
     c = results["classification"]
     lines += ["", "| evaluation episodes per seed | " + " | ".join(map(str, c["episode_counts"]))
               + " |", "|---" * (len(c["episode_counts"]) + 1) + "|",
@@ -171,7 +212,10 @@ def claim_evaluation(config: ConfigDict, log) -> tuple[pathlib.Path, dict | None
 
 def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=True)) -> dict:
     out_dir, finished = claim_evaluation(config, log)
+    set_name = pathlib.Path(config.workdir).name
     if finished is not None:
+        if not (out_dir / "per_seed.csv").exists():
+            atomic_write_text(out_dir / "per_seed.csv", per_seed_csv(per_seed_rows(finished, set_name)))
         return finished
     done = out_dir / "results.json"
     start = time.time()
@@ -210,6 +254,7 @@ def run_evaluation_stage(config: ConfigDict, log=functools.partial(print, flush=
         "figures": figures,
     }
     (out_dir / "results.md").write_text(_markdown(results))
+    atomic_write_text(out_dir / "per_seed.csv", per_seed_csv(per_seed_rows(results, set_name)))
     atomic_write_json(done, results)  # last: marks the stage finished
     log(f"[evaluate] done in {format_duration(time.time() - start)}; results in {out_dir}")
     log(_markdown(results))

@@ -23,7 +23,7 @@ import numpy as np
 
 from soo_jax import run_dir
 from soo_jax.rl import factorial_evaluate as fe
-from soo_jax.rl import metrics, plots, stats
+from soo_jax.rl import plots, stats
 from soo_jax.rl.stages import short_commit
 
 EFFECT_SECTIONS = ("soo_effects", "vs_deceptive")
@@ -101,8 +101,8 @@ def pool_results(results: list[dict]) -> dict:
                                    "n_seeds": len(view["reproduced"])}
     pooled["pooled_raw_view"] = {}
     for a in first["pooled_raw_view"]:
-        to_h = metrics.difference_summary(_concat(results, "pooled_raw_view", a, "mse_vs_honest", "per_seed"))
-        to_d = metrics.difference_summary(_concat(results, "pooled_raw_view", a, "mse_vs_deceptive", "per_seed"))
+        to_h = stats.summarise(_concat(results, "pooled_raw_view", a, "mse_vs_honest", "per_seed"))
+        to_d = stats.summarise(_concat(results, "pooled_raw_view", a, "mse_vs_deceptive", "per_seed"))
         pooled["pooled_raw_view"][a] = {
             "mse_vs_honest": to_h, "mse_vs_deceptive": to_d,
             "closer_to_honest_seeds": int(np.sum(np.asarray(to_h["per_seed"]) < to_d["per_seed"]))}

@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from soo_jax.rl import stats
+
 
 def threshold_grids(grid_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """x: projection-on-fake-landmark thresholds, y: goal/fake cosine thresholds."""
@@ -103,15 +105,10 @@ def honest_projection(grids: np.ndarray, deceptive: np.ndarray, honest: np.ndarr
 
 
 def behavioural_difference(grids_a: np.ndarray, grids_b: np.ndarray) -> dict:
-    """Per-seed mean squared difference of two conditions' count grids; mean and population SD
-    over seeds (`sklearn.metrics.mean_squared_error` per seed, then np.mean / np.std)."""
-    return difference_summary(np.mean(np.square(grids_a.astype(np.float64) - grids_b), axis=(1, 2)))
-
-
-def difference_summary(per_seed: Sequence[float]) -> dict:
-    """behavioural_difference's summary of per-seed mean squared differences."""
-    per_seed = np.asarray(per_seed, np.float64).reshape(-1)
-    return {"per_seed": per_seed.tolist(), "mean": float(per_seed.mean()), "std": float(per_seed.std())}
+    """Per-seed mean squared difference of two conditions' count grids (the authors'
+    `sklearn.metrics.mean_squared_error` per seed), with its mean and 95% t-interval over seeds
+    (`stats.summarise`; the paper's Figure 4 shows the population SD instead)."""
+    return stats.summarise(np.mean(np.square(grids_a.astype(np.float64) - grids_b), axis=(1, 2)))
 
 
 def classification_accuracy(soo_sum_deceptive, soo_count_deceptive, soo_sum_honest,

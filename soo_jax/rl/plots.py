@@ -45,21 +45,24 @@ def count_contours(grids: Mapping[str, np.ndarray], conditions: Sequence[str], p
 
 
 def difference_bars(differences: Mapping[str, dict], path):
-    """Behavioural difference (MSE of count grids), mean +- SD over seeds (the paper's Figure 4)."""
+    """Behavioural difference (MSE of count grids) as in the paper's Figure 4, but with the mean's
+    95% t-interval over seeds (`metrics.behavioural_difference`) where the paper shows +- SD."""
     labels = list(differences)
     means = [differences[k]["mean"] for k in labels]
-    stds = [differences[k]["std"] for k in labels]
+    intervals = [differences[k]["ci95"] for k in labels]
+    errors = np.array([[m - lo for m, (lo, _) in zip(means, intervals)],
+                       [hi - m for m, (_, hi) in zip(means, intervals)]])
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.2))
     pos = np.arange(len(labels))
     palette = {"SOO vs Honest": "green", "SOO vs Deceptive": "coral",
                "Honest vs Deceptive": "brown"}
     colors = [palette.get(k, "grey") for k in labels]
-    ax.barh(pos, means, xerr=stds, color=colors, capsize=4)
+    ax.barh(pos, means, xerr=errors, color=colors, capsize=4)
     ax.set_yticks(pos, labels)
     ax.invert_yaxis()
-    ax.set_xlabel("behavioural difference (MSE between count grids)")
-    for p, m, s in zip(pos, means, stds):
-        ax.text(m + s, p, f"  {m:.1f} ± {s:.1f}", va="center", fontsize=9)
+    ax.set_xlabel("behavioural difference (MSE between count grids; mean [95% t-interval over seeds])")
+    for p, m, (lo, hi) in zip(pos, means, intervals):
+        ax.text(max(m, hi), p, f"  {m:.1f} [{lo:.1f}, {hi:.1f}]", va="center", fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

@@ -3,6 +3,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from scipy import stats as scipy_stats
 
 from soo_jax.rl import metrics
 from soo_jax.rl.env import MovementBook, update_movement_book
@@ -80,7 +82,8 @@ def test_behavioural_difference_by_hand():
     zb[1] = 1.0  # seed 1: 1
     d = metrics.behavioural_difference(za, zb)
     assert d["per_seed"] == [4.0, 1.0]
-    assert d["mean"] == 2.5 and d["std"] == 1.5
+    half = scipy_stats.t.ppf(0.975, 1) * np.std([4.0, 1.0], ddof=1) / np.sqrt(2)
+    assert d["mean"] == 2.5 and d["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
 
 
 def test_classification_accuracy_by_hand():

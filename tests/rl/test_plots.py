@@ -19,7 +19,7 @@ def test_classification_title_counts_the_configured_eval_seeds(tmp_path, monkeyp
     grids = {c: np.ones((2, 4, 4)) for c in ("deceptive", "soo", "honest")}
     classification = {"episode_counts": [10, 20], "accuracy_mean": [0.5, 1.0],
                       "accuracy_per_training_seed": [[0.5, 1.0], [0.5, 1.0]], "eval_seeds": 3}
-    paths = plots.save_all(tmp_path, grids=grids, differences={"SOO vs Honest": {"mean": 1.0, "std": 0.5}},
+    paths = plots.save_all(tmp_path, grids=grids, differences={"SOO vs Honest": {"mean": 1.0, "ci95": [0.2, 1.8]}},
                            classification=classification, histories={"soo": [HISTORY]}, n_seeds=2)
     title = titles[paths["classification"]][0]
     assert "(3 eval seeds)" in title and "10" not in title
