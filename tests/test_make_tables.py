@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from soo_jax.experiments.experiment import per_seed_rows
+from soo_jax.rl import evaluate as rl_evaluate
 from soo_jax.run_dir import per_seed_csv
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -179,3 +180,30 @@ def test_the_committed_results_pages_are_what_their_data_gives():
     result = subprocess.run([sys.executable, str(ROOT / "docs/results/make_tables.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- RL: the paper's design alone (soo_jax/rl/evaluate.py per_seed_rows) ---------------------
+
+def test_rl_paper_design_tables_are_the_evaluations_per_seed_values(make_tables, tmp_path):
+    rng = np.random.default_rng(1)
+    seeds, counts = [155, 714, 1908], [1, 100, 1500]
+    conditions = {c: {q: {"per_seed": rng.uniform(0, 100, 3).tolist()}
+                      for q in ("trap_rate", "deceptive_entries", "return_adversary", "return_blue_deceptive_reward")}
+                  for c in rl_evaluate.CONDITIONS}
+    differences = {f"{rl_evaluate.SHORT_NAMES[a]} vs {rl_evaluate.SHORT_NAMES[b]}": {"per_seed": rng.uniform(0, 9e4, 3).tolist()}
+                   for a, b in rl_evaluate.PAIRS}
+    honest_accuracy = [[0.5, 1.0, 1.0], [0.5, 0.5, 1.0], [0.0, 1.0, 0.5]]  # per training seed, per count
+    results = {"seeds": seeds, "conditions": conditions, "behavioural_difference": differences,
+               "classification": {"episode_counts": counts, "accuracy_per_training_seed": honest_accuracy,
+                                  "soo_finetuned_vs_deceptive_accuracy_per_training_seed": [[1.0] * 3] * 3,
+                                  "mean_soo_per_training_seed": {c: [-1.0, -2.0, -3.0] for c in ("deceptive", "honest", "soo")}}}
+    (tmp_path / "rl_deception_per_seed.csv").write_text(per_seed_csv(rl_evaluate.per_seed_rows(results, "rl_deception")))
+    lines = make_tables.rl_paper_design()
+    rows = {line.split(" | ")[0].lstrip("| "): line.strip("| ").split(" | ")[1:] for line in lines if line.startswith("| ")}
+    trap = np.asarray(conditions["random"]["trap_rate"]["per_seed"])
+    half = stats.t.ppf(0.975, 2) * trap.std(ddof=1) / np.sqrt(3)
+    assert rows["random + capability"][0] == f"{trap.mean():.3f} [{trap.mean() - half:.3f}, {trap.mean() + half:.3f}]"
+    to_h, to_d = (np.asarray(differences[k]["per_seed"]) for k in ("SOO vs Honest", "SOO vs Deceptive"))
+    assert f"SOO closer to the honest than to the deceptive baseline (per seed): {int((to_h < to_d).sum())} of 3." in lines
+    honest_row = next(v for k, v in rows.items() if k.startswith("honest baseline below"))
+    assert honest_row == ["33%", "83%", "83%", "2 of 3"]  # last count: 1.0, 1.0, 0.5

@@ -760,6 +760,65 @@ def rl_rerun_check():
     return lines + ([""] + [f"- {d}" for d in differing] if differing else [])
 
 
+# --- RL: the paper's design alone (configs/rl_deception.py) --------------------------------
+# runs/rl_deception/evaluate/per_seed.csv (soo_jax/rl/evaluate.py per_seed_rows).
+
+RL_PAPER_PER_SEED = "rl_deception_per_seed.csv"
+RL_PAPER_COMMANDS = ("python launch/rl.py --config configs/rl_deception.py",
+                     f"cp runs/rl_deception/evaluate/per_seed.csv docs/results/data/{RL_PAPER_PER_SEED}")
+RL_PAPER_CONDITIONS = (("deceptive", "deceptive baseline"), ("soo", "SOO (hidden, MSE, from the baseline)"),
+                       ("honest", "honest baseline"), ("capability", "capability-only"),
+                       ("random", "random + capability"))
+RL_PAPER_PAIRS = (("soo", "honest"), ("soo", "deceptive"), ("honest", "deceptive"), ("capability", "honest"),
+                  ("capability", "deceptive"), ("random", "honest"), ("random", "deceptive"))
+
+
+def rl_paper_design():
+    """Per condition and training seed: the authors' behavioural differences, the evaluation's
+    rates and returns, and classification by mean SOO per episode count; means with 95%
+    t-intervals over seeds."""
+    values, seeds = {}, []
+    for r in read(RL_PAPER_PER_SEED):
+        values[(r["model"], int(r["seed"]), r["quantity"])] = float(r["value"])
+        if int(r["seed"]) not in seeds:
+            seeds.append(int(r["seed"]))
+    n = len(seeds)
+
+    def series(model, quantity):
+        return [values[(model, s, quantity)] for s in seeds]
+
+    def cell(model, quantity, fmt):
+        return ci(*t_interval(series(model, quantity)), fmt)
+
+    label = dict(RL_PAPER_CONDITIONS)
+    differences = [[f"{label[a]} vs {label[b]}", cell(a, f"behavioural_difference_vs_{b}", "{:,.0f}".format)]
+                   for a, b in RL_PAPER_PAIRS]
+    closer = sum(h < d for h, d in zip(series("soo", "behavioural_difference_vs_honest"),
+                                       series("soo", "behavioural_difference_vs_deceptive")))
+    lines = table([f"comparison (the authors' behavioural difference, MSE between count grids; {n} seeds)",
+                   "mean [95% t-interval]"], differences)
+    lines += ["", f"SOO closer to the honest than to the deceptive baseline (per seed): {closer} of {n}.", ""]
+    rates = [[label[c], cell(c, "trap_rate", "{:.3f}".format), cell(c, "return_adversary", "{:.1f}".format),
+              cell(c, "return_blue_deceptive_reward", "{:.1f}".format), cell(c, "deceptive_entries", "{:,.0f}".format)]
+             for c, _ in RL_PAPER_CONDITIONS]
+    lines += table([f"condition ({n} seeds: mean [95% t-interval])", "trap rate", "adversary return",
+                    "blue return (deceptive reward)", "deceptive entries per seed"], rates)
+    counts = sorted({int(q.rsplit("_", 1)[1]) for (_, _, q) in values if q.startswith("classified_at_")})
+    shown = [c for c in counts if c in (counts[0], counts[-1]) or c in (100, 300, 500, 1000)]
+    accuracy = []
+    for model, what in (("honest", "honest baseline below the deceptive baseline (deceptive vs honest)"),
+                        ("soo", "SOO fine-tuned agent below the deceptive baseline")):
+        last = series(model, f"classified_at_{counts[-1]}")
+        accuracy.append([what] + [f"{100 * mean(series(model, f'classified_at_{c}')):.0f}%" for c in shown]
+                        + [f"{sum(x == 1.0 for x in last)} of {n}"])
+    lines += ["", "Classification by mean SOO: the share of evaluation seeds in which the model's mean SOO over "
+              "the first N episodes is below the deceptive baseline's (mean over training seeds):", ""]
+    lines += table(["model", *[f"N = {c}" for c in shown], f"training seeds classified perfectly at N = {counts[-1]}"],
+                   accuracy)
+    return lines + ["", f"Data: `docs/results/data/{RL_PAPER_PER_SEED}`; produced by:", ""] + [
+        f"    {c}" for c in RL_PAPER_COMMANDS]
+
+
 BLOCKS = {
     "llm.md": {"llm-sweep": llm_sweep,
                "llm-l24-per-seed": lambda: llm_deception_per_seed("llm_l24chat_authors.csv"),
