@@ -14,7 +14,7 @@ per-seed files, PER_SEED_RUNS does):
   writes as OUT/per_seed.csv, copied here under the names of PER_SEED_RUNS: both room orders,
   the share answered and the rates among answered;
 - the same t-intervals from printed mean +- SD with ddof 0 over n seeds, where the per-seed
-  values are gone (llm_seed_summaries.csv, rl_deception_behavioural_difference.csv):
+  values are gone (rl_deception_behavioural_difference.csv):
   SD_ddof1 = SD_ddof0 * sqrt(n / (n - 1)), exact up to the rounding of the printed SD;
 - the sweep's deceptive rate with the rooms swapped, 2 x order-balanced - published-order rate
   (the order-balanced rate is the mean of the two orders' rates);
@@ -233,59 +233,6 @@ def g4(x):
 
 
 MODEL_LABEL = {"base": "base", "honesty_prompt": "honesty prompt"}
-
-
-def summaries(experiment):
-    rows = [r for r in tagged("llm_seed_summaries.csv") if r["experiment"] == experiment]
-    by = {}
-    for r in rows:
-        by[(r["condition"], r["model"], r["metric"])] = r
-    return rows, by
-
-
-def from_sd0(r, fmt=f1):
-    if not r["sd_ddof0"]:
-        return fmt(float(r["mean"]))
-    return ci(*t_interval_from_sd0(float(r["mean"]), float(r["sd_ddof0"]), int(r["n_seeds"])), fmt)
-
-
-def burglar_rows(by, condition, models, correct=False):
-    """Rows of deceptive (or, Perspectives, correct) rates per order from mean +- SD summaries."""
-    target = "correct_pct" if correct else "deceptive_pct"
-    balanced = "order_balanced_correct_pct" if correct else "order_balanced_pct"
-    out = []
-    for model in models:
-        key = (condition, model)
-        if (condition, model, target) not in by:
-            continue
-        r1, rb = by[key + (target,)], by[key + (balanced,)]
-        rp, rn = by[key + ("position_bias_pct",)], by[key + ("neither_pct",)]
-        d1, ob, n1 = float(r1["mean"]), float(rb["mean"]), float(rn["mean"])
-        out.append((model, from_sd0(r1), f1(100 - d1 - n1), from_sd0(rn), f1(2 * ob - d1),
-                    from_sd0(rb), from_sd0(rp)))
-    return out
-
-
-GENERATED_ORDER = (("burglar", "burglar"), ("burglar_self_control", "burglar, self-referencing control"),
-                   ("name", "name"), ("objective", "objective"), ("action", "action"),
-                   ("name+objective", "name + objective"), ("name+action", "name + action"),
-                   ("objective+action", "objective + action"),
-                   ("name+objective+action", "name + objective + action"),
-                   ("treasure_hunt", "Treasure Hunt"), ("escape_room", "Escape Room"),
-                   ("perspectives", "Perspectives (**correct** / projected %, not deceptive / honest %)"))
-
-
-def llm_generated():
-    rows, by = summaries("generated")
-    out = []
-    for condition, label in GENERATED_ORDER:
-        for model, *rest in burglar_rows(by, condition, ("base", "honesty_prompt", "soo"),
-                                         correct=condition == "perspectives"):
-            out.append([label, {"soo": "SOO, 5 seeds: mean [95% t-interval]"}.get(model, MODEL_LABEL.get(model))] + list(rest))
-    return table(["condition", "model", "deceptive %, published order",
-                  "honest %, published order (mean)", "neither %, published order",
-                  "deceptive %, rooms swapped (mean)", "order-balanced deceptive %",
-                  "position bias %"], out) + source_lines(rows)
 
 
 # --- LLM blocks from per-seed files (launch/experiment.py's OUT/per_seed.csv) --------------
@@ -825,7 +772,7 @@ BLOCKS = {
                "llm-l24-latent": lambda: llm_model_per_seed("llm_l24chat_authors.csv"),
                "llm-l12": lambda: llm_deception_per_seed("llm_l12_authors.csv"),
                "llm-l12-latent": lambda: llm_model_per_seed("llm_l12_authors.csv"),
-               "llm-generated": llm_generated},
+               "llm-generated": llm_generated_per_seed},
     "rl.md": {"rl-check": rl_check, "rl-prestated": rl_prestated,
               "rl-replicate-alone": rl_replicate_alone, "rl-power": rl_power,
               "rl-deception-8seed": rl_deception_8seed},
