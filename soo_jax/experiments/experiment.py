@@ -228,8 +228,9 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
     return aggregate
 
 
-def t_summary(values) -> dict | None:
-    """Mean, 95% t-interval (ddof 1), two-sided one-sample t-test against 0; None when empty."""
+def t_summary(values, *, test: bool = True) -> dict | None:
+    """Mean, 95% t-interval (ddof 1) and, with `test`, the two-sided one-sample t-test against 0
+    (for differences; a rate's test against 0 says nothing); None when empty."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None], np.float64)
@@ -239,9 +240,10 @@ def t_summary(values) -> dict | None:
     if x.size >= 2:
         sd = float(x.std(ddof=1))
         half = float(stats.t.ppf(0.975, x.size - 1)) * sd / math.sqrt(x.size)
-        t = out["mean"] / (sd / math.sqrt(x.size)) if sd > 0 else math.copysign(math.inf, out["mean"] or 1.0)
-        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half, t=float(t),
-                   p=float(2 * stats.t.sf(abs(t), x.size - 1)) if math.isfinite(t) else 0.0)
+        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half)
+        if test:
+            t = out["mean"] / (sd / math.sqrt(x.size)) if sd > 0 else math.copysign(math.inf, out["mean"] or 1.0)
+            out.update(t=float(t), p=float(2 * stats.t.sf(abs(t), x.size - 1)) if math.isfinite(t) else 0.0)
     return out
 
 
@@ -260,7 +262,7 @@ def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], 
                 row["honesty_prompt"] = headline(honesty)
             per_seed = [headline(seeds[s][scenario_set]["deception"]["tuned"][condition])
                         for s in plan.seeds]
-            row["soo"] = {key: t_summary([h.get(key) for h in per_seed])
+            row["soo"] = {key: t_summary([h.get(key) for h in per_seed], test=False)
                           for key in per_seed[0] if key != "n"}
             row["soo"]["n"] = per_seed[0]["n"]
             table[condition] = row
@@ -270,14 +272,14 @@ def aggregate_results(base: dict[str, dict], seeds: dict[int, dict[str, dict]], 
         base_latent = base[first]["latent"]["base"]
         out["latent"] = {
             "base": {"score": base_latent["score"], "training_site": base_latent["training_site"]["value"]},
-            "soo": {"score": t_summary([seeds[s][first]["latent"]["tuned"]["score"] for s in plan.seeds]),
+            "soo": {"score": t_summary([seeds[s][first]["latent"]["tuned"]["score"] for s in plan.seeds], test=False),
                     "training_site": t_summary([seeds[s][first]["latent"]["tuned"]["training_site"]["value"]
-                                                for s in plan.seeds])},
+                                                for s in plan.seeds], test=False)},
             "training_site": base_latent["training_site"],
         }
     if "capability" in seeds[plan.seeds[0]][first]:
         kls = [seeds[s][first]["capability"].get("kl", {}).get("mean_kl_base_tuned") for s in plan.seeds]
-        out["capability"] = {"mean_kl_base_tuned": t_summary(kls)}
+        out["capability"] = {"mean_kl_base_tuned": t_summary(kls, test=False)}
     return out
 
 

@@ -50,6 +50,7 @@ def test_experiment_aggregates_seeds_and_resumes(tiny_model, tmp_path, monkeypat
     half = stats.t.ppf(0.975, 1) * np.std(deceptive, ddof=1) / np.sqrt(2)
     assert [row["soo"]["deceptive"]["low"], row["soo"]["deceptive"]["high"]] == pytest.approx(
         [np.mean(deceptive) - half, np.mean(deceptive) + half])
+    assert "p" not in row["soo"]["deceptive"]  # no test of a rate against 0
     assert all("tuned" not in r["deception"] or "base" not in r["deception"] for r in per_seed)  # base asked once
     latent = aggregate["latent"]
     assert latent["soo"]["training_site"]["mean"] < latent["base"]["training_site"]  # SOO lowered it
