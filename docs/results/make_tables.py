@@ -493,10 +493,10 @@ def rl_source():
     return ["", f"Data: `docs/results/data/{RL_PER_SEED}`; produced by:", ""] + [f"    {c}" for c in RL_COMMANDS]
 
 
-def rl_values():
-    """{(run, model, seed, quantity): value} of the per-seed file, and its runs' seeds in file order."""
+def rl_values(name=RL_PER_SEED):
+    """{(run, model, seed, quantity): value} of an RL per-seed file, and its runs' seeds in file order."""
     values, seeds = {}, {}
-    for r in read(RL_PER_SEED):
+    for r in read(name):
         seed = int(r["seed"])
         values[(r["set"], r["model"], seed, r["quantity"])] = float(r["value"])
         seeds.setdefault(r["set"], [])
@@ -724,15 +724,11 @@ def rl_paper_design():
     """Per condition and training seed: the authors' behavioural differences, the evaluation's
     rates and returns, and classification by mean SOO per episode count; means with 95%
     t-intervals over seeds."""
-    values, seeds = {}, []
-    for r in read(RL_PAPER_PER_SEED):
-        values[(r["model"], int(r["seed"]), r["quantity"])] = float(r["value"])
-        if int(r["seed"]) not in seeds:
-            seeds.append(int(r["seed"]))
-    n = len(seeds)
+    values, seeds = rl_values(RL_PAPER_PER_SEED)
+    n = rl_n(seeds)
 
     def series(model, quantity):
-        return [values[(model, s, quantity)] for s in seeds]
+        return rl_series(values, seeds, model, quantity)
 
     def cell(model, quantity, fmt):
         return ci(*t_interval(series(model, quantity)), fmt)
@@ -750,7 +746,7 @@ def rl_paper_design():
              for c, _ in RL_PAPER_CONDITIONS]
     lines += table([f"condition ({n} seeds: mean [95% t-interval])", "trap rate", "adversary return",
                     "blue return (deceptive reward)", "deceptive entries per seed"], rates)
-    counts = sorted({int(q.rsplit("_", 1)[1]) for (_, _, q) in values if q.startswith("classified_at_")})
+    counts = sorted({int(q.rsplit("_", 1)[1]) for (_, _, _, q) in values if q.startswith("classified_at_")})
     shown = [c for c in counts if c in (counts[0], counts[-1]) or c in (100, 300, 500, 1000)]
     accuracy = []
     for model, what in (("honest", "honest baseline below the deceptive baseline (deceptive vs honest)"),

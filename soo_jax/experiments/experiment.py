@@ -40,6 +40,7 @@ from soo_jax.checks import number
 from soo_jax.eval import config as eval_config_lib
 from soo_jax.eval.answer_log import AnswerLog
 from soo_jax.eval.deception import headline, ordered_conditions
+from soo_jax.eval.forced_choice import t_interval
 from soo_jax.peft_io import adapter_settings
 
 SETS = ("authors", "generated")
@@ -231,17 +232,17 @@ def _run_experiment(config: ml_collections.ConfigDict, plan: ExperimentPlan, *, 
 def t_summary(values, *, test: bool = True) -> dict | None:
     """Mean, 95% t-interval (ddof 1) and, with `test`, the two-sided one-sample t-test against 0
     (for differences; a rate's test against 0 says nothing); None when empty."""
-    from scipy import stats
-
     x = np.asarray([v for v in values if v is not None], np.float64)
     if x.size == 0:
         return None
     out = {"mean": float(x.mean()), "n": int(x.size), "values": [float(v) for v in x]}
     if x.size >= 2:
-        sd = float(x.std(ddof=1))
-        half = float(stats.t.ppf(0.975, x.size - 1)) * sd / math.sqrt(x.size)
-        out.update(sd=sd, low=out["mean"] - half, high=out["mean"] + half)
+        interval = t_interval(x)
+        sd = interval["sd"]
+        out.update(sd=sd, low=interval["low"], high=interval["high"])
         if test:
+            from scipy import stats
+
             t = out["mean"] / (sd / math.sqrt(x.size)) if sd > 0 else math.copysign(math.inf, out["mean"] or 1.0)
             out.update(t=float(t), p=float(2 * stats.t.sf(abs(t), x.size - 1)) if math.isfinite(t) else 0.0)
     return out

@@ -164,26 +164,22 @@ def per_seed_rows(results: dict, set_name: str) -> list[dict]:
     return rows
 
 
-def _interval(summary: dict, fmt: str) -> str:
-    lo, hi = summary["ci95"]
-    return f"{fmt.format(summary['mean'])} [{fmt.format(lo)}, {fmt.format(hi)}]"
-
-
 def _markdown(results: dict) -> str:
     lines = [f"Training seeds: {len(results['seeds'])}. Each cell with an interval: mean over training seeds "
              "[95% t-interval over seeds, ddof 1].", "",
              "| comparison | behavioural difference |", "|---|---|"]
     for name, d in results["behavioural_difference"].items():
-        lines.append(f"| {name} | {_interval(d, '{:.1f}')} |")
+        lines.append(f"| {name} | {stats.format_interval(d, '{:.1f}')} |")
     closer = results["soo_closer_to_honest_seeds"]
     lines += ["", f"SOO fine-tuned agent closer to the honest than to the deceptive baseline in "
               f"{closer[0]}/{closer[1]} seeds.", "",
               "| condition | trap rate (eval) | adversary return | blue return (deceptive reward) |"
               " deceptive entries per seed |", "|---|---|---|---|---|"]
     for cond, s in results["conditions"].items():
-        lines.append(f"| {cond} | {_interval(s['trap_rate'], '{:.3f}')} | {_interval(s['return_adversary'], '{:.2f}')} | "
-                     f"{_interval(s['return_blue_deceptive_reward'], '{:.2f}')} | "
-                     f"{_interval(s['deceptive_entries'], '{:.1f}')} |")
+        cells = [stats.format_interval(s[quantity], fmt) for quantity, fmt in
+                 (("trap_rate", "{:.3f}"), ("return_adversary", "{:.2f}"),
+                  ("return_blue_deceptive_reward", "{:.2f}"), ("deceptive_entries", "{:.1f}"))]
+        lines.append(f"| {cond} | " + " | ".join(cells) + " |")
     c = results["classification"]
     lines += ["", "| evaluation episodes per seed | " + " | ".join(map(str, c["episode_counts"]))
               + " |", "|---" * (len(c["episode_counts"]) + 1) + "|",

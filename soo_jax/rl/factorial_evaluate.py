@@ -344,11 +344,6 @@ def write_per_seed(out_dir: pathlib.Path, results: dict, seed_sets: dict[int, st
 # Report
 # ------------------------------------------------------------------------------------------
 
-def _ci(d: dict, fmt: str = "{:.3f}") -> str:
-    lo, hi = d["ci95"]
-    return f"{fmt.format(d['mean'])} [{fmt.format(lo)}, {fmt.format(hi)}]"
-
-
 def markdown(results: dict) -> str:
     names = list(ENDPOINTS)
     lines = [f"Training seeds: {len(results['seeds'])} ({' '.join(map(str, results['seeds']))}). "
@@ -357,12 +352,12 @@ def markdown(results: dict) -> str:
              "",
              "| model | " + " | ".join(ENDPOINTS[e] for e in names) + " |", "|---" * (len(names) + 1) + "|"]
     for m, v in results["endpoints"].items():
-        lines.append(f"| {m} | " + " | ".join(_ci(v[e]) for e in names) + " |")
+        lines.append(f"| {m} | " + " | ".join(stats.format_interval(v[e]) for e in names) + " |")
     lines += ["", "SOO effect = SOO arm minus its capability-only twin, paired by seed: mean [95% interval], "
               "sign test (+/- seeds, two-sided p).", "",
               "| SOO arm | twin | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
     for a, eff in results["soo_effects"].items():
-        cells = [f"{_ci(eff[e])}; {eff[e]['sign_test']['positive']}+/{eff[e]['sign_test']['negative']}-, "
+        cells = [f"{stats.format_interval(eff[e])}; {eff[e]['sign_test']['positive']}+/{eff[e]['sign_test']['negative']}-, "
                  f"p={eff[e]['sign_test']['p']:.3f}" for e in names]
         lines.append(f"| {a} | {results['twins'][a]} | " + " | ".join(cells) + " |")
     lines += ["", "Where an SOO effect's interval contains 0 on a grid endpoint (0 = deceptive, 1 = honest "
@@ -374,11 +369,11 @@ def markdown(results: dict) -> str:
             lines.append(f"- {a}: no effect larger than " + ", ".join(bounds) + " (upper 95% bound)")
     floor = results["noise_floor"]
     lines += ["", "Noise floor (the deceptive baseline on independent episodes, scored against the baselines' "
-              "grids): " + ", ".join(f"{e} {_ci(floor[e])}" for e in GRID_ENDPOINTS) + "."]
+              "grids): " + ", ".join(f"{e} {stats.format_interval(floor[e])}" for e in GRID_ENDPOINTS) + "."]
     if "honest_finetune" in results["vs_deceptive"]:
         moved = results["vs_deceptive"]["honest_finetune"]
         lines += ["", "What this assay has shown it can detect: the positive control (the deceptive baseline "
-                  "fine-tuned on the honest reward) moves " + ", ".join(f"{e} {_ci(moved[e])}" for e in GRID_ENDPOINTS)
+                  "fine-tuned on the honest reward) moves " + ", ".join(f"{e} {stats.format_interval(moved[e])}" for e in GRID_ENDPOINTS)
                   + " from the deceptive baseline."]
     p = results["power"]
     needs = p["sign_test_needs"]
@@ -396,7 +391,7 @@ def markdown(results: dict) -> str:
     lines += ["", "Change from the deceptive baseline, paired by seed (every arm):", "",
               "| arm | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for a, eff in results["vs_deceptive"].items():
-        lines.append(f"| {a} | " + " | ".join(_ci(eff[e]) for e in names) + " |")
+        lines.append(f"| {a} | " + " | ".join(stats.format_interval(eff[e]) for e in names) + " |")
     lines += ["", "The paper's estimator per training seed (one trained model per condition, "
               f"{results['paper_view_eval_seeds']} evaluation seeds, raw count grids truncated over deceptive/"
               "arm/honest): training seeds on which a single run would have 'reproduced' the figure "

@@ -40,6 +40,12 @@ def summarise(values: Sequence[float]) -> dict:
             "n": int(len(x)), "mean": float(x.mean()) if len(x) else math.nan, "ci95": [lo, hi]}
 
 
+def format_interval(summary: dict, fmt: str = "{:.3f}") -> str:
+    """A `summarise` result as "mean [low, high]"."""
+    lo, hi = summary["ci95"]
+    return f"{fmt.format(summary['mean'])} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
 def sign_test(differences: Sequence[float]) -> dict:
     """Exact two-sided sign test of median difference 0; ties (exact zeros) are dropped."""
     d = _finite(differences)
