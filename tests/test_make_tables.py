@@ -207,3 +207,19 @@ def test_rl_paper_design_tables_are_the_evaluations_per_seed_values(make_tables,
     assert f"SOO closer to the honest than to the deceptive baseline (per seed): {int((to_h < to_d).sum())} of 3." in lines
     honest_row = next(v for k, v in rows.items() if k.startswith("honest baseline below"))
     assert honest_row == ["33%", "83%", "83%", "2 of 3"]  # last count: 1.0, 1.0, 0.5
+
+
+def test_rl_rerun_check_counts_the_printed_effects_the_per_seed_file_reproduces(make_tables, tmp_path):
+    v = write_rl_per_seed(tmp_path)
+    arm, twin = "soo_action_logmse_baseline", "cap_logmse_baseline"
+    d = np.asarray([v[("rl_factorial", arm, s, "honest_position")] - v[("rl_factorial", twin, s, "honest_position")]
+                    for s in range(100, 108)])
+    header = "seed_set,n_seeds,arm,twin,endpoint,mean,ci_lo,ci_hi,interval,positive,negative,printed_p,source\n"
+    same = f"paper8,8,{arm},{twin},honest_position,{d.mean():.3f},0,0,bootstrap,{(d > 0).sum()},{(d < 0).sum()},1,cmd\n"
+    other = f"pooled16,16,{arm},{twin},honest_position_frozen,9.000,0,0,bootstrap,16,0,0,cmd\n"
+    (tmp_path / "rl_paired_effects.csv").write_text(header + same + other)
+    lines = make_tables.rl_rerun_check()
+    assert "1 of 2 means equal to the printed 3 decimals, 1 of 2 sign counts (+/-) equal" in lines[0]
+    rows = [line for line in lines if line.startswith("| paper8")]
+    assert rows == [f"| paper8 | {arm} | honest_position | {d.mean():+.3f} ({(d > 0).sum()}+/{(d < 0).sum()}-) "
+                    f"| {d.mean():+.3f} ({(d > 0).sum()}+/{(d < 0).sum()}-) |"]

@@ -13,9 +13,6 @@ per-seed files, PER_SEED_RUNS does):
 - means over seeds and 95% t-intervals (ddof 1) from the per-seed files launch/experiment.py
   writes as OUT/per_seed.csv, copied here under the names of PER_SEED_RUNS: both room orders,
   the share answered and the rates among answered;
-- the same t-intervals from printed mean +- SD with ddof 0 over n seeds, where the per-seed
-  values are gone (rl_deception_behavioural_difference.csv):
-  SD_ddof1 = SD_ddof0 * sqrt(n / (n - 1)), exact up to the rounding of the printed SD;
 - the sweep's deceptive rate with the rooms swapped, 2 x order-balanced - published-order rate
   (the order-balanced rate is the mean of the two orders' rates);
 - the sweep's selection rule (soo_jax/experiments/sweep.py) applied to the sweep's points;
@@ -24,11 +21,13 @@ per-seed files, PER_SEED_RUNS does):
   t-intervals and exact sign tests per run and pooled, the bounds a null leaves, power from the
   observed spread, classification and the authors' estimator, and a check of the per-seed
   values against the effects the first run printed (rl_paired_effects.csv);
-- exact two-sided sign-test p-values from the +/- counts of the RL paired effects, the
-  replicate's own counts and means (pooled 16 minus the paper's 8 seeds), the probability of
-  the confirmation criterion under the null given the discovery seeds, and power: the
-  percentile bootstrap's interval width relative to the t-interval's at n = 8 and 16 (normal
-  theory) and the sign test's minimum detectable effect implied by each printed paired-t MDE.
+- from the RL paper design's per-seed file (rl_deception_per_seed.csv, that evaluation's
+  per_seed.csv): the authors' behavioural differences, rates, returns and classification with
+  95% t-intervals;
+- from the effects the first RL run printed (rl_paired_effects.csv; its per-seed values were not
+  kept): the pre-stated test as first computed, the fresh seeds' counts and means being pooled 16
+  minus the paper's 8, with the chance of the pooled criterion under no effect given the
+  discovery seeds.
 """
 
 from __future__ import annotations
@@ -55,7 +54,6 @@ T80 = (1.376382, 1.06066, 0.978472, 0.940965, 0.919544, 0.905703, 0.89603, 0.888
        0.860951, 0.859964, 0.859074, 0.858266, 0.85753, 0.856855, 0.856236, 0.855665, 0.855137,
        0.854647, 0.854192, 0.853767, 0.85337, 0.852998, 0.852649, 0.852321, 0.852012, 0.85172,
        0.851444, 0.851183, 0.850935, 0.8507)
-Z975 = 1.959964
 
 
 def t975(df: int) -> float:
@@ -84,12 +82,6 @@ def sd1(xs):
 def t_interval(xs):
     """Mean and 95% t-interval over seeds (ddof 1)."""
     m, half = mean(xs), t975(len(xs) - 1) * sd1(xs) / math.sqrt(len(xs))
-    return m, m - half, m + half
-
-
-def t_interval_from_sd0(m, sd0, n):
-    """The same interval from a printed mean and SD with ddof 0 over n seeds."""
-    half = t975(n - 1) * sd0 * math.sqrt(n / (n - 1)) / math.sqrt(n)
     return m, m - half, m + half
 
 
@@ -364,15 +356,17 @@ def llm_generated_per_seed(name="llm_l12_generated.csv"):
     return table(["condition", "model"] + DECEPTION_HEADER, rows) + source
 
 
-# --- RL blocks ----------------------------------------------------------------------------
+# --- RL: the first run's printed effects ---------------------------------------------------
+# rl_paired_effects.csv: the SOO-minus-twin effects the first run's evaluation and pooling printed
+# (means, percentile bootstrap intervals, sign counts); its per-seed values were not kept.
 
 ARMS_TESTED = ("soo_action_logmse_baseline", "soo_hidden_logmse_baseline")
 
 
-def rl_effects():
+def first_run_effects():
+    """{(seed_set, arm, endpoint): printed row} and the rows."""
     rows = tagged("rl_paired_effects.csv")
-    by = {(r["seed_set"], r["arm"], r["endpoint"]): r for r in rows}
-    return rows, by
+    return {(r["seed_set"], r["arm"], r["endpoint"]): r for r in rows}, rows
 
 
 def replicate_of(by, arm, endpoint):
@@ -384,21 +378,16 @@ def replicate_of(by, arm, endpoint):
     return 2 * float(p16["mean"]) - float(p8["mean"]), pos, neg
 
 
-def rl_check():
-    rows, _ = rl_effects()
-    bad = [r for r in rows if f"{sign_test_p(int(r['positive']), int(r['negative'])):.3f}" != r["printed_p"]]
-    return [f"Sign-test p-values recomputed from the +/- counts: {len(rows) - len(bad)} of {len(rows)} "
-            f"equal the printed ones" + (f"; differing: {[(r['seed_set'], r['arm'], r['endpoint']) for r in bad]}" if bad else ".")]
-
-
-def rl_prestated():
-    rows, by = rl_effects()
+def rl_prestated_first_run():
+    """The pre-stated test as the first run computed it: discovery seeds, the fresh seeds alone
+    (pooled minus discovery) and pooled, with the chance of the pooled criterion under no effect
+    given the discovery seeds' count."""
+    by, rows = first_run_effects()
     out = []
     need16 = sign_test_needs(16, 0.025)
     for arm in ARMS_TESTED:
-        e = "honest_position"
-        p8, p16 = by[("paper8", arm, e)], by[("pooled16", arm, e)]
-        m_rep, pos, neg = replicate_of(by, arm, e)
+        p8, p16 = by[("paper8", arm, "honest_position")], by[("pooled16", arm, "honest_position")]
+        m_rep, pos, neg = replicate_of(by, arm, "honest_position")
         need_fresh = need16 - int(p8["positive"])
         null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
         out.append([arm,
@@ -407,67 +396,11 @@ def rl_prestated():
                     f"{float(p16['mean']):+.3f}; {p16['positive']}+/{p16['negative']}-, "
                     f"p = {fp(sign_test_p(int(p16['positive']), int(p16['negative'])))}",
                     f"{need_fresh} of 8: {null_p:.3f}"])
-    lines = table(["arm (endpoint: grid position, co-trained adversary)", "paper's 8 seeds (discovery)",
-                   "replicate's 8 fresh seeds (the confirmatory test)", "pooled 16",
+    lines = table(["first run: arm (grid position, co-trained adversary; mean; seeds +/-)",
+                   "paper's 8 seeds (discovery)", "fresh 8 seeds (the confirmatory test)", "pooled 16",
                    f"fresh seeds the pooled criterion ({need16} of 16) needed, and its chance under no effect"],
                   out)
     return lines + source_lines([r for r in rows if r["arm"] in ARMS_TESTED and r["endpoint"] == "honest_position"])
-
-
-def rl_replicate_alone():
-    rows, by = rl_effects()
-    arms = sorted({r["arm"] for r in rows})
-    endpoints = []
-    for r in rows:
-        if r["endpoint"] not in endpoints:
-            endpoints.append(r["endpoint"])
-    comparisons = len(arms) * len(endpoints)
-    threshold = 0.05 / comparisons
-    out = []
-    for arm in arms:
-        cells = []
-        for e in endpoints:
-            m, pos, neg = replicate_of(by, arm, e)
-            p = sign_test_p(pos, neg)
-            cells.append(f"{m:+.3f}; {pos}+/{neg}-, p = {fp(p)}" + (" *" if p < threshold else ""))
-        out.append([arm] + cells)
-    lines = [f"Replicate's 8 seeds alone, SOO arm minus its twin: mean (2 x pooled - paper, +-0.002 "
-             f"from rounding); +/- seeds; exact sign test. * = p below 0.05 / {comparisons} = "
-             f"{threshold:.5f} (Bonferroni over the {comparisons} comparisons); at n = 8 the smallest "
-             f"possible p is {fp(sign_test_p(8, 0))}.", ""]
-    return lines + table(["SOO arm"] + endpoints, out) + source_lines(rows)
-
-
-def rl_power():
-    rows = tagged("rl_power.csv")
-    out = []
-    for r in rows:
-        n = int(r["n_seeds"])
-        mde_t = float(r["mde80_paired_t"])
-        sd = mde_t * math.sqrt(n) / (t975(n - 1) + t80(n - 1))
-        mde_s = sign_test_mde(sd, n)
-        gap = float(r["honest_minus_deceptive"])
-        out.append([r["seed_set"], n, r["endpoint"], r["mde80_paired_t"], f"{sd:.3g}",
-                    f"{sign_test_needs(n)} of {n}", f"{mde_s:.3g}", f"{mde_s / abs(gap):.2f}" if gap else "–"])
-    ratio = [[n, f"{Z975 * math.sqrt((n - 1) / n) / t975(n - 1):.2f}"] for n in (8, 16)]
-    lines = table(["seed set", "n", "endpoint", "printed MDE, paired t (80%, 5%; median over the 8 SOO arms)",
-                   "implied SD of the differences", "sign test needs",
-                   "MDE of the sign test (80%)", "sign-test MDE / baselines' gap"], out)
-    lines += ["", "Half-width of the percentile bootstrap interval relative to the 95% t-interval, "
-              "normal data (z_0.975 x sqrt((n-1)/n) / t_0.975,n-1):", ""]
-    lines += table(["n seeds", "bootstrap / t half-width"], ratio)
-    return lines + source_lines(rows)
-
-
-def rl_deception_8seed():
-    rows = tagged("rl_deception_behavioural_difference.csv")
-    out = []
-    for r in rows:
-        m, lo, hi = t_interval_from_sd0(float(r["mean"]), float(r["sd_ddof0"]), int(r["n_seeds"]))
-        out.append([r["comparison"], f"{float(r['mean']):,.0f} ± {float(r['sd_ddof0']):,.0f}",
-                    f"{m:,.0f} [{lo:,.0f}, {hi:,.0f}]"])
-    return table(["comparison", "printed: mean ± SD (ddof 0)", "mean [95% t-interval], 8 seeds"],
-                 out) + source_lines(rows)
 
 
 # --- RL blocks from the factorial's per-seed file -----------------------------------------
@@ -598,7 +531,8 @@ def rl_prestated_per_seed():
         cells = [effect_cell(xs, rl_n(seeds, run)) for xs, (run, _) in zip(by_run, RL_SETS)]
         need_fresh = need16 - sum(x > 0 for x in by_run[0])
         null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
-        rows.append([arm] + cells + [f"{need_fresh} of 8: {null_p:.3f}"])
+        rows.append([arm] + cells + [f"{need_fresh} of 8: {null_p:.3f}" if need_fresh <= 8
+                                     else f"unreachable ({need_fresh} of 8)"])
     return table(["arm (grid position, co-trained adversary; mean [95% t-interval])"] + [label for _, label in RL_SETS]
                  + [f"fresh seeds the pooled criterion ({need16} of 16) needed, and its chance under no effect"],
                  rows) + rl_source()
@@ -685,26 +619,29 @@ def rl_classification_and_paper_view():
 
 
 def rl_rerun_check():
-    """The per-seed file against the numbers the first run printed (rl_paired_effects.csv):
-    the paper seeds' and the pooled means and sign counts of every SOO-minus-twin effect."""
+    """The per-seed file against the numbers the first run printed (rl_paired_effects.csv): how
+    many SOO-minus-twin means and sign counts it reproduces, and the grid-position effects of
+    both runs side by side."""
     values, seeds = rl_values()
     printed = tagged("rl_paired_effects.csv")
     runs = {"paper8": RL_SETS[0][0], "pooled16": None}
     same_counts = close_means = 0
-    differing = []
+    rows = []
     for r in printed:
         xs = rl_series(values, seeds, r["arm"], r["endpoint"], runs[r["seed_set"]], minus=r["twin"])
         counts = (sum(x > 0 for x in xs), sum(x < 0 for x in xs))
-        ok_counts = counts == (int(r["positive"]), int(r["negative"]))
-        ok_mean = abs(mean(xs) - float(r["mean"])) <= 0.0005 + 1e-9 * abs(float(r["mean"]))
-        same_counts += ok_counts
-        close_means += ok_mean
-        if not (ok_counts and ok_mean):
-            differing.append(f"{r['seed_set']} {r['arm']} {r['endpoint']}: printed {r['mean']} "
-                             f"({r['positive']}+/{r['negative']}-), rerun {mean(xs):+.4f} ({counts[0]}+/{counts[1]}-)")
-    lines = [f"The rerun's per-seed values against the first run's printed effects: {close_means} of "
-             f"{len(printed)} means equal to the printed 3 decimals, {same_counts} of {len(printed)} sign counts equal."]
-    return lines + ([""] + [f"- {d}" for d in differing] if differing else [])
+        same_counts += counts == (int(r["positive"]), int(r["negative"]))
+        close_means += abs(mean(xs) - float(r["mean"])) <= 0.0005 + 1e-9 * abs(float(r["mean"]))
+        if r["endpoint"] in ("honest_position", "honest_position_frozen"):
+            rows.append([r["seed_set"], r["arm"], r["endpoint"],
+                         f"{float(r['mean']):+.3f} ({r['positive']}+/{r['negative']}-)",
+                         f"{mean(xs):+.3f} ({counts[0]}+/{counts[1]}-)"])
+    lines = [f"The rerun's per-seed values against the first run's printed SOO-minus-twin effects (8 arms x "
+             f"7 endpoints, paper's 8 seeds and pooled 16): {close_means} of {len(printed)} means equal to "
+             f"the printed 3 decimals, {same_counts} of {len(printed)} sign counts (+/-) equal. Grid position:", ""]
+    return lines + table(["seeds", "SOO arm", "endpoint", "first run (mean, seeds +/-)", "rerun"], rows) + [
+        "", "Data: `docs/results/data/rl_paired_effects.csv` (first run, printed) and "
+        f"`docs/results/data/{RL_PER_SEED}` (rerun)."]
 
 
 # --- RL: the paper's design alone (configs/rl_deception.py) --------------------------------
@@ -769,9 +706,13 @@ BLOCKS = {
                "llm-l12": lambda: llm_deception_per_seed("llm_l12_authors.csv"),
                "llm-l12-latent": lambda: llm_model_per_seed("llm_l12_authors.csv"),
                "llm-generated": llm_generated_per_seed},
-    "rl.md": {"rl-check": rl_check, "rl-prestated": rl_prestated,
-              "rl-replicate-alone": rl_replicate_alone, "rl-power": rl_power,
-              "rl-deception-8seed": rl_deception_8seed},
+    "rl.md": {"rl-endpoints": rl_endpoints, "rl-controls": rl_controls,
+              "rl-prestated-first-run": rl_prestated_first_run, "rl-prestated": rl_prestated_per_seed,
+              "rl-effects-paper": lambda: rl_effects_table("rl_factorial"),
+              "rl-effects-replicate": lambda: rl_effects_table("rl_factorial_replicate"),
+              "rl-effects-pooled": rl_effects_table, "rl-bounds": rl_bounds, "rl-power": rl_power_per_seed,
+              "rl-classification": rl_classification_and_paper_view, "rl-paper-design": rl_paper_design,
+              "rl-rerun-check": rl_rerun_check},
 }
 BLOCK = re.compile(r"(<!-- make_tables: ([\w-]+) -->\n)(.*?)(<!-- /make_tables -->)", re.S)
 
