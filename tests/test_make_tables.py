@@ -223,3 +223,8 @@ def test_rl_rerun_check_counts_the_printed_effects_the_per_seed_file_reproduces(
     rows = [line for line in lines if line.startswith("| paper8")]
     assert rows == [f"| paper8 | {arm} | honest_position | {d.mean():+.3f} ({(d > 0).sum()}+/{(d < 0).sum()}-) "
                     f"| {d.mean():+.3f} ({(d > 0).sum()}+/{(d < 0).sum()}-) |"]
+
+
+def test_the_pooled_criterion_cell_says_when_the_fresh_seeds_cannot_reach_it(make_tables):
+    assert make_tables.pooled_criterion_cell(7) == f"6 of 8: {stats.binom.sf(5, 8, 0.5):.3f}"
+    assert make_tables.pooled_criterion_cell(4) == "unreachable (9 of 8)"

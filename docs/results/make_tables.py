@@ -361,6 +361,18 @@ def llm_generated_per_seed(name="llm_l12_generated.csv"):
 # (means, percentile bootstrap intervals, sign counts); its per-seed values were not kept.
 
 ARMS_TESTED = ("soo_action_logmse_baseline", "soo_hidden_logmse_baseline")
+POOLED_NEEDS = sign_test_needs(16, 0.025)  # the pre-stated confirmation: 13 of 16 pairs positive
+POOLED_CRITERION = (f"fresh seeds the pooled criterion ({POOLED_NEEDS} of 16) needed, "
+                    "and its chance under no effect")
+
+
+def pooled_criterion_cell(discovery_positive):
+    """How many of the 8 fresh seeds the pooled criterion still needs after the discovery seeds'
+    positive count, and the chance of that many under no effect (sign probability 1/2)."""
+    need = POOLED_NEEDS - discovery_positive
+    if need > 8:
+        return f"unreachable ({need} of 8)"
+    return f"{need} of 8: {sum(binom_pmf(k, 8) for k in range(max(need, 0), 9)):.3f}"
 
 
 def first_run_effects():
@@ -384,22 +396,18 @@ def rl_prestated_first_run():
     given the discovery seeds' count."""
     by, rows = first_run_effects()
     out = []
-    need16 = sign_test_needs(16, 0.025)
     for arm in ARMS_TESTED:
         p8, p16 = by[("paper8", arm, "honest_position")], by[("pooled16", arm, "honest_position")]
         m_rep, pos, neg = replicate_of(by, arm, "honest_position")
-        need_fresh = need16 - int(p8["positive"])
-        null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
         out.append([arm,
                     f"{float(p8['mean']):+.3f}; {p8['positive']}+/{p8['negative']}-",
                     f"{m_rep:+.3f}; {pos}+/{neg}-, sign test p = {fp(sign_test_p(pos, neg))}",
                     f"{float(p16['mean']):+.3f}; {p16['positive']}+/{p16['negative']}-, "
                     f"p = {fp(sign_test_p(int(p16['positive']), int(p16['negative'])))}",
-                    f"{need_fresh} of 8: {null_p:.3f}"])
+                    pooled_criterion_cell(int(p8["positive"]))])
     lines = table(["first run: arm (grid position, co-trained adversary; mean; seeds +/-)",
                    "paper's 8 seeds (discovery)", "fresh 8 seeds (the confirmatory test)", "pooled 16",
-                   f"fresh seeds the pooled criterion ({need16} of 16) needed, and its chance under no effect"],
-                  out)
+                   POOLED_CRITERION], out)
     return lines + source_lines([r for r in rows if r["arm"] in ARMS_TESTED and r["endpoint"] == "honest_position"])
 
 
@@ -524,17 +532,13 @@ def rl_prestated_per_seed():
     """The pre-stated hypothesis: grid position (co-trained) of the two tested arms beyond their
     twins, on the discovery seeds, the fresh seeds alone (the confirmatory test) and pooled."""
     values, seeds = rl_values()
-    need16 = sign_test_needs(16, 0.025)
     rows = []
     for arm in ARMS_TESTED:
         by_run = [rl_series(values, seeds, arm, "honest_position", run, minus=rl_twin(arm)) for run, _ in RL_SETS]
         cells = [effect_cell(xs, rl_n(seeds, run)) for xs, (run, _) in zip(by_run, RL_SETS)]
-        need_fresh = need16 - sum(x > 0 for x in by_run[0])
-        null_p = sum(binom_pmf(k, 8) for k in range(max(need_fresh, 0), 9))
-        rows.append([arm] + cells + [f"{need_fresh} of 8: {null_p:.3f}" if need_fresh <= 8
-                                     else f"unreachable ({need_fresh} of 8)"])
+        rows.append([arm] + cells + [pooled_criterion_cell(sum(x > 0 for x in by_run[0]))])
     return table(["arm (grid position, co-trained adversary; mean [95% t-interval])"] + [label for _, label in RL_SETS]
-                 + [f"fresh seeds the pooled criterion ({need16} of 16) needed, and its chance under no effect"],
+                 + [POOLED_CRITERION],
                  rows) + rl_source()
 
 
@@ -636,8 +640,9 @@ def rl_rerun_check():
             rows.append([r["seed_set"], r["arm"], r["endpoint"],
                          f"{float(r['mean']):+.3f} ({r['positive']}+/{r['negative']}-)",
                          f"{mean(xs):+.3f} ({counts[0]}+/{counts[1]}-)"])
-    lines = [f"The rerun's per-seed values against the first run's printed SOO-minus-twin effects (8 arms x "
-             f"7 endpoints, paper's 8 seeds and pooled 16): {close_means} of {len(printed)} means equal to "
+    arms, endpoints = ({r[k] for r in printed} for k in ("arm", "endpoint"))
+    lines = [f"The rerun's per-seed values against the first run's printed SOO-minus-twin effects ({len(arms)} arms "
+             f"x {len(endpoints)} endpoints, paper's 8 seeds and pooled 16): {close_means} of {len(printed)} means equal to "
              f"the printed 3 decimals, {same_counts} of {len(printed)} sign counts (+/-) equal. Grid position:", ""]
     return lines + table(["seeds", "SOO arm", "endpoint", "first run (mean, seeds +/-)", "rerun"], rows) + [
         "", "Data: `docs/results/data/rl_paired_effects.csv` (first run, printed) and "
